@@ -1,0 +1,3 @@
+from cng_datasets.cli import main
+
+main()

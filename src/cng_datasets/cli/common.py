@@ -1,0 +1,87 @@
+"""What every command shares: error mapping, logging / warning display and parameter types."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from cng_datasets.errors import EXIT_FAILURE, CngError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LOGGER_NAME = "cng_datasets"
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """Send the package logger and our warnings to stderr as plain lines."""
+    logger = logging.getLogger(LOGGER_NAME)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        sys.stderr.write(f"warning: {message}\n")
+
+    warnings.showwarning = show  # type: ignore[assignment]
+
+
+def handle_errors(func: F) -> F:
+    """Turn our errors into one line on stderr and an exit code; never show a traceback.
+
+    Set ``CNG_DATASETS_DEBUG=1`` to see the traceback of an unexpected error.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        setup_logging(quiet=bool(kwargs.get("quiet")))
+        try:
+            return func(*args, **kwargs)
+        except CngError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
+            if os.environ.get("CNG_DATASETS_DEBUG"):
+                traceback.print_exc()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            click.echo(f"error: unexpected {type(err).__name__}: {first} (set CNG_DATASETS_DEBUG=1 for details)", err=True)
+            sys.exit(EXIT_FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class IntListType(click.ParamType):
+    """A comma-separated list of integers, e.g. ``"9,8,0"`` → ``(9, 8, 0)``."""
+
+    name = "INTS"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        if not text:
+            return ()
+        try:
+            return tuple(int(part) for part in text.split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+
+
+INT_LIST = IntListType()

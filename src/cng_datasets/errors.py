@@ -1,0 +1,90 @@
+"""Every error this package raises on purpose.
+
+    CngError                      base; the CLI prints ``str(err)`` as one line
+    ├── UsageError                options that contradict each other or cannot be honoured
+    ├── DataError                 deterministic bad input: retrying cannot help (exit 65)
+    │   ├── SourceError           a source cannot be opened / read (names the source)
+    │   └── IncompleteOutputError a completeness check failed (missing features, chunks)
+    ├── StorageError              a local / S3 / HTTP transfer failed (may succeed on retry)
+    ├── ToolError                 an external tool (tippecanoe) failed
+    └── ClusterError              the Kubernetes API refused or a Job failed
+
+Exit codes: ``DataError`` and subclasses exit with :data:`EXIT_BAD_INPUT` so a Kubernetes
+``podFailurePolicy`` can fail a hex index at once instead of retrying it; anything else exits 1.
+"""
+
+from __future__ import annotations
+
+#: Exit code for deterministic bad input (sysexits.h EX_DATAERR).
+EXIT_BAD_INPUT = 65
+#: Exit code for every other handled failure.
+EXIT_FAILURE = 1
+
+
+class CngError(Exception):
+    """Base of all errors raised on purpose by cng-datasets."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(CngError):
+    """Options that contradict each other or cannot be honoured."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class DataError(CngError):
+    """Deterministic bad input: running again with the same input fails the same way."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class SourceError(DataError):
+    """A source cannot be opened or read. ``source`` names it as the user gave it."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        self.source = source
+        self.problem = problem
+        super().__init__(f"source {source!r}: {problem}")
+
+
+class IncompleteOutputError(DataError):
+    """A completeness check failed: features or chunks are missing or duplicated."""
+
+
+class StorageError(CngError):
+    """A read, write or delete on local disk, S3 or HTTP failed. ``url`` names the object."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        self.url = url
+        self.problem = problem
+        super().__init__(f"{url}: {problem}")
+
+
+class ToolError(CngError):
+    """An external tool failed. ``tool`` names it, ``detail`` is the useful part of its output."""
+
+    def __init__(self, tool: str, detail: str) -> None:
+        self.tool = tool
+        self.detail = detail
+        super().__init__(f"{tool} failed: {detail}")
+
+
+class ClusterError(CngError):
+    """The Kubernetes API refused a request, or a Job of the workflow failed."""
+
+
+class CngWarning(UserWarning):
+    """Base of the warnings the library emits; the CLI prints them as ``warning: …`` lines."""
+
+
+class AssumedCrsWarning(CngWarning):
+    """A source had no CRS and was taken as EPSG:4326."""
+
+
+class RenamedColumnWarning(CngWarning):
+    """A source column clashed with a reserved output column and was renamed."""
+
+
+class CountFallbackWarning(CngWarning):
+    """Features could not be counted; default chunking is used (the last chunk reads to the end)."""
