@@ -1,0 +1,185 @@
+"""Typed configuration of a dataset workflow: every flag of ``workflow`` and ``run``.
+
+Parameters travel as frozen dataclasses; the CLI parses strings at the edge and the library
+receives ints, tuples and :class:`Resources`. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from cng_datasets.errors import UsageError
+
+STEPS = ("convert", "pmtiles", "hex", "repartition")
+CONTAINMENT_MODES = ("center", "full", "overlap")
+
+#: Default Kubernetes version whose schemas the manifests are validated against. 1.33 is the
+#: first release where ``backoffLimitPerIndex`` / ``maxFailedIndexes`` are GA (and
+#: ``podFailurePolicy`` has been GA since 1.31), so every field we emit is stable there.
+DEFAULT_K8S_VERSION = "1.33"
+
+DEFAULT_IMAGE = "ghcr.io/cng-datasets/cng-datasets:0.1.0"
+
+_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+
+
+def check_quantity(value: str, what: str) -> str:
+    """Validate a Kubernetes quantity such as ``"500m"``, ``"2"``, ``"8Gi"``; return it unchanged."""
+    if not _QUANTITY.match(str(value)):
+        raise UsageError(f"{what}: {value!r} is not a Kubernetes quantity (e.g. 2, 500m, 8Gi)")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPU, memory and ephemeral storage of one step's container (requests = limits for memory).
+
+    CPU is requested and limited at the same value so a pod's cgroup quota, which the steps read
+    to size their thread pools, is what was asked for.
+    """
+
+    cpu: str = "1"
+    memory: str = "4Gi"
+    ephemeral_storage: str = "10Gi"
+
+    def __post_init__(self) -> None:
+        check_quantity(self.cpu, "cpu")
+        check_quantity(self.memory, "memory")
+        check_quantity(self.ephemeral_storage, "ephemeral-storage")
+
+
+#: Defaults per step: convert and pmtiles hold a whole-file temp copy on disk; hex is many small pods.
+DEFAULT_RESOURCES: dict[str, Resources] = {
+    "convert": Resources(cpu="2", memory="8Gi", ephemeral_storage="50Gi"),
+    "pmtiles": Resources(cpu="4", memory="16Gi", ephemeral_storage="100Gi"),
+    "hex": Resources(cpu="1", memory="8Gi", ephemeral_storage="20Gi"),
+    "repartition": Resources(cpu="2", memory="8Gi", ephemeral_storage="50Gi"),
+}
+
+
+def default_resources() -> dict[str, Resources]:
+    """A fresh copy of :data:`DEFAULT_RESOURCES`."""
+    return dict(DEFAULT_RESOURCES)
+
+
+@dataclass(frozen=True)
+class WorkflowConfig:
+    """Everything that decides what the workflow of one dataset does.
+
+    ``bucket`` is an S3 bucket name (``my-bucket``), an ``s3://bucket/prefix`` URL, or — for local
+    runs — a local directory. ``dataset`` may contain ``/`` for nested output paths.
+
+    Example:
+        >>> cfg = WorkflowConfig(dataset="wdpa/2024", source_urls=("https://x/wdpa.gpkg",), bucket="public-wdpa")
+        >>> cfg.parquet_url
+        's3://public-wdpa/wdpa/2024.parquet'
+    """
+
+    dataset: str
+    source_urls: tuple[str, ...]
+    bucket: str
+    layer: str | None = None
+    h3_resolution: int = 10
+    parent_resolutions: tuple[int, ...] = (9, 8, 0)
+    containment: str = "center"
+    max_zoom: int | None = None
+    min_zoom: int | None = None
+    id_column: str | None = None
+    namespace: str = "default"
+    image: str = DEFAULT_IMAGE
+    s3_endpoint: str | None = None
+    s3_secret: str = "aws"
+    resources: dict[str, Resources] = field(default_factory=default_resources)
+    max_completions: int = 200
+    max_parallelism: int = 50
+    chunk_size: int | None = None
+    k8s_version: str = DEFAULT_K8S_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.source_urls:
+            raise UsageError("at least one --source-url is needed")
+        ds = self.dataset.strip("/")
+        if not ds or any(part in ("", ".", "..") for part in ds.split("/")):
+            raise UsageError(f"--dataset {self.dataset!r} must be a non-empty path without '.', '..' or '//'")
+        if any(c.isspace() for c in self.dataset) or "\\" in self.dataset:
+            raise UsageError(f"--dataset {self.dataset!r} must not contain spaces or backslashes")
+        if not 0 <= self.h3_resolution <= 15:
+            raise UsageError(f"--h3-resolution {self.h3_resolution} is outside 0..15")
+        for r in self.parent_resolutions:
+            if not 0 <= r < self.h3_resolution:
+                raise UsageError(
+                    f"--parent-resolutions: {r} must be coarser than --h3-resolution {self.h3_resolution}"
+                )
+        if self.containment not in CONTAINMENT_MODES:
+            raise UsageError(f"--containment must be one of {', '.join(CONTAINMENT_MODES)}")
+        if self.max_completions < 1 or self.max_parallelism < 1:
+            raise UsageError("--max-completions and --max-parallelism must be at least 1")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise UsageError("--chunk-size must be at least 1")
+        for z in (self.max_zoom, self.min_zoom):
+            if z is not None and not 0 <= z <= 24:
+                raise UsageError(f"zoom {z} is outside 0..24")
+        if self.min_zoom is not None and self.max_zoom is not None and self.min_zoom > self.max_zoom:
+            raise UsageError("--min-zoom is larger than --max-zoom")
+        unknown = set(self.resources) - set(STEPS)
+        if unknown:
+            raise UsageError(f"resources given for unknown steps: {', '.join(sorted(unknown))}")
+        if not re.fullmatch(r"1\.[0-9]{2}", self.k8s_version):
+            raise UsageError(f"--k8s-version {self.k8s_version!r} must look like 1.33")
+
+    # ---- derived values -----------------------------------------------------------------
+
+    @property
+    def dataset_path(self) -> str:
+        """The dataset name as a path below the bucket (no leading / trailing slash)."""
+        return self.dataset.strip("/")
+
+    @property
+    def base_name(self) -> str:
+        """The last component of the dataset name (PMTiles layer name)."""
+        return self.dataset_path.rsplit("/", 1)[-1]
+
+    @property
+    def root_url(self) -> str:
+        """Where outputs go: ``s3://bucket[/prefix]`` or a local directory."""
+        b = self.bucket
+        if "://" in b or b.startswith(("/", ".", "~")):
+            return b.rstrip("/") if "://" in b else b
+        return f"s3://{b.strip('/')}"
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root_url
+
+    def _url(self, suffix: str) -> str:
+        sep = "/"
+        return f"{self.root_url.rstrip('/')}{sep}{self.dataset_path}{suffix}"
+
+    @property
+    def parquet_url(self) -> str:
+        return self._url(".parquet")
+
+    @property
+    def pmtiles_url(self) -> str:
+        return self._url(".pmtiles")
+
+    @property
+    def hex_url(self) -> str:
+        return self._url("/hex")
+
+    @property
+    def chunks_url(self) -> str:
+        return self._url("/chunks")
+
+    @property
+    def resolved_max_zoom(self) -> int:
+        """Max tile zoom: ``--max-zoom`` or H3 resolution + 3 (capped at 16)."""
+        return self.max_zoom if self.max_zoom is not None else min(self.h3_resolution + 3, 16)
+
+    def resources_for(self, step: str) -> Resources:
+        return self.resources.get(step, DEFAULT_RESOURCES[step])
+
+    def with_(self, **changes: object) -> WorkflowConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
