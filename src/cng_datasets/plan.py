@@ -128,11 +128,13 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     c = config
     chunking = choose_chunking(feature_count, c.max_completions, c.max_parallelism, c.chunk_size)
 
-    convert = (PROGRAM, "convert", *c.source_urls, c.parquet_url)
+    convert: tuple[str, ...] = (PROGRAM, "convert")
     if c.layer:
         convert += ("--layer", c.layer)
     if c.id_column:
         convert += ("--id-column", c.id_column)
+    # "--" ends the options: a source URL that starts with "-" stays a source.
+    convert += ("--", *c.source_urls, c.parquet_url)
 
     pmtiles = (
         PROGRAM, "pmtiles", "--input", c.parquet_url, "--output", c.pmtiles_url,

@@ -1,0 +1,1 @@
+"""Kubernetes: manifests (pure builders), the in-cluster orchestrator, and submit/status/logs/cleanup."""
