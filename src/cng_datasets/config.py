@@ -90,6 +90,10 @@ class WorkflowConfig:
     image: str = DEFAULT_IMAGE
     s3_endpoint: str | None = None
     s3_secret: str = "aws"
+    #: keys inside the ``s3_secret`` Secret that hold the access key id and the secret key
+    s3_access_key_key: str = "AWS_ACCESS_KEY_ID"
+    s3_secret_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    s3_region: str | None = None
     resources: dict[str, Resources] = field(default_factory=default_resources)
     max_completions: int = 200
     max_parallelism: int = 50
@@ -125,6 +129,10 @@ class WorkflowConfig:
         unknown = set(self.resources) - set(STEPS)
         if unknown:
             raise UsageError(f"resources given for unknown steps: {', '.join(sorted(unknown))}")
+        if self.s3_endpoint is not None and not re.match(r"^https?://[^/\s]+", self.s3_endpoint):
+            raise UsageError(
+                f"--s3-endpoint {self.s3_endpoint!r} must be a URL such as http://host:port or https://host"
+            )
         if not re.fullmatch(r"1\.[0-9]{2}", self.k8s_version):
             raise UsageError(f"--k8s-version {self.k8s_version!r} must look like 1.33")
 

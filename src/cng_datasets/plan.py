@@ -23,6 +23,8 @@ PROGRAM = "cng-datasets"
 MIN_CHUNK_SIZE = 1000
 #: Chunk size when the features could not be counted (the last chunk reads to the end anyway).
 FALLBACK_CHUNK_SIZE = 10_000
+#: Seconds ``pmtiles`` waits for convert's output to appear (it may be started before convert ends).
+PMTILES_WAIT_FOR_INPUT = 21600
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,9 @@ def choose_chunking(
 ) -> Chunking:
     """Choose the hex chunking for ``feature_count`` features.
 
-    - explicit ``chunk_size``: ``ceil(N / chunk_size)`` chunks, capped at ``max_completions`` (the
-      last chunk then takes the remainder);
+    - explicit ``chunk_size``: ``ceil(N / chunk_size)`` chunks; when that exceeds
+      ``max_completions`` the chunk size is raised to ``ceil(N / max_completions)`` so that the
+      chunks still cover every feature without one oversized last chunk;
     - otherwise the smallest chunk size ≥ ``min_chunk_size`` that needs at most ``max_completions``
       chunks;
     - unknown count: ``max_completions`` chunks of :data:`FALLBACK_CHUNK_SIZE` (or ``chunk_size``).
@@ -66,7 +69,7 @@ def choose_chunking(
     else:
         n = max(0, feature_count)
         if chunk_size:
-            size = chunk_size
+            size = max(chunk_size, math.ceil(n / max_completions))
         else:
             size = max(min_chunk_size, math.ceil(n / max_completions))
         completions = max(1, min(max_completions, math.ceil(n / size)))
@@ -139,6 +142,8 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     pmtiles = (
         PROGRAM, "pmtiles", "--input", c.parquet_url, "--output", c.pmtiles_url,
         "--layer-name", c.base_name, "--max-zoom", str(c.resolved_max_zoom),
+        # Applied right after convert in the manual flow: wait (up to 6 h) for convert's atomic output.
+        "--wait-for-input", str(PMTILES_WAIT_FOR_INPUT),
     )
     if c.min_zoom is not None:
         pmtiles += ("--min-zoom", str(c.min_zoom))
