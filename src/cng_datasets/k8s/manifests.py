@@ -120,6 +120,11 @@ def check_config(config: WorkflowConfig) -> None:
         raise UsageError(f"--image {config.image!r} is not a container image reference")
     if config.is_local:
         raise UsageError(f"--bucket {config.bucket!r}: Kubernetes Jobs need an S3 bucket, not a local directory")
+    for url in config.source_urls:
+        if not url.lower().startswith(("http://", "https://", "s3://", "/vsi")):
+            raise UsageError(
+                f"--source-url {url!r}: a pod cannot read a local file; give an http(s):// or s3:// URL"
+            )
 
 
 # ---- labels -------------------------------------------------------------------------------

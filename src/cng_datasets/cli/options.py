@@ -1,0 +1,125 @@
+"""Options shared by ``workflow`` and ``run``, and their conversion to a :class:`WorkflowConfig`.
+
+- :func:`workflow_options`: what the dataset is and how it is processed (both commands).
+- :func:`kubernetes_options`: namespace, image, S3 Secret, resources, schema version (``workflow``).
+- :func:`config_from_options`: the keyword arguments click passes → a validated ``WorkflowConfig``
+  (arguments it does not know, such as ``output_dir``, are ignored).
+
+This module imports only click and the config module, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from cng_datasets.cli.common import INT_LIST
+from cng_datasets.config import (
+    CONTAINMENT_MODES,
+    DEFAULT_IMAGE,
+    DEFAULT_K8S_VERSION,
+    DEFAULT_RESOURCES,
+    STEPS,
+    Resources,
+    WorkflowConfig,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_COUNT_TIMEOUT = 120.0
+
+
+def _apply(func: F, options: list[Callable[[F], F]]) -> F:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def workflow_options(func: F) -> F:
+    """Dataset, sources, outputs and processing options (shared by ``workflow`` and ``run``)."""
+    options = [
+        click.option("--dataset", required=True, help="Dataset name; may contain '/' for nested output paths."),
+        click.option(
+            "--source-url", "source_urls", required=True, multiple=True,
+            help="Source file or URL (local, s3://, https://); repeat for several sources.",
+        ),
+        click.option("--bucket", required=True, help="Output bucket (name or s3://bucket/prefix)."),
+        click.option("--layer", default=None, help="Layer of multi-layer sources."),
+        click.option("--id-column", default=None, help="Name of the feature id column (default _cng_fid)."),
+        click.option("--h3-resolution", type=click.IntRange(0, 15), default=10, show_default=True),
+        click.option(
+            "--parent-resolutions", type=INT_LIST, default="9,8,0", show_default=True,
+            help="Comma-separated parent H3 resolutions.",
+        ),
+        click.option("--containment", type=click.Choice(CONTAINMENT_MODES), default="center", show_default=True),
+        click.option("--max-zoom", type=click.IntRange(0, 24), default=None, help="Max tile zoom [h3-resolution + 3]."),
+        click.option("--min-zoom", type=click.IntRange(0, 24), default=None),
+        click.option("--max-completions", type=click.IntRange(min=1), default=200, show_default=True,
+                     help="Most hex chunks."),
+        click.option("--max-parallelism", type=click.IntRange(min=1), default=50, show_default=True,
+                     help="Most hex chunks at once."),
+        click.option("--chunk-size", type=click.IntRange(min=1), default=None,
+                     help="Features per hex chunk (default: chosen from the feature count)."),
+        click.option("--count-timeout", type=click.FloatRange(min=0), default=DEFAULT_COUNT_TIMEOUT,
+                     show_default=True, help="Seconds to spend counting the source features."),
+        click.option("--s3-endpoint", default=None,
+                     help="S3 endpoint URL of the outputs, e.g. http://rook-ceph-rgw:80 (path-style); default AWS."),
+        click.option("--s3-region", default=None, help="S3 region (AWS_REGION)."),
+    ]
+    return _apply(func, options)
+
+
+def kubernetes_options(func: F) -> F:
+    """Options of the generated Kubernetes objects (``workflow``)."""
+    options: list[Callable[[F], F]] = [
+        click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace (must exist)."),
+        click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Container image of the Jobs."),
+        click.option("--s3-secret", default="aws", show_default=True, help="Secret that holds the S3 keys."),
+        click.option("--s3-access-key-key", default="AWS_ACCESS_KEY_ID", show_default=True,
+                     help="Key of the access key id in --s3-secret."),
+        click.option("--s3-secret-key-key", default="AWS_SECRET_ACCESS_KEY", show_default=True,
+                     help="Key of the secret access key in --s3-secret."),
+        click.option("--k8s-version", default=DEFAULT_K8S_VERSION, show_default=True,
+                     help="Kubernetes version whose API the manifests target."),
+    ]
+    for step in STEPS:
+        d = DEFAULT_RESOURCES[step]
+        options += [
+            click.option(f"--{step}-cpu", default=d.cpu, show_default=True, help=f"CPU of each {step} pod."),
+            click.option(f"--{step}-memory", default=d.memory, show_default=True, help=f"Memory of each {step} pod."),
+            click.option(f"--{step}-ephemeral-storage", default=d.ephemeral_storage, show_default=True,
+                         help=f"Local disk of each {step} pod."),
+        ]
+    return _apply(func, options)
+
+
+#: WorkflowConfig fields filled directly from same-named options.
+_DIRECT = (
+    "dataset", "bucket", "layer", "id_column", "h3_resolution", "containment", "max_zoom", "min_zoom",
+    "max_completions", "max_parallelism", "chunk_size", "s3_endpoint", "s3_region", "namespace", "image",
+    "s3_secret", "s3_access_key_key", "s3_secret_key_key", "k8s_version",
+)
+
+
+def config_from_options(**kwargs: Any) -> WorkflowConfig:
+    """Build a :class:`WorkflowConfig` from click keyword arguments (unknown names are ignored;
+    options that were not declared keep the config's defaults). Raises ``UsageError``."""
+    fields: dict[str, Any] = {k: kwargs[k] for k in _DIRECT if k in kwargs and kwargs[k] is not None}
+    fields["source_urls"] = tuple(kwargs.get("source_urls") or ())
+    if kwargs.get("parent_resolutions") is not None:
+        fields["parent_resolutions"] = tuple(kwargs["parent_resolutions"])
+    resources: dict[str, Resources] = {}
+    for step in STEPS:
+        keys = (f"{step}_cpu", f"{step}_memory", f"{step}_ephemeral_storage")
+        if any(k in kwargs for k in keys):
+            d = DEFAULT_RESOURCES[step]
+            resources[step] = Resources(
+                cpu=str(kwargs.get(keys[0]) or d.cpu),
+                memory=str(kwargs.get(keys[1]) or d.memory),
+                ephemeral_storage=str(kwargs.get(keys[2]) or d.ephemeral_storage),
+            )
+    if resources:
+        fields["resources"] = {**DEFAULT_RESOURCES, **resources}
+    return WorkflowConfig(**fields)

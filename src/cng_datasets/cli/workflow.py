@@ -1,0 +1,64 @@
+"""``cng-datasets workflow``: write the Kubernetes manifests of one dataset's workflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cng_datasets.cli.common import LOGGER_NAME, handle_errors
+from cng_datasets.cli.options import config_from_options, kubernetes_options, workflow_options
+
+log = logging.getLogger(LOGGER_NAME)
+
+
+@click.command("workflow")
+@workflow_options
+@kubernetes_options
+@click.option(
+    "--output-dir", required=True, type=click.Path(file_okay=False, writable=True),
+    help="Folder for the manifests and their README (created if missing).",
+)
+@click.option(
+    "--feature-count", type=click.IntRange(min=0), default=None,
+    help="Number of source features, when known (skips counting).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@handle_errors
+def workflow(output_dir: str, feature_count: int | None, count_timeout: float, quiet: bool, **kwargs: Any) -> None:
+    """Write the Kubernetes manifests of a dataset's workflow to --output-dir.
+
+    Files: convert-job.yaml, pmtiles-job.yaml, hex-job.yaml, repartition-job.yaml,
+    workflow-rbac.yaml, workflow-pvc.yaml, workflow-upload.yaml, workflow.yaml and a README.md
+    with the commands to run them. The hex chunking is chosen from the number of features,
+    counted from the sources with GDAL (default chunking if counting fails).
+    """
+    from cng_datasets import probe
+    from cng_datasets.k8s import manifests
+    from cng_datasets.plan import build_plan
+
+    config = config_from_options(**kwargs)
+    manifests.check_config(config)  # fail on bad names before spending time on counting
+    if feature_count is None:
+        log.info("counting the features of %d source(s) (timeout %g s)", len(config.source_urls), count_timeout)
+        feature_count = probe.count_features(config.source_urls, config.layer, timeout=count_timeout)
+    plan = build_plan(config, feature_count)
+    files = manifests.render_files(plan, output_dir)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / name)
+
+    ch = plan.chunking
+    counted = f"{ch.feature_count:,} features" if ch.feature_count is not None else "features not counted"
+    log.info(
+        "hex: %d chunk(s) of %s features, %d in parallel (%s)", ch.completions, f"{ch.chunk_size:,}", ch.parallelism,
+        counted,
+    )
+    log.info("wrote %d files to %s; see %s", len(files), out, out / manifests.README_FILE)

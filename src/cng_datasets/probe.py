@@ -1,0 +1,131 @@
+"""Count the features of the sources, with a timeout: the input of the hex chunking rule.
+
+GDAL (through pyogrio) counts GDAL-readable sources over ``/vsicurl``, ``/vsis3`` and ``/vsizip``;
+GeoParquet sources are counted from the Parquet footer with pyarrow (GDAL in the pyogrio wheel has
+no Parquet driver). Counts of several sources are summed.
+
+Each count runs in a child Python process that is killed at the timeout, so a hung remote read
+cannot block the caller (a thread could not be stopped). On any failure :func:`count_features` returns
+``None`` and emits :class:`~cng_datasets.errors.CountFallbackWarning`; the plan then uses default
+chunking, and the last hex chunk always reads to the end, so a wrong or missing count never drops
+features.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from cng_datasets import storage
+from cng_datasets.errors import CountFallbackWarning
+
+DEFAULT_TIMEOUT = 120.0
+PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".parq")
+
+
+def is_parquet(url: str) -> bool:
+    """True when ``url`` names a (Geo)Parquet file (query string and fragment ignored)."""
+    path = urlsplit(url).path if "://" in url else url
+    return path.lower().endswith(PARQUET_SUFFIXES)
+
+
+def count_parquet(url: str) -> int:
+    """Rows of a Parquet file, read from its footer only."""
+    import pyarrow.parquet as pq
+
+    with storage.open_input(url) as f:
+        return int(pq.ParquetFile(f).metadata.num_rows)
+
+
+def count_gdal(url: str, layer: str | None = None) -> int:
+    """Features of ``layer`` (default: the first layer with geometry) of a GDAL-readable source."""
+    import pyogrio
+
+    storage.configure_gdal()
+    vsi = storage.vsi_path(url)
+    if layer is None:
+        # like convert: the spatial layer (convert refuses a choice among several without --layer)
+        layers = pyogrio.list_layers(vsi)
+        spatial = [str(name) for name, gtype in layers if gtype is not None]
+        layer = spatial[0] if spatial else str(layers[0][0])
+    info = pyogrio.read_info(vsi, layer=layer, force_feature_count=True)
+    n = int(info["features"])
+    if n < 0:
+        raise ValueError("the driver cannot count the features")
+    return n
+
+
+def count_source(url: str, layer: str | None = None) -> int:
+    """Features of one source (no timeout; raises on failure)."""
+    return count_parquet(url) if is_parquet(url) else count_gdal(url, layer)
+
+
+def _count_in_subprocess(url: str, layer: str | None, timeout: float) -> int:
+    """Count one source in a child Python process, killed after ``timeout`` seconds.
+
+    A child (not a thread) because a hung GDAL read cannot be interrupted in-process, and GDAL's
+    own warnings stay out of the caller's output.
+    """
+    if timeout <= 0:
+        raise TimeoutError("no time left")
+    cmd = [sys.executable, "-m", "cng_datasets.probe", url]
+    if layer is not None:
+        cmd += ["--layer", layer]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"no answer within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"exit code {proc.returncode}")
+    return int(proc.stdout.strip().splitlines()[-1])
+
+
+def count_features(
+    urls: Sequence[str], layer: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> int | None:
+    """The total number of features of ``urls``, or ``None`` (with a warning) when any count fails
+    or the whole count takes longer than ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    total = 0
+    for url in urls:
+        try:
+            total += _count_in_subprocess(url, layer, deadline - time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - any failure means "unknown count"
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(
+                CountFallbackWarning(
+                    f"could not count the features of {url!r} ({detail}); using default chunking "
+                    "(the last hex chunk reads to the end, so no feature is dropped)"
+                ),
+                stacklevel=2,
+            )
+            return None
+    return total
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m cng_datasets.probe URL [--layer NAME]``: print the feature count of one source."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cng_datasets.probe")
+    parser.add_argument("url")
+    parser.add_argument("--layer", default=None)
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    try:
+        n = count_source(args.url, args.layer)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        sys.stderr.write(f"{type(exc).__name__}: {text}\n")
+        return 1
+    sys.stdout.write(f"{n}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
