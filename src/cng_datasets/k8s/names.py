@@ -2,9 +2,9 @@
 
 A dataset name such as ``WDPA/2024_v2`` becomes the readable base ``wdpa-2024-v2``: lowercase,
 every character outside ``[a-z0-9]`` becomes ``-``, runs of ``-`` collapse and the ends are
-trimmed. Every object name is ``<base>-<suffix>``; the longest Job name (``<base>-upload-yamls``)
-must stay within 63 characters because the Job controller copies it into the ``job-name`` label
-of its pods, and a label value is at most 63 characters. A longer base keeps a readable prefix
+trimmed. Every object name is ``<base>-<suffix>`` and stays within 63 characters: a Job name
+is copied by the Job controller into the ``job-name`` label of its pods (a label value is at most
+63 characters), and the longest name, the PVC ``<base>-workflow-yamls``, is held to the same bound. A longer base keeps a readable prefix
 and ends with a short stable hash of the full dataset name, so two long names that share a
 prefix still get distinct objects.
 
@@ -36,8 +36,9 @@ PVC_SUFFIX = "workflow-yamls"
 
 #: Longest label value / DNS label (RFC 1123).
 MAX_LABEL = 63
-#: Longest base name so that ``<base>-upload-yamls`` is a valid label value.
-MAX_BASE = MAX_LABEL - 1 - max(len(s) for s in JOB_SUFFIXES.values())
+#: Longest base name so that every Job name (a label value of its pods) and the PVC name
+#: (``<base>-workflow-yamls``, the longest) stay within 63 characters.
+MAX_BASE = MAX_LABEL - 1 - max(len(s) for s in (*JOB_SUFFIXES.values(), PVC_SUFFIX))
 HASH_LEN = 8
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

