@@ -3,7 +3,7 @@
 Antimeridian: in lon/lat data, an edge that jumps more than 180° of longitude (179.9 → −179.9) is
 meant to cross ±180, but every planar tool (and H3, and tippecanoe) reads it as a band round the
 whole globe. :func:`split_antimeridian` cuts such lines and polygons at ±180, as RFC 7946 §3.1.9
-asks. Edges lying along a pole (both ends at latitude ±90, as in Antarctica's ring) are planar
+asks. Edges from exactly ±180 to ∓180 (Antarctica's ring along −90) are planar
 boundaries, not crossings, and are left alone.
 """
 
@@ -16,17 +16,24 @@ import shapely
 from shapely.geometry import LineString, MultiLineString, MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-_WORLD = box(-180.0, -90.0, 180.0, 90.0)
+#: Degrees from ±180 within which a vertex counts as on the antimeridian (reprojection noise).
+_SEAM_TOLERANCE = 1e-7
 
 
 def _crossing_edges(coords: np.ndarray) -> np.ndarray:
-    """Boolean per edge: longitude jump > 180° that does not lie along a pole."""
+    """Boolean per edge: longitude jump > 180° that is not a seam.
+
+    An edge from ±180 to ∓180 joins two points on the same meridian (on the
+    sphere it has no east-west extent): it is the planar boundary of an already split or clipped
+    polygon (Antarctica along −90, a polygon clipped along a parallel), not a crossing.
+    """
     if len(coords) < 2:
         return np.zeros(0, dtype=bool)
-    dlon = np.abs(np.diff(coords[:, 0]))
-    lat = coords[:, 1]
-    along_pole = (np.abs(lat[:-1]) == 90.0) & (lat[:-1] == lat[1:])
-    return (dlon > 180.0) & ~along_pole
+    lon = coords[:, 0]
+    dlon = np.abs(np.diff(lon))
+    on_meridian = np.abs(np.abs(lon) - 180.0) <= _SEAM_TOLERANCE
+    seam = on_meridian[:-1] | on_meridian[1:]
+    return (dlon > 180.0) & ~seam
 
 
 def _unwrap(coords: np.ndarray) -> np.ndarray:

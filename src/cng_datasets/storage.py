@@ -192,44 +192,48 @@ def pyarrow_filesystem(url: str) -> tuple[Any, str]:
     raise StorageError(url, "no filesystem for http(s) URLs; use open_input()")
 
 
-def gdal_config() -> dict[str, str]:
+def gdal_config() -> dict[str, str | None]:
     """GDAL configuration options for /vsis3 and /vsicurl from the standard environment.
+
+    Every S3 key is present (``None`` unsets it), so applying a new configuration never inherits
+    a stale one (e.g. ``AWS_NO_SIGN_REQUEST`` from an earlier anonymous read).
 
     Note: GDAL's /vsis3 ignores ``AWS_ENDPOINT_URL``; it needs ``AWS_S3_ENDPOINT=host:port``,
     ``AWS_HTTPS`` and ``AWS_VIRTUAL_HOSTING=FALSE`` for path-style endpoints.
     """
     s = s3_settings()
-    opts = {
+    custom = bool(s.endpoint_url)
+    return {
         "GDAL_HTTP_TIMEOUT": str(HTTP_TIMEOUT),
         "GDAL_HTTP_MAX_RETRY": "4",
         "GDAL_HTTP_RETRY_DELAY": "2",
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         # very large single features (a continent at 10 m) are refused by default
         "OGR_GEOJSON_MAX_OBJ_SIZE": "0",
+        "AWS_S3_ENDPOINT": s.host if custom else None,
+        "AWS_HTTPS": ("YES" if s.https else "NO") if custom else None,
+        "AWS_VIRTUAL_HOSTING": "FALSE" if custom else None,
+        "AWS_REGION": s.region,
+        "AWS_NO_SIGN_REQUEST": "YES" if s.anonymous else "NO",
+        "AWS_ACCESS_KEY_ID": None if s.anonymous else s.access_key,
+        "AWS_SECRET_ACCESS_KEY": None if s.anonymous else s.secret_key,
+        "AWS_SESSION_TOKEN": None if s.anonymous else s.session_token,
     }
-    if s.endpoint_url:
-        opts.update(
-            AWS_S3_ENDPOINT=s.host or "",
-            AWS_HTTPS="YES" if s.https else "NO",
-            AWS_VIRTUAL_HOSTING="FALSE",
-        )
-    if s.region:
-        opts["AWS_REGION"] = s.region
-    if s.anonymous:
-        opts["AWS_NO_SIGN_REQUEST"] = "YES"
-    else:
-        opts["AWS_ACCESS_KEY_ID"] = s.access_key or ""
-        opts["AWS_SECRET_ACCESS_KEY"] = s.secret_key or ""
-        if s.session_token:
-            opts["AWS_SESSION_TOKEN"] = s.session_token
-    return opts
+
+
+_applied_gdal_config: dict[str, str | None] | None = None
 
 
 def configure_gdal() -> None:
-    """Apply :func:`gdal_config` to the GDAL bundled with pyogrio (idempotent)."""
+    """Apply :func:`gdal_config` to the GDAL bundled with pyogrio (cheap when unchanged)."""
+    global _applied_gdal_config
     import pyogrio
 
-    pyogrio.set_gdal_config_options(gdal_config())
+    config = gdal_config()
+    if config != _applied_gdal_config:
+        pyogrio.set_gdal_config_options(config)
+        pyogrio.vsi_curl_clear_cache()  # sizes / listings cached under the old settings
+        _applied_gdal_config = config
 
 
 def vsi_path(url: str) -> str:

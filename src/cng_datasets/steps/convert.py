@@ -283,7 +283,7 @@ def _open_gdal(url: str, opts: ConvertOptions, stack: ExitStack) -> _OpenSource:
         meta, reader = stack.enter_context(
             pyogrio.open_arrow(
                 vsi, layer=layer, batch_size=opts.batch_size, use_pyarrow=True, encoding=encoding,
-                **open_options,
+                return_fids=True, **open_options,
             )
         )
     except Exception as exc:
@@ -295,7 +295,8 @@ def _open_gdal(url: str, opts: ConvertOptions, stack: ExitStack) -> _OpenSource:
     schema = reader.schema
     if geom_name not in schema.names:
         raise SourceError(url, f"layer {layer!r} has no geometry column")
-    attrs = schema.remove(schema.get_field_index(geom_name))
+    fid_name = schema.names[0]  # return_fids puts the GDAL FID first
+    attrs = schema.remove(schema.get_field_index(geom_name)).remove(0)
     crs = pyproj.CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
     count = info.get("features")
     expected = int(count) if count is not None and int(count) >= 0 else None
@@ -303,15 +304,35 @@ def _open_gdal(url: str, opts: ConvertOptions, stack: ExitStack) -> _OpenSource:
     def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
         try:
             for batch in reader:
-                geom = batch.column(geom_name)
-                attrs_batch = batch.drop_columns([geom_name])
-                yield attrs_batch, _wkb_to_numpy(geom)
+                wkb = _wkb_to_numpy(batch.column(geom_name))
+                curved = _curved(wkb)
+                if curved.any():
+                    # GDAL's Arrow stream keeps curves; its feature reader linearizes them.
+                    fids = batch.column(fid_name).to_numpy()[curved]
+                    _, _, linear, _ = pyogrio.raw.read(
+                        vsi, layer=layer, fids=fids, columns=[], encoding=encoding, **open_options
+                    )
+                    wkb[curved] = linear
+                yield batch.drop_columns([geom_name, fid_name]), wkb
         except (DataError, StorageError):
             raise
         except Exception as exc:
             raise SourceError(url, f"read failed: {_gdal_error_text(exc)}") from exc
 
     return _OpenSource(url, layer, crs, attrs, expected, batches())
+
+
+_CURVE_TYPES = frozenset((8, 9, 10, 11, 12, 13, 14, 15, 16, 17))
+
+
+def _curved(wkb: np.ndarray) -> np.ndarray:
+    """Which ISO WKB values are curve types (CircularString, CompoundCurve, CurvePolygon, …)."""
+    out = np.zeros(len(wkb), dtype=bool)
+    for i, value in enumerate(wkb):
+        if value is not None and len(value) >= 5:
+            code = int.from_bytes(value[1:5], "little" if value[0] == 1 else "big")
+            out[i] = (code & 0xFFFF) % 1000 in _CURVE_TYPES
+    return out
 
 
 def _wkb_to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
