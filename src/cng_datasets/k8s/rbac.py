@@ -1,8 +1,22 @@
 """The permissions of the ``cng-datasets-workflow`` ServiceAccount: exactly what the
 orchestrator's code paths call, in its own namespace, nothing cluster-wide, no Secrets.
 
-``k8s/manifests.py`` renders these rules into ``workflow-rbac.yaml``; the tests check that the
-orchestrator's API calls against the fake cluster use no verb outside them.
+``k8s/manifests.py`` renders these rules into ``workflow-rbac.yaml``. ``tests/k8s/test_orchestrator.py``
+runs ``orchestrate`` against the fake cluster with only these rules allowed, through every code
+path (success, restart, OOMKilled index, deterministic failure), records each (apiGroup,
+resource, verb) it calls and checks the set equals these rules exactly — no more, no less.
+
+What each rule is for (``cng_datasets.k8s.orchestrator``):
+
+- jobs ``get``: has a step's Job been created already, and what is its status (polled);
+- jobs ``create``: start a step whose dependencies are complete;
+- pods ``list``: the failed pods of a failed Job (``job-name=<job>``), to name their termination
+  reason (OOMKilled, exit code) and the ``kubectl logs`` command;
+- pods/log ``get``: the last lines of the first failed pod's log in the failure report.
+
+``submit`` / ``status`` / ``logs`` / ``cleanup`` run with the user's own credentials and are not
+bound by these rules. The orchestrator never deletes anything: re-running a failed step is
+``cng-datasets submit DIR --retry-failed``, with the user's credentials.
 """
 
 from __future__ import annotations
@@ -11,7 +25,7 @@ SERVICE_ACCOUNT = "cng-datasets-workflow"
 
 #: (apiGroup, resource, verbs) — edit together with k8s/orchestrator.py.
 RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("batch", "jobs", ("get", "list", "create")),
-    ("", "pods", ("get", "list")),
+    ("batch", "jobs", ("get", "create")),
+    ("", "pods", ("list",)),
     ("", "pods/log", ("get",)),
 )

@@ -1,0 +1,167 @@
+"""Cluster commands: ``orchestrate`` (in the cluster), ``submit``, ``status``, ``logs``, ``cleanup``
+(from a laptop) and ``receive-yamls`` (the upload pod).
+
+The Kubernetes client is imported inside the command functions, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from cng_datasets.cli.common import LOGGER_NAME, handle_errors
+
+log = logging.getLogger(LOGGER_NAME)
+
+_DIR = click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, exists=True))
+_CONTEXT = click.option("--context", default=None, help="kubeconfig context (default: the current one).")
+
+
+def _connect(context: str | None = None):  # type: ignore[no-untyped-def]
+    from cng_datasets.k8s import api
+
+    return api.connect(context)
+
+
+@click.command("orchestrate")
+@click.option("--yamls", required=True, type=click.Path(file_okay=False), help="Folder with the step Job YAMLs.")
+@click.option("--namespace", default=None, help="Namespace of the Jobs (default: this pod's namespace).")
+@click.option("--poll-interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between status checks.")
+@click.option("--heartbeat", default=300.0, show_default=True, type=click.FloatRange(min=1),
+              help="Repeat an unchanged progress line after this many seconds.")
+@handle_errors
+def orchestrate(yamls: str, namespace: str | None, poll_interval: float, heartbeat: float) -> None:
+    """Create the workflow's Jobs in dependency order and wait for them (runs in the cluster).
+
+    Jobs that already exist are not recreated: Complete ones are skipped, running ones awaited, a
+    Failed one is reported (reason, failed indexes, pod termination, log command) with exit 1.
+    """
+    from cng_datasets.errors import UsageError
+    from cng_datasets.k8s import api as k8s_api
+    from cng_datasets.k8s.orchestrator import orchestrate as run
+
+    ns = namespace or k8s_api.in_cluster_namespace()
+    if not ns:
+        raise UsageError("--namespace is required outside a cluster")
+    run(_connect(), yamls, ns, poll_interval=poll_interval, heartbeat=heartbeat)
+
+
+@click.command("submit")
+@_DIR
+@_CONTEXT
+@click.option("--retry-failed", is_flag=True,
+              help="Delete the failed Jobs of an earlier run and run them again (completed steps are kept).")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds to wait for the upload pod.")
+@handle_errors
+def submit(directory: str, context: str | None, retry_failed: bool, timeout: float) -> None:
+    """Start the workflow written to DIR by `cng-datasets workflow` on the cluster.
+
+    Applies the RBAC, the PVC and the upload Job, copies the YAMLs into the PVC through the
+    Kubernetes API (no kubectl needed) and starts the orchestrator Job. Safe to run twice.
+    """
+    from cng_datasets.k8s.submit import load_workflow
+    from cng_datasets.k8s.submit import submit as run
+
+    wf = load_workflow(directory)
+    run(_connect(context), wf, retry_failed=retry_failed, timeout=timeout, echo=click.echo)
+
+
+@click.command("status")
+@_DIR
+@_CONTEXT
+@handle_errors
+def status(directory: str, context: str | None) -> None:
+    """Show each Job's state, indexes and duration."""
+    from cng_datasets.k8s.submit import format_status, load_workflow
+    from cng_datasets.k8s.submit import status as run
+
+    wf = load_workflow(directory)
+    rows = run(_connect(context), wf)
+    click.echo(f"namespace {wf.namespace}")
+    click.echo(format_status(rows))
+    for r in rows:
+        if r.failed_indexes:
+            click.echo(f"{r.step}: failed indexes {r.failed_indexes}")
+
+
+@click.command("logs")
+@_DIR
+@click.argument("step", required=False)
+@_CONTEXT
+@click.option("--tail", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Last lines per pod (0: everything).")
+@click.option("--max-pods", default=5, show_default=True, type=click.IntRange(min=1), help="Pods to show.")
+@handle_errors
+def logs(directory: str, step: str | None, context: str | None, tail: int, max_pods: int) -> None:
+    """Show the pod logs of STEP (convert, pmtiles, hex, repartition, upload, workflow), failing
+    pods first. Without STEP: the first failed step, else the orchestrator."""
+    from cng_datasets.k8s.submit import load_workflow
+    from cng_datasets.k8s.submit import logs as run
+
+    wf = load_workflow(directory)
+    click.echo(run(_connect(context), wf, step, tail=tail or None, max_pods=max_pods))
+
+
+@click.command("cleanup")
+@_DIR
+@_CONTEXT
+@click.option("--data", is_flag=True, help="Also delete the dataset's outputs (parquet, pmtiles, hex/, chunks/).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting outputs.")
+@handle_errors
+def cleanup(directory: str, context: str | None, data: bool, yes: bool) -> None:
+    """Delete the dataset's Jobs and PVC (never the shared RBAC); with --data, its outputs too."""
+    from cng_datasets.k8s.submit import cleanup as run
+    from cng_datasets.k8s.submit import load_workflow
+
+    wf = load_workflow(directory)
+
+    def confirm(urls: list[str]) -> bool:
+        if yes:
+            return True
+        click.echo("This deletes:\n" + "\n".join(f"  {u}" for u in urls), err=True)
+        if not sys.stdin.isatty():
+            click.echo("not a terminal: pass --yes to delete the outputs", err=True)
+            return False
+        return click.confirm("Delete these outputs?", default=False, err=True)
+
+    run(_connect(context), wf, data=data, confirm=confirm, echo=click.echo)
+
+
+@click.command("receive-yamls")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False), help="Where the files go.")
+@click.option("--expect", default="", help="Comma-separated file names to wait for.")
+@click.option("--timeout", default=3600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to wait before failing.")
+@click.option("--stable-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="Without a .complete marker: how long every file must keep its size.")
+@click.option("--put", "put_name", default=None, help="Store one file (used by `submit` through exec).")
+@click.option("--content-b64", default=None, help="Base64 content for --put.")
+@click.option("--part", default=1, type=click.IntRange(min=1), help="Part number for --put.")
+@click.option("--parts", default=1, type=click.IntRange(min=1), help="Number of parts for --put.")
+@click.option("--sha256", default=None, help="SHA-256 of the whole file for --put.")
+@click.option("--complete", "mark_complete", is_flag=True, help="Mark the upload complete (used by `submit`).")
+@handle_errors
+def receive_yamls(
+    directory: str, expect: str, timeout: float, stable_seconds: float, put_name: str | None,
+    content_b64: str | None, part: int, parts: int, sha256: str | None, mark_complete: bool,
+) -> None:
+    """Wait until the workflow YAMLs have arrived in --dir (the upload pod's command)."""
+    from cng_datasets.errors import UsageError
+    from cng_datasets.k8s import receive
+
+    if put_name is not None:
+        if content_b64 is None:
+            raise UsageError("--put needs --content-b64")
+        receive.put(directory, put_name, content_b64, part=part, parts=parts, sha256=sha256)
+        return
+    if mark_complete:
+        receive.complete(directory)
+        return
+    names = [n.strip() for n in expect.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--expect needs at least one file name")
+    receive.receive(directory, names, timeout=timeout, stable_seconds=stable_seconds)

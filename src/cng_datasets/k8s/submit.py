@@ -1,0 +1,425 @@
+"""``submit``, ``status``, ``logs`` and ``cleanup`` of a generated workflow folder, from a laptop.
+
+These run with the user's own credentials (kubeconfig), not the workflow's ServiceAccount.
+
+``submit DIR`` does in one command what the manual recipe does in eight:
+
+1. if ``<ds>-workflow`` already exists: report it and stop (idempotent; ``--retry-failed`` deletes
+   the failed Jobs first so the orchestrator runs them again, keeping every completed step);
+2. apply ``workflow-rbac.yaml`` (create, or update the Role / RoleBinding if they exist);
+3. create the PVC (kept if it exists);
+4. create the upload Job (a finished one from an earlier submit is replaced) and wait for its pod;
+5. copy every YAML of DIR into ``/yamls`` through the exec API (``receive-yamls --put``; no
+   kubectl needed), then the ``.complete`` marker;
+6. wait for the upload Job to complete, create the orchestrator Job and print how to follow it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cng_datasets.errors import ClusterError, UsageError
+from cng_datasets.k8s import receive
+from cng_datasets.k8s.api import AlreadyExists, KubeApi
+from cng_datasets.k8s.orchestrator import (
+    StepJob,
+    container_argv,
+    failure_report,
+    fmt_duration,
+    job_state,
+    parse_indexes,
+    pod_index,
+    pod_termination,
+    read_yaml_docs,
+    sort_pods_failing_first,
+    step_of,
+    topological_order,
+)
+
+log = logging.getLogger("cng_datasets")
+
+RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
+
+
+@dataclass
+class Workflow:
+    """The documents of a folder written by ``cng-datasets workflow``."""
+
+    dir: Path
+    namespace: str
+    steps: list[StepJob]
+    upload: dict[str, Any]
+    orchestrator: dict[str, Any]
+    pvc: dict[str, Any]
+    rbac: list[dict[str, Any]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def upload_name(self) -> str:
+        return str(self.upload["metadata"]["name"])
+
+    @property
+    def workflow_name(self) -> str:
+        return str(self.orchestrator["metadata"]["name"])
+
+    def job_names(self) -> dict[str, str]:
+        """step (or ``upload`` / ``workflow``) → Job name, in running order."""
+        out = {"upload": self.upload_name, "workflow": self.workflow_name}
+        out.update({s.step: s.name for s in self.steps})
+        return out
+
+
+def _mount_dir(job: dict[str, Any]) -> str:
+    argv = container_argv(job)
+    for flag in ("--dir", "--yamls"):
+        if flag in argv:
+            return argv[argv.index(flag) + 1]
+    return "/yamls"
+
+
+def load_workflow(directory: str | Path) -> Workflow:
+    """Read DIR; raise :class:`UsageError` naming what is missing."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise UsageError(f"{d} is not a directory (write one with `cng-datasets workflow --output-dir {d}`)")
+    files = sorted(p for p in list(d.glob("*.yaml")) + list(d.glob("*.yml")) if not p.name.startswith("."))
+    steps: list[StepJob] = []
+    upload = orchestrator = pvc = None
+    rbac: list[dict[str, Any]] = []
+    for path in files:
+        for doc in read_yaml_docs(path):
+            kind = doc.get("kind")
+            if kind in RBAC_KINDS:
+                rbac.append(doc)
+            elif kind == "PersistentVolumeClaim":
+                pvc = doc
+            elif kind == "Job":
+                argv = container_argv(doc)
+                sub = argv[1] if len(argv) > 1 else ""
+                if sub == "receive-yamls":
+                    upload = doc
+                elif sub == "orchestrate":
+                    orchestrator = doc
+                else:
+                    ann = doc.get("metadata", {}).get("annotations") or {}
+                    deps = tuple(s.strip() for s in str(ann.get("cng-datasets/depends-on") or "").split(",") if s.strip())
+                    steps.append(StepJob(step_of(doc), doc, deps, path.name))
+    missing = [what for what, doc in (("the upload Job (workflow-upload.yaml)", upload),
+                                      ("the orchestrator Job (workflow.yaml)", orchestrator),
+                                      ("the PVC (workflow-pvc.yaml)", pvc)) if doc is None]
+    if not steps:
+        missing.append("step Jobs")
+    if missing:
+        raise UsageError(f"{d} has no {', no '.join(missing)}; write the folder with `cng-datasets workflow`")
+    assert upload is not None and orchestrator is not None and pvc is not None
+    namespace = str(orchestrator["metadata"].get("namespace") or "default")
+    for doc in [upload, pvc, *rbac, *(s.manifest for s in steps)]:
+        ns = doc["metadata"].get("namespace")
+        if ns and ns != namespace:
+            raise UsageError(f"{doc['kind']} {doc['metadata']['name']} is in namespace {ns}, the workflow in {namespace}")
+    return Workflow(d, namespace, topological_order(steps), upload, orchestrator, pvc, rbac, files)
+
+
+def _body(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
+    body = dict(doc)
+    body["metadata"] = dict(doc["metadata"], namespace=namespace)
+    return body
+
+
+# ---- submit ----------------------------------------------------------------------------------
+
+
+def _wait(
+    what: str, check: Callable[[], Any], timeout: float, sleep: Callable[[float], None], poll: float,
+    clock: Callable[[], float],
+) -> Any:
+    deadline = clock() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if clock() >= deadline:
+            raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
+        sleep(poll)
+
+
+def _upload_pod(api: KubeApi, wf: Workflow) -> dict[str, Any] | None:
+    """The Running upload pod, ``None`` while it is starting; raises if it failed."""
+    pods = api.list("Pod", wf.namespace, label_selector=f"job-name={wf.upload_name}")
+    for p in pods:
+        st = p.get("status") or {}
+        if st.get("phase") == "Running" and all(
+            "running" in (cs.get("state") or {}) for cs in st.get("containerStatuses") or []
+        ):
+            return p
+    state = job_state(api.get("Job", wf.namespace, wf.upload_name))
+    if state.phase == "failed":
+        raise ClusterError(f"the upload Job {wf.upload_name} failed ({state.reason}): {state.message}")
+    return None
+
+
+def _pod_waiting_reason(api: KubeApi, wf: Workflow) -> str:
+    for p in api.list("Pod", wf.namespace, label_selector=f"job-name={wf.upload_name}"):
+        for cs in (p.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting")
+            if waiting:
+                return f" (pod {p['metadata']['name']}: {waiting.get('reason')} {waiting.get('message') or ''})".rstrip()
+        for c in (p.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") != "True":
+                return f" (pod {p['metadata']['name']} not scheduled: {c.get('message') or c.get('reason')})"
+    return ""
+
+
+def _delete_and_wait(api: KubeApi, wf: Workflow, name: str, sleep: Callable[[float], None], poll: float,
+                     clock: Callable[[], float]) -> None:
+    if api.delete("Job", wf.namespace, name):
+        _wait(f"Job {name} to be deleted", lambda: api.get("Job", wf.namespace, name) is None, 120, sleep, poll, clock)
+
+
+def submit(
+    api: KubeApi,
+    wf: Workflow,
+    retry_failed: bool = False,
+    timeout: float = 600,
+    poll_interval: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    echo: Callable[[str], None] = print,
+) -> str:
+    """Start the workflow; returns ``"submitted"``, ``"running"`` or ``"complete"``."""
+    ns = wf.namespace
+    follow = f"kubectl logs -f job/{wf.workflow_name} -n {ns}"
+    status_cmd = f"cng-datasets status {wf.dir}"
+
+    existing = api.get("Job", ns, wf.workflow_name)
+    if existing is not None:
+        state = job_state(existing)
+        if state.phase == "complete":
+            echo(f"workflow {wf.workflow_name} has already completed; nothing to do ({status_cmd})")
+            return "complete"
+        if state.phase != "failed":
+            echo(f"workflow {wf.workflow_name} is already running; follow it with: {follow}")
+            return "running"
+        if not retry_failed:
+            raise ClusterError(
+                f"workflow {wf.workflow_name} failed earlier ({state.reason}); see `{status_cmd}` and "
+                f"`cng-datasets logs {wf.dir}`, then run `cng-datasets submit {wf.dir} --retry-failed` "
+                "(completed steps are kept)"
+            )
+    if retry_failed:
+        for name in [s.name for s in wf.steps] + [wf.workflow_name]:
+            if job_state(api.get("Job", ns, name)).phase == "failed":
+                echo(f"deleting failed Job {name}")
+                _delete_and_wait(api, wf, name, sleep, poll_interval, clock)
+
+    # 1. RBAC (shared by every dataset of the namespace): create, or bring the rules up to date.
+    for doc in wf.rbac:
+        body = _body(doc, ns)
+        try:
+            api.create(ns, body)
+            echo(f"created {doc['kind']} {doc['metadata']['name']}")
+        except AlreadyExists:
+            if doc["kind"] in ("Role", "RoleBinding"):
+                api.replace(ns, body)
+    # 2. PVC
+    try:
+        api.create(ns, _body(wf.pvc, ns))
+        echo(f"created PersistentVolumeClaim {wf.pvc['metadata']['name']}")
+    except AlreadyExists:
+        pass
+    # 3. Upload Job: a finished one (from an earlier submit) cannot receive again.
+    upload_state = job_state(api.get("Job", ns, wf.upload_name))
+    if upload_state.phase in ("complete", "failed"):
+        _delete_and_wait(api, wf, wf.upload_name, sleep, poll_interval, clock)
+        upload_state = job_state(None)
+    if upload_state.phase == "absent":
+        try:
+            api.create(ns, _body(wf.upload, ns))
+            echo(f"created Job {wf.upload_name}")
+        except AlreadyExists:
+            pass
+    echo(f"waiting for the upload pod of {wf.upload_name} …")
+    try:
+        pod = _wait(f"the upload pod of {wf.upload_name} to run", lambda: _upload_pod(api, wf), timeout, sleep,
+                    poll_interval, clock)
+    except ClusterError as exc:
+        if "timed out" in str(exc):
+            raise ClusterError(f"{exc}{_pod_waiting_reason(api, wf)}") from None
+        raise
+    pod_name = pod["metadata"]["name"]
+    # 4. Copy the YAMLs through the exec API.
+    container = pod["spec"]["containers"][0]["name"]
+    target = _mount_dir(wf.upload)
+    for path in wf.files:
+        for cmd in receive.put_commands(target, path.name, path.read_bytes()):
+            api.exec(ns, pod_name, cmd, container=container)
+    api.exec(ns, pod_name, receive.complete_command(target), container=container)
+    echo(f"copied {len(wf.files)} files to {pod_name}:{target}")
+
+    # 5. Let the upload pod finish, then start the orchestrator.
+    def upload_done() -> bool:
+        st = job_state(api.get("Job", ns, wf.upload_name))
+        if st.phase == "failed":
+            lines, summary = failure_report(api, ns, "upload", wf.upload_name, st)
+            raise ClusterError(summary)
+        return st.phase == "complete"
+
+    _wait(f"Job {wf.upload_name} to complete", upload_done, timeout, sleep, poll_interval, clock)
+    try:
+        api.create(ns, _body(wf.orchestrator, ns))
+    except AlreadyExists:
+        pass
+    echo(f"started Job {wf.workflow_name}; the laptop may disconnect now.")
+    echo(f"follow it with: {follow}")
+    echo(f"or check on it with: {status_cmd}")
+    return "submitted"
+
+
+# ---- status ------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepStatus:
+    step: str
+    job: str
+    phase: str
+    progress: str
+    completed_indexes: str
+    failed_indexes: str
+    duration: float | None
+    reason: str = ""
+
+
+def status(api: KubeApi, wf: Workflow, now: datetime | None = None) -> list[StepStatus]:
+    """The state of every Job of the workflow (upload, orchestrator, then the steps in order)."""
+    now = now or datetime.now(timezone.utc)
+    rows = []
+    for step, name in wf.job_names().items():
+        st = job_state(api.get("Job", wf.namespace, name))
+        rows.append(StepStatus(step, name, st.phase, st.progress(), st.completed_indexes, st.failed_indexes,
+                               st.duration(now), st.reason))
+    return rows
+
+
+def format_status(rows: list[StepStatus]) -> str:
+    header = ("STEP", "JOB", "STATE", "DURATION", "PROGRESS")
+    table = [header] + [
+        (r.step, r.job, r.phase + (f" ({r.reason})" if r.reason else ""), fmt_duration(r.duration), r.progress)
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4] for row in table
+    )
+
+
+# ---- logs --------------------------------------------------------------------------------------
+
+
+def logs(api: KubeApi, wf: Workflow, step: str | None = None, tail: int | None = 200, max_pods: int = 5) -> str:
+    """The logs of a step's pods, failing ones first. Default step: the first failed step, else the
+    orchestrator (``workflow``)."""
+    names = wf.job_names()
+    if step is None:
+        step = next(
+            (s.step for s in wf.steps if job_state(api.get("Job", wf.namespace, s.name)).phase == "failed"), "workflow"
+        )
+    if step not in names:
+        raise UsageError(f"unknown step {step!r}; one of {', '.join(names)}")
+    job = names[step]
+    pods = sort_pods_failing_first(api.list("Pod", wf.namespace, label_selector=f"job-name={job}"))
+    if not pods:
+        return f"{step}: no pods of Job {job} (not started yet, or removed)"
+    out = []
+    for p in pods[:max_pods]:
+        st = p.get("status") or {}
+        idx = pod_index(p)
+        reason, code = pod_termination(p)
+        head = f"==> {p['metadata']['name']}" + (f" (index {idx})" if idx is not None else "")
+        head += f" {st.get('phase', '?')}" + (f" {reason}" if reason else "") + (f" exit {code}" if code is not None else "")
+        out.append(head + " <==")
+        out.append(api.pod_log(wf.namespace, p["metadata"]["name"], tail_lines=tail).rstrip())
+    if len(pods) > max_pods:
+        out.append(f"… {len(pods) - max_pods} more pods (kubectl get pods -l job-name={job} -n {wf.namespace})")
+    return "\n".join(out)
+
+
+# ---- cleanup -----------------------------------------------------------------------------------
+
+
+def output_urls(wf: Workflow) -> tuple[list[str], list[str]]:
+    """(objects, prefixes) the workflow writes, read from the step Jobs' argv."""
+    objects: list[str] = []
+    prefixes: list[str] = []
+    for s in wf.steps:
+        argv = container_argv(s.manifest)
+        urls = []
+        if "--output" in argv:
+            urls.append(argv[argv.index("--output") + 1])
+        if len(argv) > 1 and argv[1] == "convert" and "--" in argv:
+            urls.append(argv[-1])
+        for url in urls:
+            target = objects if url.endswith((".parquet", ".pmtiles")) else prefixes
+            if url not in target:
+                target.append(url)
+    for url in prefixes:
+        from cng_datasets import storage
+
+        loc = storage.parse(url)
+        if not loc.is_local and not loc.key.strip("/"):
+            raise UsageError(f"refusing to delete the whole bucket {url}")
+    return objects, prefixes
+
+
+def cleanup(
+    api: KubeApi,
+    wf: Workflow,
+    data: bool = False,
+    confirm: Callable[[list[str]], bool] = lambda urls: False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Delete the dataset's Jobs (orchestrator first, so nothing recreates them) and its PVC; the
+    shared RBAC stays. With ``data``, also the outputs, if ``confirm(urls)`` agrees."""
+    ns = wf.namespace
+    deleted_jobs = 0
+    for name in [wf.workflow_name, wf.upload_name, *(s.name for s in reversed(wf.steps))]:
+        if api.delete("Job", ns, name):
+            echo(f"deleted Job {name}")
+            deleted_jobs += 1
+    pvc_name = wf.pvc["metadata"]["name"]
+    deleted_pvc = int(api.delete("PersistentVolumeClaim", ns, pvc_name))
+    if deleted_pvc:
+        echo(f"deleted PersistentVolumeClaim {pvc_name}")
+    if deleted_jobs + deleted_pvc == 0:
+        echo(f"nothing of {wf.workflow_name} left in namespace {ns}")
+    deleted_objects = 0
+    if data:
+        from cng_datasets import storage
+
+        objects, prefixes = output_urls(wf)
+        listing = objects + [p.rstrip("/") + "/" for p in prefixes]
+        if not confirm(listing):
+            echo("outputs kept")
+        else:
+            for url in objects:
+                if storage.exists(url):
+                    storage.delete(url)
+                    deleted_objects += 1
+                    echo(f"deleted {url}")
+            for url in prefixes:
+                n = storage.delete_prefix(url)
+                deleted_objects += n
+                echo(f"deleted {n} objects below {url}/")
+    return {"jobs": deleted_jobs, "pvc": deleted_pvc, "objects": deleted_objects}
+
+
+__all__ = [
+    "Workflow", "load_workflow", "submit", "status", "format_status", "logs", "cleanup", "output_urls",
+    "parse_indexes",
+]

@@ -1,0 +1,312 @@
+"""``orchestrate`` against the in-memory fake cluster (tests/k8s/fake.py), with the workflow
+ServiceAccount's RBAC enforced: success, an OOMKilled index, deterministic failures, a restart
+half-way, a missing namespace, a forbidden call, an unreachable API; and the two contracts: the
+argv in workflow.yaml is what the ``orchestrate`` command accepts, and ``rbac.RULES`` is exactly
+the set of calls ``orchestrate`` makes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cng_datasets.errors import ClusterError, UsageError
+from cng_datasets.k8s import rbac
+from cng_datasets.k8s.orchestrator import (
+    job_state,
+    load_step_jobs,
+    orchestrate,
+    parse_indexes,
+    topological_order,
+)
+from tests.k8s.fake import BAD_INPUT, HANG, OOM, FakeCluster, Outcome, compress, restore_logging, step_yamls, write_workflow
+
+__all__ = ["restore_logging"]
+
+GRANTED = {(g, r, v) for g, r, verbs in rbac.RULES for v in verbs}
+JOB = {s: f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition")}
+
+
+class Crash(Exception):
+    """The orchestrator's pod dying."""
+
+
+@pytest.fixture
+def yamls(tmp_path: Path) -> Path:
+    return step_yamls(write_workflow(tmp_path / "wf"))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> FakeCluster:
+    c = FakeCluster(tmp_path, user="system:serviceaccount:geo:cng-datasets-workflow")
+    c.allow_only(rbac.RULES)
+    return c
+
+
+def run(cluster: FakeCluster, yamls: Path, namespace: str = "geo", sleep=None):  # type: ignore[no-untyped-def]
+    return orchestrate(cluster.api(), yamls, namespace, poll_interval=10, sleep=sleep or cluster.sleep,
+                       now=lambda: cluster.now)
+
+
+def test_success_runs_in_dependency_order_with_pmtiles_parallel_and_awaited(
+    cluster: FakeCluster, yamls: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.script["pmtiles"] = {None: [Outcome(ticks=15)]}  # the slowest step
+    created_at: dict[str, int] = {}
+    real_create = cluster._create
+
+    def spy(kind, namespace, body):  # type: ignore[no-untyped-def]
+        created_at[body["metadata"]["name"]] = cluster.ticks
+        return real_create(kind, namespace, body)
+
+    cluster._create = spy  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="cng_datasets"):
+        states = run(cluster, yamls)
+    assert {s: st.phase for s, st in states.items()} == dict.fromkeys(JOB, "complete")
+    assert cluster.created_jobs[0] == JOB["convert"]
+    assert created_at[JOB["hex"]] == created_at[JOB["pmtiles"]] > created_at[JOB["convert"]]  # parallel
+    assert created_at[JOB["repartition"]] > created_at[JOB["hex"]]
+    jobs = cluster.jobs()
+    conds = {c["type"] for c in jobs[JOB["pmtiles"]]["status"]["conditions"]}
+    assert "SuccessCriteriaMet" in conds  # pmtiles was awaited: returned only once it succeeded
+    convert_done = [c for c in jobs[JOB["convert"]]["status"]["conditions"] if c["type"] == "SuccessCriteriaMet"][0]
+    hex_created = jobs[JOB["hex"]]["metadata"]["creationTimestamp"]
+    assert hex_created >= convert_done["lastTransitionTime"]
+    assert jobs[JOB["hex"]]["status"]["completedIndexes"] == "0-4"
+    text = caplog.text
+    assert "hex: 5/5 indexes complete, 0 failed" in text
+    assert "] convert: created Job demo-places-convert" in text
+    assert "workflow complete:" in text
+    assert cluster.used_rules() <= GRANTED
+
+
+def test_oomkilled_index_fails_the_workflow_with_reason_pod_and_log_command(
+    cluster: FakeCluster, yamls: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.script["hex"] = {3: [OOM]}
+    cluster.script["pmtiles"] = {None: [HANG]}  # a Job still running must not delay the report
+    with caplog.at_level(logging.INFO, logger="cng_datasets"), pytest.raises(ClusterError) as err:
+        run(cluster, yamls)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "step hex failed (MaxFailedIndexesExceeded)" in msg and "failed indexes 3" in msg
+    assert "OOMKilled (exit 137)" in msg
+    assert "kubectl logs demo-places-hex-3-" in msg and "-n geo" in msg
+    hex_pods = cluster.pods(job=JOB["hex"])
+    assert sum(p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "3" for p in hex_pods) == 3
+    assert JOB["repartition"] not in cluster.created_jobs
+    assert "failed indexes: 3" in caplog.text
+    assert "out of memory" in caplog.text
+    assert "| MemoryError-ish: killed" in caplog.text  # the failing pod's last log lines
+    assert "still running in the cluster (not stopped): pmtiles" in caplog.text
+    assert cluster.used_rules() <= GRANTED
+
+
+def test_deterministic_failure_fails_the_index_at_once(cluster: FakeCluster, yamls: Path) -> None:
+    cluster.script["hex"] = {1: [BAD_INPUT]}
+    with pytest.raises(ClusterError) as err:
+        run(cluster, yamls)
+    assert "failed indexes 1" in str(err.value) and "(exit 65)" in str(err.value)
+    index1 = [p for p in cluster.pods(job=JOB["hex"]) if p["_index"] == 1]
+    assert len(index1) == 1  # podFailurePolicy FailIndex: no retry
+    assert cluster.jobs()[JOB["hex"]]["status"]["failedIndexes"] == "1"
+
+
+def test_deterministic_failure_of_a_plain_job_is_pod_failure_policy(
+    cluster: FakeCluster, yamls: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.script["convert"] = {None: [BAD_INPUT]}
+    with caplog.at_level(logging.INFO, logger="cng_datasets"), pytest.raises(ClusterError) as err:
+        run(cluster, yamls)
+    assert "step convert failed (PodFailurePolicy)" in str(err.value)
+    assert "retrying cannot help" in caplog.text
+    assert cluster.created_jobs == [JOB["convert"]]
+
+
+def test_backoff_limit_and_deadline_end_the_wait(cluster: FakeCluster, yamls: Path) -> None:
+    cluster.script["convert"] = {None: [Outcome(exit_code=1, log="boom\n")]}
+    with pytest.raises(ClusterError, match=r"convert failed \(BackoffLimitExceeded\)"):
+        run(cluster, yamls)
+    assert len(cluster.pods(job=JOB["convert"])) == 3  # backoffLimit 2 → 3 attempts
+
+    other = FakeCluster(cluster.tmp / "2")
+    (cluster.tmp / "2").mkdir()
+    other.tick_seconds = 3600
+    other.script["convert"] = {None: [HANG]}
+    with pytest.raises(ClusterError, match=r"convert failed \(DeadlineExceeded\)"):
+        run(other, yamls)
+
+
+def test_restart_half_way_never_recreates_finished_work(
+    cluster: FakeCluster, yamls: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.script["pmtiles"] = {None: [Outcome(ticks=8)]}
+
+    def crashing_sleep(seconds: float) -> None:
+        cluster.sleep(seconds)
+        if JOB["hex"] in cluster.created_jobs:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        run(cluster, yamls, sleep=crashing_sleep)
+    assert cluster.created_jobs == [JOB["convert"], JOB["hex"], JOB["pmtiles"]]
+    for _ in range(3):  # the cluster goes on while the orchestrator's pod restarts
+        cluster.tick()
+    with caplog.at_level(logging.INFO, logger="cng_datasets"):
+        states = run(cluster, yamls)
+    assert all(st.phase == "complete" for st in states.values())
+    assert sorted(cluster.created_jobs) == sorted(JOB.values())  # each created exactly once
+    assert "convert: Job demo-places-convert is already complete — skipped" in caplog.text
+    assert "pmtiles: Job demo-places-pmtiles already exists (running) — waiting for it" in caplog.text
+    # A third run after completion does nothing but look.
+    caplog.clear()
+    cluster.calls.clear()
+    run(cluster, yamls)
+    assert sorted(cluster.created_jobs) == sorted(JOB.values())
+    assert {c for c in cluster.calls} == {("batch", "jobs", "get")}
+
+
+def test_rerun_after_a_failure_reports_it_at_once(cluster: FakeCluster, yamls: Path) -> None:
+    cluster.script["hex"] = {0: [OOM]}
+    with pytest.raises(ClusterError):
+        run(cluster, yamls)
+    ticks = cluster.ticks
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("must not wait on a Failed Job")
+
+    with pytest.raises(ClusterError, match="step hex failed"):
+        run(cluster, yamls, sleep=no_sleep)
+    assert cluster.ticks == ticks
+    assert cluster.created_jobs.count(JOB["hex"]) == 1
+
+
+def test_missing_namespace(cluster: FakeCluster, yamls: Path) -> None:
+    with pytest.raises(ClusterError) as err:
+        run(cluster, yamls, namespace="nope")
+    assert str(err.value) == "namespace 'nope' does not exist (create it, or pass the right --namespace)"
+
+
+def test_forbidden(cluster: FakeCluster, yamls: Path) -> None:
+    cluster.allow_only([("batch", "jobs", ("get",)), ("", "pods", ("list",))])
+    with pytest.raises(ClusterError) as err:
+        run(cluster, yamls)
+    msg = str(err.value)
+    assert msg.startswith("permission denied: cannot create jobs in namespace 'geo'")
+    assert "system:serviceaccount:geo:cng-datasets-workflow" in msg and "\n" not in msg
+
+
+def test_unreachable_api(cluster: FakeCluster, yamls: Path) -> None:
+    cluster.unreachable = True
+    with pytest.raises(ClusterError, match=r"^cannot reach the Kubernetes API at https://fake:6443"):
+        run(cluster, yamls)
+
+
+def test_rbac_rules_are_exactly_the_calls_of_orchestrate(tmp_path: Path, yamls: Path) -> None:
+    """Every code path of orchestrate, with only RULES allowed: the union of the calls is RULES."""
+    used: set[tuple[str, str, str]] = set()
+    scenarios = [{}, {"hex": {3: [OOM]}}, {"hex": {1: [BAD_INPUT]}}, {"convert": {None: [BAD_INPUT]}}]
+    for i, script in enumerate(scenarios):
+        c = FakeCluster(tmp_path / f"s{i}")
+        c.allow_only(rbac.RULES)
+        c.script.update(script)
+        try:
+            run(c, yamls)
+        except ClusterError as exc:
+            assert "permission denied" not in str(exc)
+        used |= c.used_rules()
+        if i == 0:  # a restart over finished work
+            run(c, yamls)
+            used |= c.used_rules()
+    assert used == GRANTED
+    # …and the Role that `cng-datasets workflow` renders grants exactly these.
+    role = [d for d in yaml.safe_load_all((tmp_path / "wf" / "workflow-rbac.yaml").read_text()) if d["kind"] == "Role"][0]
+    rendered = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+                for v in rule["verbs"]}
+    assert rendered == used
+
+
+def test_workflow_yaml_runs_exactly_the_orchestrate_command(tmp_path: Path, yamls: Path, monkeypatch, restore_logging) -> None:  # type: ignore[no-untyped-def]
+    """workflow.yaml's argv, given to the real CLI (with /yamls standing for the PVC), runs the
+    orchestrator to completion with the ServiceAccount's rules."""
+    from click.testing import CliRunner
+
+    from cng_datasets.cli import COMMANDS, cli
+    from cng_datasets.k8s import api as k8s_api
+    from cng_datasets.k8s import orchestrator
+
+    doc = yaml.safe_load((tmp_path / "wf" / "workflow.yaml").read_text())
+    pod = doc["spec"]["template"]["spec"]
+    argv = pod["containers"][0]["command"] + pod["containers"][0].get("args", [])
+    assert argv == ["cng-datasets", "orchestrate", "--yamls", "/yamls", "--namespace", "geo"]
+    assert pod["serviceAccountName"] == rbac.SERVICE_ACCOUNT
+    assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v} == {
+        "demo-places-workflow-yamls"}
+    assert COMMANDS["orchestrate"][:2] == ("cng_datasets.cli.cluster", "orchestrate")
+
+    cluster = FakeCluster(tmp_path / "c")
+    cluster.allow_only(rbac.RULES)
+    monkeypatch.setattr(k8s_api, "connect", lambda context=None: cluster.api())
+    monkeypatch.setattr(orchestrator.time, "sleep", cluster.sleep)
+    args = [str(yamls) if a == "/yamls" else a for a in argv[1:]]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(cluster.created_jobs) == sorted(JOB.values())
+    assert "workflow complete" in result.output
+
+    cluster.script["hex"] = {2: [OOM]}
+    cluster.objects.clear()
+    cluster.created_jobs.clear()
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("error: step hex failed")
+
+
+# ---- pure pieces --------------------------------------------------------------------------------
+
+
+def _job(name: str, deps: str, argv: list[str] | None = None) -> dict:  # type: ignore[type-arg]
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": f"x-{name}", "namespace": "geo",
+                     "labels": {"app.kubernetes.io/name": "cng-datasets", "cng-datasets/dataset": "x",
+                                "cng-datasets/step": name},
+                     "annotations": {"cng-datasets/depends-on": deps, "cng-datasets/dataset-path": "x"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "step", "image": "i", "command": argv or ["cng-datasets", name]}]}}},
+    }
+
+
+def test_order_comes_from_the_annotations_not_the_names(tmp_path: Path, cluster: FakeCluster) -> None:
+    d = tmp_path / "custom"
+    d.mkdir()
+    docs = [_job("zeta", ""), _job("alpha", "zeta"), _job("beta", "zeta"), _job("omega", "alpha,beta"),
+            _job("upload", "", ["cng-datasets", "receive-yamls", "--dir", "/yamls"])]
+    (d / "all.yaml").write_text(yaml.safe_dump_all(docs + [{"kind": "ConfigMap", "metadata": {"name": "c"}}]))
+    jobs = load_step_jobs(d)
+    assert [j.step for j in topological_order(jobs)] == ["zeta", "alpha", "beta", "omega"]
+    run(cluster, d)
+    assert cluster.created_jobs[0] == "x-zeta" and cluster.created_jobs[-1] == "x-omega"
+
+    (d / "all.yaml").write_text(yaml.safe_dump_all([_job("a", "b"), _job("b", "a")]))
+    with pytest.raises(UsageError, match="cycle"):
+        topological_order(load_step_jobs(d))
+    (d / "all.yaml").write_text(yaml.safe_dump_all([_job("a", "missing")]))
+    with pytest.raises(UsageError, match="depends on 'missing'"):
+        topological_order(load_step_jobs(d))
+
+
+def test_index_ranges_and_conditions() -> None:
+    assert parse_indexes("0-2,5,7-8") == [0, 1, 2, 5, 7, 8]
+    assert parse_indexes("") == []
+    assert compress({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+
+    def job(*conds: tuple[str, str]) -> dict:  # type: ignore[type-arg]
+        return {"spec": {}, "status": {"conditions": [{"type": t, "status": s, "reason": "R"} for t, s in conds]}}
+
+    assert job_state(job(("SuccessCriteriaMet", "True"))).phase == "complete"
+    assert job_state(job(("FailureTarget", "True"))).phase == "failed"
+    assert job_state(job(("Failed", "False"))).phase == "pending"
+    assert job_state(None).phase == "absent"
