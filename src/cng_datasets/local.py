@@ -1,0 +1,797 @@
+"""Run a dataset's :class:`~cng_datasets.plan.Plan` on this machine: ``cng-datasets run``.
+
+The runner executes exactly the argv of the plan, each step as a subprocess (``cng-datasets`` is
+resolved to ``python -m cng_datasets`` of the running interpreter so any virtualenv works; nothing
+else in the argv is rewritten). What a pod runs in the cluster is what runs here.
+
+Order and parallelism::
+
+    convert ──┬── pmtiles ──────────────────┐
+              └── hex chunk 0..n-1 ── repartition
+
+- ``convert`` runs first and alone. The plan is then built *again* with the exact feature count
+  read from the GeoParquet's metadata (``read_dataset_info``): :func:`~cng_datasets.plan.build_plan`
+  is pure, so the second call only refines the hex chunking, and every other argv is unchanged.
+  This is better than probing the source: the count is exact and costs nothing.
+- ``pmtiles`` and the hex chunks then share ``workers`` process slots (default
+  :func:`cng_datasets.limits.cpu_count`): pmtiles takes one slot as soon as it may start, hex chunks
+  fill the others (at least one), so on 2 CPUs pmtiles and one chunk run side by side and hex gets
+  both slots once pmtiles ends. ``repartition`` starts when every chunk is done.
+
+Resuming: when a step succeeds the runner writes a marker ``<root>/<dataset>/_cng/<step>.json``
+(atomically, through :mod:`cng_datasets.storage`) with the step's argv, the identity of its
+inputs (size + mtime locally, size + ETag on S3) and of its outputs, and its run time. On a
+re-run a step is skipped when its marker exists, the argv equals the current plan's, and its
+inputs and outputs are still the ones recorded. A finished ``repartition`` makes ``hex`` unneeded.
+Hex resumes per chunk: the hex step writes a completion marker per chunk under
+``<chunks>/_done/``; chunks that have one are not started again, provided the chunks were made by
+the same argv from the same GeoParquet (recorded in ``_cng/hex-chunks.json`` before the first chunk
+starts; otherwise the chunks prefix is emptied first). ``force=True`` removes markers, chunks and
+hex partitions and recomputes everything.
+
+Progress is reported through ``on_event`` (:class:`Event`), never printed; an exception raised by
+the callback (e.g. ``KeyboardInterrupt``) stops the run, terminates the running subprocesses and
+keeps every finished output and marker. Use :class:`Progress` to turn events into a display.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cng_datasets import __version__, limits, storage
+from cng_datasets.config import WorkflowConfig
+from cng_datasets.errors import EXIT_BAD_INPUT, CngError, StorageError
+from cng_datasets.plan import PROGRAM, Plan, Step, build_plan
+
+#: Seconds between two polls of the running subprocesses.
+POLL_SECONDS = 0.05
+#: Seconds a terminated subprocess gets before it is killed.
+TERMINATE_GRACE = 5.0
+#: Marker format version (a marker of another version is ignored: the step runs again).
+MARKER_VERSION = 1
+
+
+class StepFailedError(CngError):
+    """A step (or one hex chunk) of a local run exited non-zero.
+
+    ``step`` and ``chunk`` name it, ``returncode`` is the subprocess's exit code, ``detail`` its
+    last stderr line and ``log`` the file holding its whole stderr. The exit code of ``run`` is the
+    step's: 65 (bad input) when the step exited 65, 1 otherwise.
+    """
+
+    def __init__(self, step: str, chunk: int | None, returncode: int, detail: str, log: str | None) -> None:
+        self.step = step
+        self.chunk = chunk
+        self.returncode = returncode
+        self.detail = detail
+        self.log = log
+        self.exit_code = EXIT_BAD_INPUT if returncode == EXIT_BAD_INPUT else 1
+        where = step if chunk is None else f"{step} chunk {chunk}"
+        how = f"exit {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
+        text = f"step {where} failed ({how}): {detail or 'no error message'}"
+        if log:
+            text += f" [log: {log}]"
+        super().__init__(text)
+
+
+# --------------------------------------------------------------------------------------------
+# Events and progress
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened during a run.
+
+    ``kind`` is one of:
+
+    - ``plan``: the plan is known (``data``: ``steps``, ``chunks``, ``chunk_size``, ``features``,
+      ``workers``); sent once before convert (``features`` None) and again after it;
+    - ``step-started`` / ``step-finished`` (``data["seconds"]``) / ``step-skipped`` (``message``:
+      why) / ``step-failed`` (``message``: the error);
+    - ``chunk-started`` / ``chunk-finished`` (``data``: ``seconds``, ``features``, ``cells`` when
+      the chunk's marker tells) / ``chunk-skipped`` (done in an earlier run) / ``chunk-failed``;
+    - ``output``: a step's output line on stdout (``message``).
+    """
+
+    kind: str
+    step: str | None = None
+    chunk: int | None = None
+    message: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.monotonic)
+
+
+EventCallback = Callable[[Event], None]
+
+
+@dataclass
+class Progress:
+    """Running totals built from :class:`Event`s, for a progress display (no I/O).
+
+    Example:
+        >>> p = Progress()
+        >>> p.update(Event("plan", data={"steps": ["convert"], "chunks": 4, "features": 100}))
+        >>> p.update(Event("chunk-finished", "hex", 0, data={"features": 25, "cells": 70}))
+        >>> p.chunks_done, p.cells
+        (1, 70)
+    """
+
+    started: float = field(default_factory=time.monotonic)
+    steps: list[str] = field(default_factory=list)
+    state: dict[str, str] = field(default_factory=dict)  # step -> pending/running/done/skipped/failed
+    chunks_total: int = 0
+    chunks_done: int = 0
+    chunks_skipped: int = 0
+    chunks_running: int = 0
+    features: int | None = None
+    features_hexed: int = 0
+    cells: int = 0
+    hex_started: float | None = None
+    _finished_this_run: int = 0
+
+    def update(self, ev: Event) -> None:
+        """Fold one event into the totals."""
+        k = ev.kind
+        if k == "plan":
+            self.steps = list(ev.data.get("steps", self.steps))
+            self.chunks_total = int(ev.data.get("chunks") or 0)
+            self.features = ev.data.get("features", self.features)
+            for s in self.steps:
+                self.state.setdefault(s, "pending")
+        elif k == "step-started" and ev.step:
+            self.state[ev.step] = "running"
+            if ev.step == "hex":
+                self.hex_started = ev.time
+        elif k == "step-finished" and ev.step:
+            self.state[ev.step] = "done"
+        elif k == "step-skipped" and ev.step:
+            self.state[ev.step] = "skipped"
+            if ev.step == "hex":
+                self.chunks_done = self.chunks_total
+        elif k == "step-failed" and ev.step:
+            self.state[ev.step] = "failed"
+        elif k == "chunk-started":
+            self.chunks_running += 1
+        elif k == "chunk-finished":
+            self.chunks_running = max(0, self.chunks_running - 1)
+            self.chunks_done += 1
+            self._finished_this_run += 1
+            self.features_hexed += int(ev.data.get("features") or 0)
+            self.cells += int(ev.data.get("cells") or 0)
+        elif k == "chunk-skipped":
+            self.chunks_done += 1
+            self.chunks_skipped += 1
+            self.features_hexed += int(ev.data.get("features") or 0)
+            self.cells += int(ev.data.get("cells") or 0)
+        elif k == "chunk-failed":
+            self.chunks_running = max(0, self.chunks_running - 1)
+
+    def elapsed(self, now: float | None = None) -> float:
+        return (now if now is not None else time.monotonic()) - self.started
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds until hex is done, from this run's chunk rate (None before the first chunk)."""
+        if self.hex_started is None or self._finished_this_run == 0 or self.state.get("hex") != "running":
+            return None
+        now = now if now is not None else time.monotonic()
+        rate = self._finished_this_run / max(1e-9, now - self.hex_started)
+        return max(0.0, (self.chunks_total - self.chunks_done) / rate)
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+
+
+@dataclass
+class StepResult:
+    """How one step went: ``status`` is ``ran`` or ``skipped`` (done in an earlier run)."""
+
+    name: str
+    status: str
+    seconds: float
+    argv: tuple[str, ...] = ()
+    chunks_run: int = 0
+    chunks_skipped: int = 0
+
+
+@dataclass
+class OutputInfo:
+    """One output of the run: ``rows`` is the row count (features, hex rows) or tile count."""
+
+    kind: str
+    url: str
+    bytes: int
+    rows: int | None
+    unit: str
+    files: int = 1
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_local` did."""
+
+    plan: Plan
+    steps: list[StepResult]
+    outputs: list[OutputInfo]
+    seconds: float
+    log_dir: str | None
+
+
+# --------------------------------------------------------------------------------------------
+# Identities and markers
+
+
+def _stat_local(path: str) -> dict[str, Any] | None:
+    p = Path(path)
+    if p.is_dir():
+        files = [f for f in p.rglob("*") if f.is_file()]
+        return {"files": len(files), "size": sum(f.stat().st_size for f in files)}
+    if not p.exists():
+        return None
+    st = p.stat()
+    ident: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    # A Shapefile is several files: its .dbf / .prj changing changes the source.
+    if p.suffix.lower() == ".shp":
+        for side in sorted(p.parent.glob(p.stem + ".*")):
+            if side != p and side.is_file():
+                s2 = side.stat()
+                ident[side.suffix.lower()] = [s2.st_size, s2.st_mtime_ns]
+    return ident
+
+
+def identity(url: str) -> dict[str, Any] | None:
+    """What identifies the current content of ``url`` (None when absent or unknowable).
+
+    Local file: size and mtime (and the Shapefile's side files); local directory: file count and
+    total size; S3 object: size and ETag; S3 prefix: object count; http(s): size, ETag and
+    Last-Modified from a HEAD request.
+    """
+    loc = storage.parse(url)
+    try:
+        if loc.is_local:
+            return _stat_local(loc.path)
+        if loc.scheme == "s3":
+            from botocore.exceptions import ClientError
+
+            try:
+                head = storage.s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
+                return {"size": int(head["ContentLength"]), "etag": head.get("ETag")}
+            except ClientError:
+                n = len(storage.list_prefix(url))
+                return {"files": n} if n else None
+        import urllib.request
+
+        req = urllib.request.Request(loc.url, method="HEAD")
+        with urllib.request.urlopen(req, timeout=storage.HTTP_TIMEOUT) as resp:
+            h = resp.headers
+            return {"size": h.get("Content-Length"), "etag": h.get("ETag"), "modified": h.get("Last-Modified")}
+    except (OSError, StorageError):
+        return None
+
+
+def _present(url: str) -> bool:
+    """Whether an output (a file, or a non-empty directory / prefix) exists."""
+    loc = storage.parse(url)
+    if loc.is_local:
+        p = Path(loc.path)
+        return p.is_file() or (p.is_dir() and any(f.is_file() for f in p.rglob("*")))
+    return storage.exists(url) or bool(storage.list_prefix(url))
+
+
+def marker_url(config: WorkflowConfig, name: str) -> str:
+    """Where the marker ``name`` (``convert``, ``hex-chunks``, …) of ``config``'s dataset lives."""
+    return storage.join(config.root_url, config.dataset_path, "_cng", f"{name}.json")
+
+
+def _read_marker(url: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(storage.read_bytes(url))
+    except (StorageError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("marker_version") != MARKER_VERSION:
+        return None
+    return data
+
+
+def _write_marker(url: str, data: dict[str, Any]) -> None:
+    body = {"marker_version": MARKER_VERSION, "cng_datasets": __version__, **data}
+    storage.write_bytes(url, json.dumps(body, indent=1, sort_keys=True).encode())
+
+
+def _step_inputs(plan: Plan, step: Step) -> list[str]:
+    c = plan.config
+    if step.name == "convert":
+        return list(c.source_urls)
+    return [c.parquet_url]
+
+
+#: The hex step's per-chunk completion markers: ``<chunks>/_done/<anything with the index>``.
+_DONE_DIR = "_done"
+_INDEX = re.compile(r"(\d+)")
+
+
+def chunk_done_markers(chunks_url: str) -> dict[int, str]:
+    """Chunk index → URL of its completion marker, from ``<chunks>/_done/``.
+
+    The index is the first run of digits of the marker's file name (``chunk-00003.json``,
+    ``3``, ``00003-of-00010.json`` all mean chunk 3).
+    """
+    done: dict[int, str] = {}
+    for url in storage.list_prefix(storage.join(chunks_url, _DONE_DIR)):
+        m = _INDEX.search(storage.parse(url).name)
+        if m:
+            done[int(m.group(1))] = url
+    return done
+
+
+def _chunk_stats(marker: str | None) -> dict[str, int]:
+    """Features and cells of a finished chunk, when its marker is JSON that tells them."""
+    if not marker:
+        return {}
+    try:
+        data = json.loads(storage.read_bytes(marker))
+    except (StorageError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, int] = {}
+    for key, names in (("features", ("features", "feature_count", "rows_in")), ("cells", ("cells", "rows", "cell_count"))):
+        for n in names:
+            if isinstance(data.get(n), int):
+                out[key] = int(data[n])
+                break
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Subprocesses
+
+
+def resolve_argv(argv: Sequence[str]) -> list[str]:
+    """``cng-datasets …`` → ``<this python> -m cng_datasets …``; anything else unchanged."""
+    if argv and argv[0] == PROGRAM:
+        return [sys.executable, "-m", "cng_datasets", *argv[1:]]
+    return list(argv)
+
+
+@dataclass
+class _Task:
+    step: Step
+    chunk: int | None
+    argv: list[str]
+    log_base: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    out: Any = None
+    err: Any = None
+
+    @property
+    def label(self) -> str:
+        return self.step.name if self.chunk is None else f"{self.step.name}.{self.chunk:05d}"
+
+    def start(self, env: Mapping[str, str]) -> None:
+        self.log_base.parent.mkdir(parents=True, exist_ok=True)
+        self.out = open(f"{self.log_base}.out", "wb")
+        self.err = open(f"{self.log_base}.err", "wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL, env=dict(env),
+            start_new_session=True,  # our Ctrl-C handling decides when children stop
+        )
+
+    def close(self) -> None:
+        for f in (self.out, self.err):
+            if f is not None:
+                f.close()
+
+    def last_line(self, which: str) -> str:
+        try:
+            text = Path(f"{self.log_base}.{which}").read_text(errors="replace")
+        except OSError:
+            return ""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        return lines[-1] if lines else ""
+
+    def terminate(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# The runner
+
+
+class _Runner:
+    def __init__(
+        self,
+        config: WorkflowConfig,
+        force: bool,
+        workers: int,
+        on_event: EventCallback | None,
+        env: Mapping[str, str],
+        log_dir: Path,
+    ) -> None:
+        self.config = config
+        self.force = force
+        self.workers = workers
+        self.on_event = on_event
+        self.env = env
+        self.log_dir = log_dir
+        self.results: dict[str, StepResult] = {}
+        self.running: list[_Task] = []
+
+    def emit(self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(Event(kind, step, chunk, message, data))
+
+    # ---- markers ------------------------------------------------------------------------
+
+    def _marker_ok(self, plan: Plan, step: Step) -> tuple[bool, str]:
+        marker = _read_marker(marker_url(self.config, step.name))
+        if marker is None:
+            return False, "no marker"
+        if tuple(marker.get("argv", ())) != step.argv:
+            return False, "its command changed"
+        for url in _step_inputs(plan, step):
+            if marker.get("inputs", {}).get(url) != identity(url):
+                return False, f"input {url} changed"
+        for url in step.outputs:
+            recorded = marker.get("outputs", {}).get(url)
+            if not _present(url) or (recorded is not None and recorded != identity(url)):
+                return False, f"output {url} is missing or changed"
+        return True, f"done in an earlier run ({marker.get('seconds', 0):.1f} s)"
+
+    def _finish_marker(self, plan: Plan, step: Step, seconds: float, inputs: dict[str, Any]) -> None:
+        _write_marker(
+            marker_url(self.config, step.name),
+            {
+                "step": step.name,
+                "argv": list(step.argv),
+                "inputs": inputs,
+                "outputs": {u: identity(u) for u in step.outputs},
+                "seconds": round(seconds, 3),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+
+    # ---- process pool -------------------------------------------------------------------
+
+    def _poll(self) -> list[_Task]:
+        """Return the tasks that ended since the last poll (failures raise)."""
+        ended = []
+        for t in list(self.running):
+            assert t.proc is not None
+            rc = t.proc.poll()
+            if rc is None:
+                continue
+            self.running.remove(t)
+            t.close()
+            if rc != 0:
+                detail = t.last_line("err") or t.last_line("out")
+                if t.chunk is not None:
+                    self.emit("chunk-failed", t.step.name, t.chunk, detail)
+                self.emit("step-failed", t.step.name, t.chunk, detail)
+                raise StepFailedError(t.step.name, t.chunk, rc, detail, f"{t.log_base}.err")
+            line = t.last_line("out")
+            if line:
+                self.emit("output", t.step.name, t.chunk, line)
+            ended.append(t)
+        return ended
+
+    def stop_all(self) -> None:
+        """Terminate every running subprocess (SIGTERM, then SIGKILL after a grace period)."""
+        for t in self.running:
+            t.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE
+        for t in self.running:
+            assert t.proc is not None
+            try:
+                t.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                t.kill()
+                t.proc.wait()
+            t.close()
+        self.running.clear()
+
+    def _task(self, step: Step, chunk: int | None) -> _Task:
+        argv = resolve_argv(step.argv_for_index(chunk) if chunk is not None else step.argv)
+        name = step.name if chunk is None else f"{step.name}.{chunk:05d}"
+        return _Task(step, chunk, argv, self.log_dir / name)
+
+    # ---- steps --------------------------------------------------------------------------
+
+    def run_convert(self, plan: Plan) -> None:
+        step = plan.step("convert")
+        ok, why = (False, "") if self.force else self._marker_ok(plan, step)
+        if ok:
+            self._skip(step, why)
+            return
+        inputs = {u: identity(u) for u in _step_inputs(plan, step)}
+        self.emit("step-started", "convert")
+        task = self._task(step, None)
+        task.start(self.env)
+        self.running.append(task)
+        while not self._poll():
+            time.sleep(POLL_SECONDS)
+        seconds = time.monotonic() - task.started
+        self._finish_marker(plan, step, seconds, inputs)
+        self.results["convert"] = StepResult("convert", "ran", seconds, step.argv)
+        self.emit("step-finished", "convert", seconds=seconds)
+
+    def _skip(self, step: Step, why: str, seconds: float | None = None) -> None:
+        if seconds is None:
+            marker = _read_marker(marker_url(self.config, step.name)) or {}
+            seconds = float(marker.get("seconds", 0.0))
+        self.results[step.name] = StepResult(step.name, "skipped", seconds, step.argv)
+        self.emit("step-skipped", step.name, message=why)
+
+    def run_rest(self, plan: Plan) -> None:
+        """pmtiles in parallel with the hex chunks, then repartition."""
+        pm, hx, rp = plan.step("pmtiles"), plan.step("hex"), plan.step("repartition")
+        c = self.config
+
+        pm_todo = True
+        if not self.force:
+            ok, why = self._marker_ok(plan, pm)
+            if ok:
+                self._skip(pm, why)
+                pm_todo = False
+
+        rp_todo, hex_todo = True, True
+        if not self.force:
+            ok, why = self._marker_ok(plan, rp)
+            if ok:
+                self._skip(rp, why)
+                rp_todo = False
+                self._skip(hx, "not needed: repartition is done", seconds=self._marker_seconds("hex"))
+                hex_todo = False
+            else:
+                ok, why = self._marker_ok(plan, hx)
+                if ok:
+                    self._skip(hx, why)
+                    hex_todo = False
+
+        parquet_id = identity(c.parquet_url)
+        pending_chunks: list[int] = []
+        if hex_todo:
+            pending_chunks = self._prepare_chunks(plan, hx, parquet_id)
+        if rp_todo:
+            storage.delete_prefix(c.hex_url)  # stale partitions of an earlier run must not survive
+
+        pm_task: _Task | None = None
+        rp_task: _Task | None = None
+        hex_start = time.monotonic()
+        hex_done = not hex_todo
+        chunks_run = 0
+        if hex_todo:
+            self.emit("step-started", "hex")
+            if not pending_chunks:  # every chunk was done in an earlier run
+                self._finish_hex(plan, hx, hex_start, chunks_run, parquet_id)
+                hex_done = True
+
+        def hex_running() -> bool:
+            return any(x.step.name == "hex" for x in self.running)
+
+        while True:
+            # Start what may start. pmtiles first: it is usually the longest single task.
+            if pm_todo and pm_task is None and len(self.running) < self.workers:
+                self.emit("step-started", "pmtiles")
+                pm_task = self._task(pm, None)
+                pm_task.start(self.env)
+                self.running.append(pm_task)
+            while pending_chunks and len(self.running) < self.workers:
+                i = pending_chunks.pop(0)
+                t = self._task(hx, i)
+                t.start(self.env)
+                self.running.append(t)
+                self.emit("chunk-started", "hex", i)
+            if rp_todo and rp_task is None and hex_done and len(self.running) < self.workers:
+                self.emit("step-started", "repartition")
+                rp_task = self._task(rp, None)
+                rp_task.start(self.env)
+                self.running.append(rp_task)
+
+            if not self.running:
+                break
+            time.sleep(POLL_SECONDS)
+            for t in self._poll():
+                seconds = time.monotonic() - t.started
+                if t is pm_task:
+                    self._finish_marker(plan, pm, seconds, {c.parquet_url: parquet_id})
+                    self.results["pmtiles"] = StepResult("pmtiles", "ran", seconds, pm.argv)
+                    self.emit("step-finished", "pmtiles", seconds=seconds)
+                elif t is rp_task:
+                    self._finish_marker(plan, rp, seconds, {c.parquet_url: parquet_id})
+                    self.results["repartition"] = StepResult("repartition", "ran", seconds, rp.argv)
+                    self.emit("step-finished", "repartition", seconds=seconds)
+                else:
+                    chunks_run += 1
+                    stats = _chunk_stats(chunk_done_markers(c.chunks_url).get(t.chunk if t.chunk is not None else -1))
+                    self.emit("chunk-finished", "hex", t.chunk, seconds=seconds, **stats)
+                    if not pending_chunks and not hex_running():
+                        self._finish_hex(plan, hx, hex_start, chunks_run, parquet_id)
+                        hex_done = True
+
+    def _marker_seconds(self, name: str) -> float:
+        return float((_read_marker(marker_url(self.config, name)) or {}).get("seconds", 0.0))
+
+    def _prepare_chunks(self, plan: Plan, hx: Step, parquet_id: Any) -> list[int]:
+        """The chunk indices still to run; empties the chunks prefix when it cannot be resumed."""
+        c = self.config
+        session_url = marker_url(c, "hex-chunks")
+        session = None if self.force else _read_marker(session_url)
+        resumable = (
+            session is not None
+            and tuple(session.get("argv", ())) == hx.argv
+            and session.get("inputs", {}).get(c.parquet_url) == parquet_id
+        )
+        if not resumable:
+            storage.delete_prefix(c.chunks_url)
+            _write_marker(session_url, {"step": "hex", "argv": list(hx.argv), "inputs": {c.parquet_url: parquet_id}})
+            done: dict[int, str] = {}
+        else:
+            done = chunk_done_markers(c.chunks_url)
+        pending = []
+        self._chunks_skipped = 0
+        for i in range(hx.completions):
+            if i in done:
+                self._chunks_skipped += 1
+                self.emit("chunk-skipped", "hex", i, **_chunk_stats(done[i]))
+            else:
+                pending.append(i)
+        return pending
+
+    def _finish_hex(self, plan: Plan, hx: Step, started: float, chunks_run: int, parquet_id: Any) -> None:
+        done = chunk_done_markers(self.config.chunks_url)
+        missing = [i for i in range(hx.completions) if i not in done]
+        if missing:
+            raise StepFailedError(
+                "hex", missing[0], 1,
+                f"chunk(s) {', '.join(map(str, missing[:5]))} exited 0 but left no completion marker "
+                f"under {storage.join(self.config.chunks_url, _DONE_DIR)}",
+                None,
+            )
+        seconds = time.monotonic() - started
+        self._finish_marker(plan, hx, seconds, {self.config.parquet_url: parquet_id})
+        self.results["hex"] = StepResult(
+            "hex", "ran", seconds, hx.argv, chunks_run=chunks_run, chunks_skipped=getattr(self, "_chunks_skipped", 0)
+        )
+        self.emit("step-finished", "hex", seconds=seconds)
+
+
+def _plan_event(runner: _Runner, plan: Plan, features: int | None) -> None:
+    runner.emit(
+        "plan",
+        steps=list(plan.names),
+        chunks=plan.chunking.completions if features is not None else None,
+        chunk_size=plan.chunking.chunk_size,
+        features=features,
+        workers=runner.workers,
+        root=plan.config.root_url,
+    )
+
+
+def clean(config: WorkflowConfig) -> None:
+    """Remove the markers, hex chunks and hex partitions of ``config``'s dataset (``--force``)."""
+    storage.delete_prefix(storage.join(config.root_url, config.dataset_path, "_cng"))
+    storage.delete_prefix(config.chunks_url)
+    storage.delete_prefix(config.hex_url)
+
+
+def run_local(
+    config: WorkflowConfig,
+    *,
+    force: bool = False,
+    workers: int | None = None,
+    on_event: EventCallback | None = None,
+    env: Mapping[str, str] | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+) -> RunSummary:
+    """Run the whole workflow of ``config`` on this machine; return what was done.
+
+    - ``workers``: subprocesses at once (default :func:`cng_datasets.limits.cpu_count`);
+    - ``force``: ignore markers, remove chunks and partitions of earlier runs, recompute all;
+    - ``on_event``: called with every :class:`Event` (from this thread); an exception it raises
+      stops the run (running subprocesses are terminated, finished outputs and markers stay);
+    - ``env``: environment of the subprocesses (default ``os.environ``);
+    - ``log_dir``: where each subprocess's stdout / stderr go (``<name>.out`` / ``.err``). Default:
+      ``<root>/<dataset>/_cng/logs`` for a local root; a temporary directory for S3 (removed when
+      the run succeeds).
+
+    Raises :class:`StepFailedError` when a step fails (exit code 65 if the step exited 65).
+
+    Example:
+        >>> from cng_datasets.config import WorkflowConfig
+        >>> cfg = WorkflowConfig(dataset="countries", source_urls=("ne.shp",), bucket="/tmp/out")
+        >>> summary = run_local(cfg)  # doctest: +SKIP
+    """
+    t0 = time.monotonic()
+    n_workers = max(1, workers or limits.cpu_count())
+    temp_logs = False
+    if log_dir is not None:
+        logs = Path(log_dir)
+    elif config.is_local:
+        logs = Path(storage.join(config.root_url, config.dataset_path, "_cng", "logs"))
+    else:
+        logs = Path(tempfile.mkdtemp(prefix="cng-run-logs-"))
+        temp_logs = True
+    if force:
+        clean(config)
+    if config.is_local:
+        Path(config.root_url).mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    runner = _Runner(config, force, n_workers, on_event, env if env is not None else os.environ, logs)
+
+    try:
+        plan = build_plan(config, None)
+        _plan_event(runner, plan, None)
+        runner.run_convert(plan)
+
+        from cng_datasets.steps.convert import read_dataset_info
+
+        features = int(read_dataset_info(config.parquet_url)["feature_count"])
+        plan = build_plan(config, features)  # pure: only the hex chunking changes
+        _plan_event(runner, plan, features)
+        runner.run_rest(plan)
+    except BaseException:
+        runner.stop_all()
+        raise
+    outputs = describe_outputs(config, features)
+    steps = [runner.results[n] for n in plan.names if n in runner.results]
+    if temp_logs:
+        shutil.rmtree(logs, ignore_errors=True)
+    return RunSummary(plan, steps, outputs, time.monotonic() - t0, None if temp_logs else str(logs))
+
+
+def describe_outputs(config: WorkflowConfig, features: int | None = None) -> list[OutputInfo]:
+    """Sizes and row counts of the three outputs (reads only Parquet footers and the PMTiles header)."""
+    import pyarrow.parquet as pq
+
+    out: list[OutputInfo] = []
+    if storage.exists(config.parquet_url):
+        out.append(OutputInfo("geoparquet", config.parquet_url, storage.size(config.parquet_url), features, "features"))
+    if storage.exists(config.pmtiles_url):
+        tiles: int | None = None
+        try:
+            from pmtiles.tile import deserialize_header
+
+            with storage.open_input(config.pmtiles_url) as f:
+                tiles = int(deserialize_header(f.read(127))["addressed_tiles_count"])
+        except Exception:  # noqa: BLE001 - the summary shows what it can; validate checks
+            tiles = None
+        out.append(OutputInfo("pmtiles", config.pmtiles_url, storage.size(config.pmtiles_url), tiles, "tiles"))
+    parts = [u for u in storage.list_prefix(config.hex_url) if u.endswith(".parquet")]
+    if parts:
+        rows, size = 0, 0
+        for u in parts:
+            filesystem, path = storage.pyarrow_filesystem(u)
+            with filesystem.open_input_file(path) as f:
+                rows += pq.ParquetFile(f).metadata.num_rows
+            size += storage.size(u)
+        partitions = len({u.rsplit("/", 2)[-2] for u in parts})
+        out.append(OutputInfo("hex", config.hex_url, size, rows, "rows", files=partitions))
+    return out
