@@ -116,7 +116,6 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("--layer", default=None)
     args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")
     try:
         n = count_source(args.url, args.layer)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
@@ -128,4 +127,5 @@ def _main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    warnings.simplefilter("ignore")  # GDAL chatter must not reach the parent's output
     sys.exit(_main())

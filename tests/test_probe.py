@@ -1,0 +1,85 @@
+"""Feature counting: GDAL through pyogrio, Parquet footers, sums, timeouts and the fallback."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from cng_datasets import probe, storage
+from cng_datasets.errors import CountFallbackWarning
+from tests.conftest import DATA
+
+
+def test_counts_gdal_sources_and_sums_them() -> None:
+    shp = str(DATA / "naturalearth_lowres" / "naturalearth_lowres.shp")
+    quakes = str(DATA / "earthquakes.json")
+    a = probe.count_features([shp])
+    b = probe.count_features([quakes])
+    assert a is not None and b is not None and a > 0 and b > 0
+    assert probe.count_features([shp, quakes]) == a + b
+
+
+def test_multi_layer_source_counts_the_chosen_layer() -> None:
+    topo = str(DATA / "us-atlas" / "counties-10m.json")
+    assert probe.count_features([topo], layer="states") == 56
+    assert probe.count_features([topo]) == probe.count_features([topo], layer="counties")
+
+
+def _parquet(path: Path, rows: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": list(range(rows))}), path, row_group_size=7)
+
+
+def test_parquet_is_counted_from_the_footer(tmp_path: Path) -> None:
+    _parquet(tmp_path / "a.parquet", 123)
+    assert probe.is_parquet(str(tmp_path / "a.parquet"))
+    assert probe.count_features([str(tmp_path / "a.parquet")]) == 123
+
+
+def test_is_parquet_ignores_query_strings() -> None:
+    assert probe.is_parquet("https://x/y.parquet?sig=abc&x=1")
+    assert probe.is_parquet("s3://b/k.GeoParquet")
+    assert not probe.is_parquet("https://x/y.gpkg?f=a.parquet")
+
+
+@pytest.mark.s3
+def test_counts_on_s3(s3: str, tmp_path: Path) -> None:
+    _parquet(tmp_path / "a.parquet", 42)
+    storage.upload_file(tmp_path / "a.parquet", f"{s3}/dir/a.parquet")
+    storage.upload_file(DATA / "earthquakes.json", f"{s3}/dir/quakes.json")
+    quakes = probe.count_features([str(DATA / "earthquakes.json")])
+    assert probe.count_features([f"{s3}/dir/a.parquet", f"{s3}/dir/quakes.json"]) == 42 + quakes  # type: ignore[operator]
+
+
+def test_failure_returns_none_with_a_warning(tmp_path: Path) -> None:
+    with pytest.warns(CountFallbackWarning, match="nope.gpkg"):
+        assert probe.count_features([str(DATA / "earthquakes.json"), str(tmp_path / "nope.gpkg")]) is None
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.warns(CountFallbackWarning, match="bad.parquet"):
+        assert probe.count_features([str(tmp_path / "bad.parquet")]) is None
+    with pytest.warns(CountFallbackWarning, match="missing"):
+        assert probe.count_features([str(DATA / "earthquakes.json")], layer="missing") is None
+
+
+def test_a_hung_server_cannot_block_past_the_timeout() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # accepts connections into the backlog and never answers
+    port = server.getsockname()[1]
+    try:
+        start = time.monotonic()
+        with pytest.warns(CountFallbackWarning, match="within"):
+            assert probe.count_features([f"http://127.0.0.1:{port}/data.gpkg"], timeout=2) is None
+        assert time.monotonic() - start < 10
+    finally:
+        server.close()
+
+
+def test_count_source_in_process() -> None:
+    assert probe.count_source(str(DATA / "earthquakes.json")) == probe.count_features([str(DATA / "earthquakes.json")])
+    assert probe._main([str(DATA / "earthquakes.json")]) == 0
