@@ -24,5 +24,6 @@ RUN groupadd --gid 10001 cng \
 USER 10001:10001
 WORKDIR /tmp
 
+# `tar` (part of the base image) is what `kubectl cp` runs inside the upload pod.
 # No ENTRYPOINT: each Job gives the full argv, starting with `cng-datasets`.
 CMD ["cng-datasets", "--help"]
