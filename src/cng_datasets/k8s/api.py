@@ -107,7 +107,19 @@ def map_api_error(exc: Any, verb: str, kind: str, namespace: str, name: str | No
 
 
 def plain(obj: Any) -> Any:
-    """An API object as plain JSON-like data (model objects of the official client are converted)."""
+    """An API answer as plain JSON-like data.
+
+    The wrapper asks the official client for the raw response (``_preload_content=False``) and
+    parses its JSON, so no model validation or renaming stands between the API and the caller;
+    the fake answers with dicts directly. Model objects are converted too, for completeness.
+    """
+    data = getattr(obj, "data", None)
+    if isinstance(data, (bytes, bytearray)) and hasattr(obj, "status"):
+        text = data.decode("utf-8", "replace")
+        try:
+            return json.loads(text) if text.strip() else {}
+        except ValueError:
+            return text
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     if isinstance(obj, dict):
@@ -174,31 +186,39 @@ class KubeApi:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or ``None`` if it does not exist."""
         try:
-            return plain(self._call("get", kind, namespace, name, self._method(kind, "read"), name, namespace))  # type: ignore[no-any-return]
+            return plain(  # type: ignore[no-any-return]
+                self._call("get", kind, namespace, name, self._method(kind, "read"), name, namespace, _preload_content=False)
+            )
         except NamespaceMissing:
             return None
         except NotFound:
             return None
 
     def list(self, kind: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        kw = {"label_selector": label_selector} if label_selector else {}
+        kw: dict[str, Any] = {"_preload_content": False}
+        if label_selector:
+            kw["label_selector"] = label_selector
         result = plain(self._call("list", kind, namespace, None, self._method(kind, "list"), namespace, **kw))
         return list(result.get("items") or [])
 
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create ``body``; raises :class:`AlreadyExists` if its name is taken."""
         kind, name = body["kind"], body["metadata"]["name"]
-        return plain(self._call("create", kind, namespace, name, self._method(kind, "create"), namespace, body))  # type: ignore[no-any-return]
+        return plain(self._call("create", kind, namespace, name, self._method(kind, "create"), namespace, body,
+                                _preload_content=False))  # type: ignore[no-any-return]
 
     def replace(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         kind, name = body["kind"], body["metadata"]["name"]
         return plain(  # type: ignore[no-any-return]
-            self._call("update", kind, namespace, name, self._method(kind, "replace"), name, namespace, body)
+            self._call("update", kind, namespace, name, self._method(kind, "replace"), name, namespace, body,
+                       _preload_content=False)
         )
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete (pods of a Job go with it, in the background); ``False`` if it did not exist."""
-        kw: dict[str, Any] = {"propagation_policy": "Background"} if kind == "Job" else {}
+        kw: dict[str, Any] = {"_preload_content": False}
+        if kind == "Job":
+            kw["propagation_policy"] = "Background"
         try:
             self._call("delete", kind, namespace, name, self._method(kind, "delete"), name, namespace, **kw)
             return True
@@ -206,7 +226,7 @@ class KubeApi:
             return False
 
     def pod_log(self, namespace: str, pod: str, container: str | None = None, tail_lines: int | None = None) -> str:
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"_preload_content": False}
         if container:
             kw["container"] = container
         if tail_lines:
@@ -215,7 +235,8 @@ class KubeApi:
             out = self._call("get", "Pod", namespace, pod, self.core.read_namespaced_pod_log, pod, namespace, **kw)
         except NotFound:
             return ""
-        return out if isinstance(out, str) else str(out)
+        data = getattr(out, "data", out)
+        return data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
 
     def exec(self, namespace: str, pod: str, argv: Iterable[str], container: str | None = None, timeout: float = 120) -> str:
         """Run ``argv`` in ``pod`` (no stdin, no tty); return its stdout, raise on a non-zero exit."""

@@ -126,7 +126,7 @@ def receive(
     while not receiver.poll():
         if clock() >= deadline:
             raise ClusterError(
-                f"timed out after {timeout:.0f} s waiting for {', '.join(receiver.missing()) or 'the .complete marker'}"
+                f"timed out after {timeout:g} s waiting for {', '.join(receiver.missing()) or 'the .complete marker'}"
             )
         sleep(poll_interval)
     log.info("received %d files", len(receiver.expect))

@@ -1,0 +1,349 @@
+"""``submit``, ``status``, ``logs`` and ``cleanup`` against the fake cluster (tests/k8s/fake.py),
+on a workflow folder written by the real manifest builders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cng_datasets import storage
+from cng_datasets.errors import ClusterError
+from cng_datasets.k8s import rbac
+from cng_datasets.k8s.orchestrator import orchestrate
+from cng_datasets.k8s.submit import cleanup, format_status, load_workflow, logs, output_urls, status, submit
+from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, restore_logging, write_workflow
+
+__all__ = ["restore_logging"]
+
+NS = "geo"
+PVC = "demo-places-workflow-yamls"
+STEP_JOBS = [f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition")]
+
+
+@pytest.fixture
+def wf_dir(tmp_path: Path) -> Path:
+    return write_workflow(tmp_path / "wf")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> FakeCluster:
+    return FakeCluster(tmp_path / "cluster")
+
+
+def do_submit(cluster: FakeCluster, wf_dir: Path, **kw):  # type: ignore[no-untyped-def]
+    lines: list[str] = []
+    result = submit(cluster.api(), load_workflow(wf_dir), sleep=cluster.sleep, clock=lambda: cluster.now,
+                    echo=lines.append, **kw)
+    return result, lines
+
+
+def run_orchestrator(cluster: FakeCluster, namespace: str = NS) -> None:
+    """What the orchestrator Job's pod does: orchestrate on the PVC, as the ServiceAccount."""
+    saved = cluster.allowed
+    cluster.allow_only(rbac.RULES)
+    try:
+        orchestrate(cluster.api(), cluster.pvc_dir(namespace, PVC), namespace, sleep=cluster.sleep,
+                    now=lambda: cluster.now)
+    finally:
+        cluster.allowed = saved
+
+
+def test_submit_does_the_eight_steps_in_one(cluster: FakeCluster, wf_dir: Path) -> None:
+    result, lines = do_submit(cluster, wf_dir)
+    assert result == "submitted"
+    kinds = {(k, n) for (k, ns, n) in cluster.objects if ns == NS and k != "Pod"}
+    assert {("ServiceAccount", "cng-datasets-workflow"), ("Role", "cng-datasets-workflow"),
+            ("RoleBinding", "cng-datasets-workflow"), ("PersistentVolumeClaim", PVC),
+            ("Job", "demo-places-upload-yamls"), ("Job", "demo-places-workflow")} <= kinds
+    # every YAML of DIR arrived byte for byte on the PVC, through exec (long ones in parts)
+    pvc = cluster.pvc_dir(NS, PVC)
+    for path in wf_dir.glob("*.yaml"):
+        assert (pvc / path.name).read_bytes() == path.read_bytes()
+    assert not list(pvc.glob(".*.part*"))
+    assert all(cmd[:4] == ["cng-datasets", "receive-yamls", "--dir", "/yamls"] for cmd in cluster.execs)
+    assert any("--parts" in cmd for cmd in cluster.execs)
+    assert cluster.execs[-1][-1] == "--complete"
+    upload = cluster.jobs()["demo-places-upload-yamls"]
+    assert any(c["type"] == "SuccessCriteriaMet" for c in upload["status"]["conditions"])
+    # the orchestrator starts only after the upload pod finished (the PVC is ReadWriteOnce)
+    assert cluster.created_jobs[-1] == "demo-places-workflow"
+    assert "follow it with: kubectl logs -f job/demo-places-workflow -n geo" in lines
+    # and the orchestrator, with the ServiceAccount's rules, finds what it needs on the PVC
+    run_orchestrator(cluster)
+    assert set(STEP_JOBS) <= set(cluster.created_jobs)
+
+
+def test_submit_twice_is_idempotent(cluster: FakeCluster, wf_dir: Path) -> None:
+    do_submit(cluster, wf_dir)
+    created, execs = list(cluster.created_jobs), len(cluster.execs)
+    result, lines = do_submit(cluster, wf_dir)
+    assert result == "running"
+    assert cluster.created_jobs == created and len(cluster.execs) == execs
+    assert lines == ["workflow demo-places-workflow is already running; follow it with: "
+                     "kubectl logs -f job/demo-places-workflow -n geo"]
+    for _ in range(4):
+        cluster.tick()  # the orchestrator Job completes
+    result, _ = do_submit(cluster, wf_dir)
+    assert result == "complete"
+
+
+def test_submit_again_after_a_crash_between_upload_and_orchestrator(cluster: FakeCluster, wf_dir: Path) -> None:
+    do_submit(cluster, wf_dir)
+    cluster.objects.pop(("Job", NS, "demo-places-workflow"))  # as if submit died before creating it
+    (wf_dir / "hex-job.yaml").write_text((wf_dir / "hex-job.yaml").read_text().replace("'5'", "'6'"))
+    result, _ = do_submit(cluster, wf_dir)
+    assert result == "submitted"
+    assert cluster.created_jobs.count("demo-places-upload-yamls") == 2  # a fresh receiver
+    assert (cluster.pvc_dir(NS, PVC) / "hex-job.yaml").read_bytes() == (wf_dir / "hex-job.yaml").read_bytes()
+
+
+def test_submit_into_a_missing_namespace(tmp_path: Path, wf_dir: Path) -> None:
+    cluster = FakeCluster(tmp_path / "c", namespaces=("other",))
+    with pytest.raises(ClusterError) as err:
+        do_submit(cluster, wf_dir)
+    assert str(err.value) == "namespace 'geo' does not exist (create it, or pass the right --namespace)"
+
+
+def test_submit_without_permission(cluster: FakeCluster, wf_dir: Path) -> None:
+    cluster.user = "alice"
+    cluster.allow_only([("batch", "jobs", ("get", "create", "list")), ("", "pods", ("list",))])
+    with pytest.raises(ClusterError) as err:
+        do_submit(cluster, wf_dir)
+    msg = str(err.value)
+    assert msg.startswith("permission denied: cannot create serviceaccounts in namespace 'geo'")
+    assert 'User "alice"' in msg and "\n" not in msg
+
+
+def test_submit_with_an_unreachable_cluster(cluster: FakeCluster, wf_dir: Path) -> None:
+    cluster.unreachable = True
+    with pytest.raises(ClusterError, match=r"^cannot reach the Kubernetes API at https://fake:6443: "):
+        do_submit(cluster, wf_dir)
+
+
+def test_cli_errors_are_one_line(cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging) -> None:  # type: ignore[no-untyped-def]
+    from cng_datasets.cli import cli
+    from cng_datasets.k8s import api as k8s_api
+
+    cluster.namespaces = set()
+    monkeypatch.setattr(k8s_api, "connect", lambda context=None: cluster.api())
+    result = CliRunner().invoke(cli, ["submit", str(wf_dir)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "error: namespace 'geo' does not exist (create it, or pass the right --namespace)")
+
+
+def test_failed_run_status_logs_and_retry_failed(cluster: FakeCluster, wf_dir: Path) -> None:
+    do_submit(cluster, wf_dir)
+    cluster.script["hex"] = {2: [OOM]}
+    with pytest.raises(ClusterError, match="step hex failed"):
+        run_orchestrator(cluster)
+    # the orchestrator's pod failed too (it exits 1): mark its Job failed as the controller would
+    job = cluster.objects[("Job", NS, "demo-places-workflow")]
+    job["status"]["conditions"] = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                    "message": "Job has reached the specified backoff limit"}]
+
+    wf = load_workflow(wf_dir)
+    rows = {r.step: r for r in status(cluster.api(), wf)}
+    assert rows["convert"].phase == "complete" and rows["convert"].duration == 30  # startTime → completionTime
+    assert rows["hex"].phase == "failed" and rows["hex"].failed_indexes == "2"
+    assert rows["hex"].completed_indexes == "0-1,3-4"
+    assert rows["repartition"].phase == "absent"
+    table = format_status(list(rows.values()))
+    assert "hex" in table and "4/5 indexes complete, 1 failed (2)" in table and "MaxFailedIndexesExceeded" in table
+
+    text = logs(cluster.api(), wf)  # default: the first failed step, failing pods first
+    first = text.splitlines()[0]
+    assert first.startswith("==> demo-places-hex-2-") and "Failed OOMKilled exit 137" in first
+    assert "MemoryError-ish" in text
+    assert logs(cluster.api(), wf, "convert").startswith("==> demo-places-convert-")
+
+    with pytest.raises(ClusterError, match="--retry-failed"):
+        do_submit(cluster, wf_dir)
+    cluster.script.clear()
+    result, lines = do_submit(cluster, wf_dir, retry_failed=True)
+    assert result == "submitted"
+    assert "deleting failed Job demo-places-hex" in lines and "deleting failed Job demo-places-workflow" in lines
+    run_orchestrator(cluster)
+    assert cluster.created_jobs.count("demo-places-convert") == 1  # finished work is kept
+    assert cluster.created_jobs.count("demo-places-hex") == 2
+    assert cluster.created_jobs.count("demo-places-repartition") == 1
+
+
+def test_status_before_submit(cluster: FakeCluster, wf_dir: Path) -> None:
+    rows = status(cluster.api(), load_workflow(wf_dir))
+    assert [r.step for r in rows] == ["upload", "workflow", "convert", "hex", "pmtiles", "repartition"]
+    assert {r.phase for r in rows} == {"absent"}
+    assert "not created" in format_status(rows)
+
+
+def test_upload_pod_that_never_starts_times_out_with_a_reason(cluster: FakeCluster, wf_dir: Path) -> None:
+    real = cluster._advance_pod
+    cluster._advance_pod = lambda pod: None  # type: ignore[method-assign]  # stuck in ContainerCreating
+    with pytest.raises(ClusterError, match=r"timed out after 60 s .*ContainerCreating"):
+        do_submit(cluster, wf_dir, timeout=60)
+    cluster._advance_pod = real  # type: ignore[method-assign]
+
+
+def test_cleanup_deletes_jobs_and_pvc_but_not_rbac(cluster: FakeCluster, wf_dir: Path) -> None:
+    cluster.script["pmtiles"] = {None: [HANG]}
+    do_submit(cluster, wf_dir)
+    with pytest.raises(Exception):  # noqa: B017,PT011 - stop the orchestrator half-way
+        orchestrate(cluster.api(), cluster.pvc_dir(NS, PVC), NS, sleep=lambda s: (_ for _ in ()).throw(RuntimeError()),
+                    now=lambda: cluster.now)
+    lines: list[str] = []
+    counts = cleanup(cluster.api(), load_workflow(wf_dir), echo=lines.append)
+    assert counts["pvc"] == 1 and counts["jobs"] >= 3 and counts["objects"] == 0
+    assert not cluster.jobs() and not cluster.pods()
+    assert ("PersistentVolumeClaim", NS, PVC) not in cluster.objects
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        assert (kind, NS, "cng-datasets-workflow") in cluster.objects
+    assert lines[0] == "deleted Job demo-places-workflow"  # first, so nothing recreates the steps
+    assert cleanup(cluster.api(), load_workflow(wf_dir), echo=lines.append) == {"jobs": 0, "pvc": 0, "objects": 0}
+
+
+@pytest.mark.s3
+def test_cleanup_data_deletes_exactly_the_outputs_after_confirmation(
+    tmp_path: Path, cluster: FakeCluster, s3: str
+) -> None:
+    bucket = s3.removeprefix("s3://")
+    wf_dir = write_workflow(tmp_path / "wf-s3", bucket=bucket)
+    wf = load_workflow(wf_dir)
+    objects, prefixes = output_urls(wf)
+    assert objects == [f"{s3}/demo/places.parquet", f"{s3}/demo/places.pmtiles"]
+    assert sorted(prefixes) == [f"{s3}/demo/places/chunks", f"{s3}/demo/places/hex"]
+    outputs = [f"{s3}/demo/places.parquet", f"{s3}/demo/places.pmtiles", f"{s3}/demo/places/hex/h0=1/a.parquet",
+               f"{s3}/demo/places/hex/h0=2/b.parquet", f"{s3}/demo/places/chunks/chunk-0.parquet"]
+    keep = [f"{s3}/demo/other.parquet", f"{s3}/demo/places-v2/hex/x.parquet", f"{s3}/demo/placesX.pmtiles"]
+    for url in outputs + keep:
+        storage.write_bytes(url, b"x")
+
+    asked: list[list[str]] = []
+    cleanup(cluster.api(), wf, data=True, confirm=lambda urls: asked.append(urls) or False, echo=lambda s: None)
+    assert asked and f"{s3}/demo/places/hex/" in asked[0]
+    assert all(storage.exists(u) for u in outputs)  # declined: nothing deleted
+
+    counts = cleanup(cluster.api(), wf, data=True, confirm=lambda urls: True, echo=lambda s: None)
+    assert counts["objects"] == 5
+    assert not any(storage.exists(u) for u in outputs)
+    assert all(storage.exists(u) for u in keep)
+
+
+def test_cleanup_cli_without_yes_on_a_pipe_keeps_data(cluster: FakeCluster, wf_dir: Path, monkeypatch,
+                                                       restore_logging) -> None:  # type: ignore[no-untyped-def]
+    from cng_datasets.cli import cli
+    from cng_datasets.k8s import api as k8s_api
+    from cng_datasets.k8s import submit as submit_mod
+
+    monkeypatch.setattr(k8s_api, "connect", lambda context=None: cluster.api())
+    deleted: list[str] = []
+    monkeypatch.setattr(storage, "delete_prefix", lambda url: deleted.append(url) or 0)
+    monkeypatch.setattr(storage, "delete", lambda url: deleted.append(url))
+    result = CliRunner().invoke(cli, ["cleanup", str(wf_dir), "--data"])
+    assert result.exit_code == 0, result.output
+    assert "pass --yes" in result.output and "outputs kept" in result.output and not deleted
+    assert submit_mod.output_urls(load_workflow(wf_dir))[0][0] in result.output
+
+
+def test_status_and_logs_cli(cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging) -> None:  # type: ignore[no-untyped-def]
+    from cng_datasets.cli import cli
+    from cng_datasets.k8s import api as k8s_api
+
+    monkeypatch.setattr(k8s_api, "connect", lambda context=None: cluster.api())
+    do_submit(cluster, wf_dir)
+    cluster.script["convert"] = {None: [Outcome(exit_code=1, log="Traceback: boom\n")]}
+    with pytest.raises(ClusterError):
+        run_orchestrator(cluster)
+    result = CliRunner().invoke(cli, ["status", str(wf_dir)])
+    assert result.exit_code == 0, result.output
+    assert "namespace geo" in result.output and "failed (BackoffLimitExceeded)" in result.output
+    result = CliRunner().invoke(cli, ["logs", str(wf_dir), "convert", "--tail", "5"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback: boom" in result.output
+    result = CliRunner().invoke(cli, ["logs", str(wf_dir), "nope"])
+    assert result.exit_code == 65 and "unknown step 'nope'" in result.output
+
+
+# ---- the real client, over HTTP ----------------------------------------------------------------
+
+
+@pytest.fixture
+def api_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A tiny HTTP server speaking a few Kubernetes API answers, and a kubeconfig pointing at it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hex_job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "demo-places-hex", "namespace": NS},
+               "spec": {"completionMode": "Indexed", "completions": 5},
+               "status": {"active": 2, "completedIndexes": "0,2-3", "startTime": "2024-05-01T10:00:00Z"}}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code: int, body: dict) -> None:  # type: ignore[type-arg]
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/apis/batch/v1/namespaces/geo/jobs/demo-places-hex"):
+                return self._send(200, hex_job)
+            name = self.path.rsplit("/", 1)[-1]
+            return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
+                                    "message": f'jobs.batch "{name}" not found',
+                                    "details": {"name": name, "group": "batch", "kind": "jobs"}})
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
+                                    "message": 'namespaces "geo" not found', "details": {"name": "geo", "kind": "namespaces"}})
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: t\n"
+        f"clusters: [{{name: t, cluster: {{server: '{url}'}}}}]\n"
+        "users: [{name: t, user: {token: abc}}]\n"
+        "contexts: [{name: t, context: {cluster: t, user: t}}]\n"
+    )
+    yield kubeconfig
+    server.shutdown()
+    server.server_close()
+
+
+def test_real_client_status_and_missing_namespace(api_server: Path, wf_dir: Path, cli_run) -> None:  # type: ignore[no-untyped-def]
+    env = {"KUBECONFIG": str(api_server)}
+    proc = cli_run("status", str(wf_dir), env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    hex_line = [line for line in proc.stdout.splitlines() if line.startswith("hex ")][0]
+    assert "running" in hex_line and "3/5 indexes complete, 0 failed, 2 running" in hex_line
+    proc = cli_run("submit", str(wf_dir), env=env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: namespace 'geo' does not exist (create it, or pass the right --namespace)")
+
+
+def test_real_client_without_config_or_server(tmp_path: Path, wf_dir: Path, cli_run) -> None:  # type: ignore[no-untyped-def]
+    proc = cli_run("status", str(wf_dir), env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)}, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no usable Kubernetes configuration")
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: t\nclusters: [{name: t, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: t, user: {token: abc}}]\ncontexts: [{name: t, context: {cluster: t, user: t}}]\n"
+    )
+    proc = cli_run("status", str(wf_dir), env={"KUBECONFIG": str(kubeconfig)}, timeout=120)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot reach the Kubernetes API at http://127.0.0.1:9"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
