@@ -527,3 +527,66 @@ def test_wait_for_input(parquets: Any, tmp_path: Path, archive: Any) -> None:
     finally:
         timer.join()
     assert result.features == 177
+
+
+def test_unsplit_antimeridian_input_is_not_a_world_band(tmp_path: Path, archive: Any) -> None:
+    """A GeoParquet from elsewhere with a polygon crossing ±180 unsplit (edges 170 → -170)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+
+    crossing = shapely.Polygon([(170, -20), (-170, -20), (-170, -10), (170, -10)])
+    line = shapely.LineString([(175, 60), (-175, 62)])
+    table = pa.table(
+        {"_cng_fid": pa.array([1, 2], pa.int64()), "geometry": pa.array(shapely.to_wkb([crossing, line]))}
+    )
+    src = tmp_path / "wrap.parquet"
+    pq.write_table(table, src)
+    step.build_pmtiles(str(src), str(tmp_path / "wrap.pmtiles"), max_zoom=3)
+    a = archive(tmp_path / "wrap.pmtiles")
+    xs = {
+        (x, f["properties"]["_cng_fid"])
+        for x in range(8)
+        for y in range(8)
+        for f in (a.tile(3, x, y) or {}).get("wrap", {}).get("features", [])
+    }
+    assert {x for x, _ in xs} == {0, 7}
+    assert {fid for _, fid in xs} == {1, 2}
+
+
+@pytest.mark.slow
+def test_dense_data_stays_within_tile_limits(tmp_path: Path, archive: Any) -> None:
+    """More points in one tile than tippecanoe allows (200 000 features / 500 kB): the densest
+    are dropped, the run finishes and every tile is within the limits."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+
+    n = 260_000
+    rng = np.random.default_rng(7)
+    pts = shapely.points(rng.uniform(8.0, 8.5, n), rng.uniform(50.0, 50.5, n))
+    table = pa.table(
+        {
+            "_cng_fid": pa.array(np.arange(1, n + 1), pa.int64()),
+            "label": pa.array([f"p{i % 1000}" for i in range(n)]),
+            "geometry": pa.array(shapely.to_wkb(pts)),
+        }
+    )
+    src = tmp_path / "dense.parquet"
+    pq.write_table(table, src, row_group_size=50_000)
+    result = step.build_pmtiles(str(src), str(tmp_path / "dense.pmtiles"), max_zoom=3)
+    assert result.features == n
+    from pmtiles.reader import all_tiles
+
+    import mapbox_vector_tile
+
+    a = archive(tmp_path / "dense.pmtiles")
+    tiles = list(all_tiles(a.reader.get_bytes))
+    assert tiles
+    for (z, x, y), data in tiles:
+        assert len(data) <= 500_000
+        count = len(mapbox_vector_tile.decode(gzip.decompress(data))["dense"]["features"])
+        assert 0 < count <= 200_000
+    # the tile at the maximum zoom kept many points, but not all of them
+    assert max(len(mapbox_vector_tile.decode(gzip.decompress(d))["dense"]["features"]) for _, d in tiles if _[0] == 3) < n

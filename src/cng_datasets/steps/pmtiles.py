@@ -16,9 +16,10 @@ tippecanoe flags and why:
 - ``--no-progress-indicator``: stderr is kept for error messages, not a progress bar.
 - ``TIPPECANOE_MAX_THREADS``: the largest power of two within the container's CPU quota.
 
-Antimeridian: the contract of ``convert`` splits polygons at ±180, so no edge spans the globe and
-tippecanoe clips every part to the tiles it really covers; the verification below checks nothing of
-the archive escapes [-180, 180] × [-90, 90].
+Antimeridian: the contract of ``convert`` splits lines and polygons at ±180, so no edge spans the
+globe and tippecanoe clips every part to the tiles it really covers. Input from elsewhere (or
+reprojected here) goes through the same ``geometry.split_antimeridian`` as a safety net; the
+verification checks the archive's bounds stay inside [-180, 180] × [-90, 90].
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -292,6 +294,7 @@ class _StreamStats:
     skipped: int = 0
     bounds: list[float] = field(default_factory=lambda: [math.inf, math.inf, -math.inf, -math.inf])
     fields_seen: set[str] = field(default_factory=set)
+    split: int = 0  # geometries split at ±180 here (input not following the contract)
 
 
 def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: int = BATCH_ROWS) -> Iterator[bytes]:
@@ -302,6 +305,8 @@ def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: 
     """
     import numpy as np
     import shapely
+
+    from cng_datasets.geometry import split_antimeridian
 
     columns = [*layout.attributes, layout.geometry]
     id_index = layout.attributes.index(layout.id_column) if layout.id_column in layout.attributes else -1
@@ -317,6 +322,10 @@ def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: 
             geoms = shapely.force_2d(geoms)
         if to_lonlat is not None:
             geoms = shapely.transform(geoms, to_lonlat)
+        # convert already splits at ±180; this catches GeoParquet from elsewhere (and reprojected
+        # input). Only geometries wider than 180° are examined, so it costs nothing otherwise.
+        geoms, split = split_antimeridian(geoms)
+        stats.split += split
         bounds = shapely.bounds(geoms[keep])
         stats.bounds[0] = min(stats.bounds[0], float(np.min(bounds[:, 0])))
         stats.bounds[1] = min(stats.bounds[1], float(np.min(bounds[:, 1])))
@@ -371,13 +380,21 @@ def tippecanoe_argv(
     ]
 
 
+#: tippecanoe progress / statistics lines: not the reason for a failure.
+_PROGRESS = re.compile(
+    r"^(Usage:|For layer|Merging|Sorting|Reordering|Read |Choosing|Reading|Tile \d+/\d+/\d+ size is"
+    r"|\d+ features?, \d+ bytes|[\d.]+%|  )"
+)
+_ERRORISH = re.compile(r"error|fail|unknown|can't|cannot|invalid|not |no such|too |exceed|killed|abort", re.I)
+
+
 def _stderr_summary(text: str, limit: int = 400) -> str:
-    """The useful part of tippecanoe's stderr: the last non-progress lines, joined on one line."""
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith(("Usage:", "  ", "For layer")) and "%" not in ln[:8]]
-    if not lines:
-        return ""
-    summary = "; ".join(lines[-3:])
+    """The useful part of tippecanoe's stderr on one line: its complaints, not its progress report."""
+    lines = [ln.rstrip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not _PROGRESS.match(ln)]  # also drops the indented usage text
+    errors = [ln for ln in lines if _ERRORISH.search(ln)]
+    chosen = errors or lines
+    summary = "; ".join(dict.fromkeys(chosen[-3:]))
     return summary if len(summary) <= limit else "…" + summary[-limit:]
 
 
@@ -516,7 +533,11 @@ def build_pmtiles(
     if wait_seconds > 0:
         wait_for_input(input_url, wait_seconds)
     pfile = _open_parquet(input_url)
-    layout = _layout(pfile.schema_arrow)
+    try:
+        layout = _layout(pfile.schema_arrow)
+    except BaseException:
+        pfile.close()
+        raise
     rows = pfile.metadata.num_rows
     threads = thread_count()
     nofile = limits.raise_open_file_limit()
@@ -547,6 +568,8 @@ def build_pmtiles(
             if not built.exists():
                 raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
             os.replace(built, tmp)
+        if stats.split:
+            log.warning("pmtiles: %d geometries crossed ±180 unsplit and were split there", stats.split)
         fields = sorted(stats.fields_seen)
         header = verify_archive(tmp, layer, fields, stats.bounds)
         size = tmp.stat().st_size
