@@ -181,7 +181,8 @@ def test_interrupted_hex_resumes_without_recomputing_finished_chunks(tmp_path: P
     started = sorted(e.chunk for e in second.of("chunk-started"))
     assert skipped == sorted(done)
     assert started == sorted(set(range(9)) - set(done))
-    assert [e.step for e in second.of("step-skipped")] == ["convert"]
+    skipped_steps = [e.step for e in second.of("step-skipped")]
+    assert "convert" in skipped_steps and "hex" not in skipped_steps and "repartition" not in skipped_steps
     hex_result = next(s for s in summary.steps if s.name == "hex")
     assert (hex_result.chunks_run, hex_result.chunks_skipped) == (9 - len(done), len(done))
 

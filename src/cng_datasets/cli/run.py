@@ -117,8 +117,8 @@ class Display:
         if not self.live:
             return
         try:
-            cols = os.get_terminal_size(self.stream.fileno()).columns
-        except (OSError, ValueError):
+            cols = os.get_terminal_size(self.stream.fileno()).columns or 120
+        except (OSError, ValueError, AttributeError):
             cols = 120
         line = self.status_line()[: max(10, cols - 1)]
         self.stream.write("\r" + line + " " * max(0, self._width - len(line)))
