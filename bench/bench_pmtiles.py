@@ -1,6 +1,7 @@
 """Benchmark `cng-datasets pmtiles` on real data: wall time, CPU and peak RSS (ours and tippecanoe's).
 
     python bench/bench_pmtiles.py SOURCE [--max-zoom Z] [--workdir DIR]
+    python bench/bench_pmtiles.py points:N [--max-zoom Z]     # N random points world-wide
 
 SOURCE is anything `convert` reads (e.g. /work/shared/data/rg_cities1000.csv); it is converted
 first (not timed), then tiled in a fresh process so the peak RSS figures are the step's own.
@@ -42,6 +43,31 @@ print(json.dumps({
 """
 
 
+def _random_points(n: int, dest: Path) -> None:
+    """A GeoParquet following convert's contract: n points, an id, a text and a float attribute."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+
+    rng = np.random.default_rng(1)
+    writer = None
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        lon, lat = rng.uniform(-180, 180, m), np.degrees(np.arcsin(rng.uniform(-0.99, 0.99, m)))
+        table = pa.table({
+            "_cng_fid": pa.array(np.arange(start + 1, start + m + 1), pa.int64()),
+            "name": pa.array([f"pt{i}" for i in range(start, start + m)]),
+            "value": pa.array(rng.normal(size=m)),
+            "geometry": pa.array(shapely.to_wkb(shapely.points(lon, lat))),
+        })
+        if writer is None:
+            writer = pq.ParquetWriter(dest, table.schema, compression="zstd")
+        writer.write_table(table)
+    assert writer is not None
+    writer.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("source")
@@ -51,8 +77,10 @@ def main() -> None:
     from cng_datasets.steps.convert import convert
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-pmtiles-"))
-    parquet = work / (Path(args.source).name.split(".")[0] + ".parquet")
-    if not parquet.exists():
+    parquet = work / (Path(args.source).name.split(".")[0].replace(":", "") + ".parquet")
+    if args.source.startswith("points:"):
+        _random_points(int(args.source.split(":")[1]), parquet)
+    elif not parquet.exists():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             convert([args.source], str(parquet))
