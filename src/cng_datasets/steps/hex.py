@@ -1,0 +1,422 @@
+"""``cng-datasets hex``: H3 cells of one chunk of a GeoParquet file, already split by h0.
+
+Chunk ``N`` of size ``M`` covers rows ``N·M .. (N+1)·M−1`` (rows are in id order). The last chunk
+(``last=True``, or ``chunk_id == chunk_count − 1``) reads from its start to the end of the file, so
+an under-estimated feature count never drops features. A chunk with ``chunk_id >= chunk_count``
+does nothing at all (no marker); a chunk that starts past the end of the data writes an empty
+completion marker (0 features) and exits 0.
+
+Output below ``output`` (a local directory or ``s3://`` prefix)::
+
+    h0=<h0 cell, unsigned decimal>/part-<chunk id, 5 digits>.parquet   one per h0 the chunk touches
+    _done/chunk-<chunk id, 5 digits>.json                               completion marker, written last
+
+Each part file holds the id column (int64), ``h<R>`` (uint64), one uint64 column per parent
+resolution (descending, ``h0`` always present) and the feature's attributes (every source column
+except the geometry and its ``bbox`` covering); rows are ordered by id, then by tile and cell.
+Parts are written to local temporary files and published atomically; a re-run of a chunk rewrites
+byte-identical parts (no timestamps, deterministic order), so a chunk killed mid-write is simply run
+again. The marker is removed when a chunk starts and written only after all its parts are
+published; repartition reads exactly the parts a marker lists.
+
+Marker (JSON)::
+
+    {"format": 1, "chunk_id", "chunk_size", "chunk_count", "last", "start_row", "end_row",
+     "source_rows", "features", "features_with_cells", "null_geometries", "empty_geometries",
+     "cells", "rows", "resolution", "parent_resolutions", "containment", "id_column",
+     "id_min", "id_max", "parts": {"h0=<cell>/part-00003.parquet": <rows>, ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cng_datasets import h3cells, storage
+from cng_datasets.errors import DataError, UsageError
+
+log = logging.getLogger("cng_datasets")
+
+DEFAULT_ID_COLUMN = "_cng_fid"
+MARKER_DIR = "_done"
+MARKER_FORMAT = 1
+#: Features handed to the H3 engine together (before the cell budget splits them further).
+FEATURE_BATCH = 8192
+#: Bytes of output rows buffered in memory before they are written out as row groups.
+BUFFER_BYTES = 128 << 20
+
+
+def marker_name(chunk_id: int) -> str:
+    return f"chunk-{chunk_id:05d}.json"
+
+
+def part_name(h0: int, chunk_id: int) -> str:
+    return f"h0={h0}/part-{chunk_id:05d}.parquet"
+
+
+def cell_column(res: int) -> str:
+    return f"h{res}"
+
+
+def parent_list(resolution: int, parents: tuple[int, ...] | list[int]) -> list[int]:
+    """Validated parent resolutions, descending, with 0 always present and ``resolution`` excluded."""
+    if not 0 <= resolution <= 15:
+        raise DataError(f"H3 resolution must be 0..15, not {resolution}")
+    out = set()
+    for p in parents:
+        if not 0 <= p <= 15:
+            raise DataError(f"parent resolution must be 0..15, not {p}")
+        if p > resolution:
+            raise DataError(f"parent resolution {p} is finer than the resolution {resolution}")
+        if p != resolution:
+            out.add(p)
+    if resolution != 0:
+        out.add(0)
+    return sorted(out, reverse=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the source
+
+
+def open_parquet(url: str) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` for a local, s3:// or http(s):// URL."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if storage.parse(url).scheme in ("http", "https"):
+            return pq.ParquetFile(storage.open_input(url))
+        filesystem, path = storage.pyarrow_filesystem(url)
+        return pq.ParquetFile(filesystem.open_input_file(path))
+    except FileNotFoundError as exc:
+        raise DataError(f"{url}: not found") from exc
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{url}: not a readable Parquet file ({str(exc).splitlines()[0]})") from exc
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    id_column: str
+    geometry_column: str
+    num_rows: int
+    metadata: dict[str, Any]
+
+
+def source_info(pf: Any, url: str) -> SourceInfo:
+    kv = pf.metadata.metadata or {}
+    meta: dict[str, Any] = {}
+    if b"cng_datasets" in kv:
+        try:
+            meta = dict(json.loads(kv[b"cng_datasets"]))
+        except ValueError as exc:
+            raise DataError(f"{url}: cng_datasets metadata is not JSON") from exc
+    geom = "geometry"
+    if b"geo" in kv:
+        try:
+            geom = json.loads(kv[b"geo"]).get("primary_column", geom)
+        except ValueError as exc:
+            raise DataError(f"{url}: geo metadata is not JSON") from exc
+    id_col = meta.get("id_column") or DEFAULT_ID_COLUMN
+    names = pf.schema_arrow.names
+    for col, what in ((id_col, "id"), (geom, "geometry")):
+        if col not in names:
+            raise DataError(f"{url}: no {what} column {col!r} (columns: {', '.join(names)})")
+    return SourceInfo(id_col, geom, pf.metadata.num_rows, meta)
+
+
+def _covering_columns(pf: Any) -> set[str]:
+    kv = pf.metadata.metadata or {}
+    out = {"bbox"}
+    try:
+        geo = json.loads(kv.get(b"geo", b"{}"))
+        for col in geo.get("columns", {}).values():
+            bbox = (col.get("covering") or {}).get("bbox") or {}
+            for v in bbox.values():
+                if isinstance(v, list) and v:
+                    out.add(v[0])
+    except (ValueError, AttributeError):
+        pass
+    return out
+
+
+def iter_rows(pf: Any, start: int, end: int, columns: list[str], batch: int = FEATURE_BATCH) -> Any:
+    """Record batches of rows ``start .. end−1``, reading only the row groups that hold them."""
+    md = pf.metadata
+    offset = 0
+    for rg in range(md.num_row_groups):
+        n = md.row_group(rg).num_rows
+        lo, hi = max(start, offset), min(end, offset + n)
+        if lo < hi:
+            table = pf.read_row_group(rg, columns=columns).slice(lo - offset, hi - lo)
+            for rb in table.to_batches(max_chunksize=batch):
+                yield rb
+        offset += n
+        if offset >= end:
+            break
+
+
+# --------------------------------------------------------------------------------------------
+# Writing parts
+
+
+class PartWriter:
+    """Per-h0 Parquet part files of one chunk, buffered in bounded memory, published at the end."""
+
+    def __init__(self, output: str, chunk_id: int, schema: Any) -> None:
+        self.output = output
+        self.chunk_id = chunk_id
+        self.schema = schema
+        loc = storage.parse(output)
+        base = os.path.join(loc.path, "_tmp") if loc.is_local else None
+        if base:
+            os.makedirs(base, exist_ok=True)
+        self.tmpdir = tempfile.mkdtemp(prefix=f"chunk-{chunk_id:05d}-{uuid.uuid4().hex[:8]}-", dir=base)
+        self.buffers: dict[int, list[Any]] = {}
+        self.buffered = 0
+        self.writers: dict[int, Any] = {}
+        self.rows: dict[int, int] = {}
+
+    def add(self, h0: np.ndarray, table: Any) -> None:
+        import pyarrow as pa
+
+        if table.num_rows == 0:
+            return
+        order = np.argsort(h0, kind="stable")
+        h0s = h0[order]
+        bounds = np.flatnonzero(np.r_[True, h0s[1:] != h0s[:-1], True])
+        table = table.take(pa.array(order))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            piece = table.slice(int(a), int(b - a))
+            self.buffers.setdefault(int(h0s[a]), []).append(piece)
+        self.buffered += table.nbytes
+        if self.buffered > BUFFER_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for h0 in sorted(self.buffers):
+            table = pa.concat_tables(self.buffers[h0])
+            w = self.writers.get(h0)
+            if w is None:
+                w = pq.ParquetWriter(
+                    os.path.join(self.tmpdir, f"{h0}.parquet"), self.schema, compression="zstd",
+                    write_statistics=True,
+                )
+                self.writers[h0] = w
+            w.write_table(table, row_group_size=1 << 20)
+            self.rows[h0] = self.rows.get(h0, 0) + table.num_rows
+        self.buffers.clear()
+        self.buffered = 0
+
+    def publish(self) -> dict[str, int]:
+        """Close the files and publish each at its final name; returns {relative name: rows}."""
+        self.flush()
+        for w in self.writers.values():
+            w.close()
+        out = {}
+        for h0 in sorted(self.writers):
+            rel = part_name(h0, self.chunk_id)
+            local = os.path.join(self.tmpdir, f"{h0}.parquet")
+            with storage.atomic_output(storage.join(self.output, rel), suffix=".parquet") as tmp:
+                shutil.move(local, tmp)
+            out[rel] = self.rows[h0]
+        return out
+
+    def cleanup(self) -> None:
+        for w in self.writers.values():
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 - already failing
+                pass
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        loc = storage.parse(self.output)
+        if loc.is_local:
+            try:
+                os.rmdir(os.path.join(loc.path, "_tmp"))
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# The step
+
+
+def hex_chunk(
+    input_url: str,
+    output: str,
+    chunk_id: int,
+    chunk_size: int,
+    resolution: int,
+    parent_resolutions: tuple[int, ...] | list[int] = (0,),
+    containment: str = "center",
+    chunk_count: int | None = None,
+    last_chunk: bool = False,
+    budget: int = h3cells.DEFAULT_BUDGET,
+) -> dict[str, Any] | None:
+    """Compute the H3 cells of one chunk; returns the completion marker (``None`` if skipped)."""
+    import pyarrow as pa
+    import shapely
+
+    if chunk_size < 1:
+        raise UsageError(f"--chunk-size must be at least 1, not {chunk_size}")
+    if chunk_id < 0:
+        raise UsageError(f"chunk id must be >= 0, not {chunk_id}")
+    if containment not in h3cells.MODES:
+        raise DataError(f"containment must be one of {', '.join(h3cells.MODES)}, not {containment!r}")
+    parents = parent_list(resolution, tuple(parent_resolutions))
+    if chunk_count is not None:
+        if chunk_count < 1:
+            raise UsageError(f"--chunk-count must be at least 1, not {chunk_count}")
+        if chunk_id >= chunk_count:
+            log.info("chunk %d: beyond --chunk-count %d, nothing to do", chunk_id, chunk_count)
+            return None
+        last_chunk = last_chunk or chunk_id == chunk_count - 1
+
+    marker_url = storage.join(output, MARKER_DIR, marker_name(chunk_id))
+    storage.delete(marker_url)  # a stale marker must not claim this chunk while it is rewritten
+
+    pf = open_parquet(input_url)
+    info = source_info(pf, input_url)
+    start = chunk_id * chunk_size
+    end = info.num_rows if last_chunk else min(info.num_rows, start + chunk_size)
+    end = max(end, min(start, info.num_rows))
+    start = min(start, info.num_rows)
+    skip = {info.geometry_column} | _covering_columns(pf)
+    attrs = [n for n in pf.schema_arrow.names if n not in skip and n != info.id_column]
+    cols = [info.id_column, *attrs, info.geometry_column]
+
+    res_col = cell_column(resolution)
+    src_schema = pf.schema_arrow
+    fields = [src_schema.field(info.id_column), pa.field(res_col, pa.uint64(), nullable=False)]
+    fields += [pa.field(cell_column(p), pa.uint64(), nullable=False) for p in parents]
+    taken = {f.name for f in fields}
+    for a in attrs:
+        if a in taken:
+            raise DataError(f"{input_url}: attribute column {a!r} clashes with an H3 column name")
+        fields.append(src_schema.field(a))
+    schema = pa.schema(fields)
+
+    stats = {"features": 0, "features_with_cells": 0, "null_geometries": 0, "empty_geometries": 0, "cells": 0}
+    id_min: int | None = None
+    id_max: int | None = None
+    t0 = time.monotonic()
+    log.info(
+        "chunk %d: rows %d..%d of %d (%s), resolution %d, parents %s, %s containment",
+        chunk_id, start, end - 1, info.num_rows, input_url, resolution, ",".join(map(str, parents)), containment,
+    )
+    writer = PartWriter(output, chunk_id, schema)
+    try:
+        for rb in iter_rows(pf, start, end, cols):
+            n = rb.num_rows
+            ids = rb.column(info.id_column)
+            idn = ids.to_numpy(zero_copy_only=False)
+            if n:
+                lo, hi = int(np.min(idn)), int(np.max(idn))
+                id_min = lo if id_min is None else min(id_min, lo)
+                id_max = hi if id_max is None else max(id_max, hi)
+            wkb = rb.column(info.geometry_column).to_numpy(zero_copy_only=False)
+            try:
+                geoms = shapely.from_wkb(wkb)
+            except shapely.errors.GEOSException:
+                geoms = np.empty(n, dtype=object)
+                for i, w in enumerate(wkb):
+                    try:
+                        geoms[i] = shapely.from_wkb(w)
+                    except shapely.errors.GEOSException as exc:
+                        raise DataError(f"{input_url}: feature {info.id_column}={idn[i]}: invalid WKB ({exc})") from exc
+            null = np.array([g is None for g in geoms], dtype=bool)
+            empty = np.zeros(n, dtype=bool)
+            if (~null).any():
+                empty[~null] = shapely.is_empty(geoms[~null])
+            stats["features"] += n
+            stats["null_geometries"] += int(null.sum())
+            stats["empty_geometries"] += int(empty.sum())
+            attr_table = pa.Table.from_batches([rb.select(attrs)]) if attrs else None
+            row_bytes = 8 * (2 + len(parents)) + (attr_table.nbytes / max(1, n) if attr_table is not None else 0)
+            max_rows = int(min(budget, max(1024, (BUFFER_BYTES // 4) / max(1.0, row_bytes))))
+            had = np.zeros(n, dtype=bool)
+            try:
+                for idx, cells in h3cells.feature_cells(geoms, resolution, containment, budget):
+                    had[idx] = True
+                    for a in range(0, len(idx), max_rows):
+                        _emit(writer, schema, ids, attr_table, attrs, idx[a : a + max_rows], cells[a : a + max_rows],
+                              res_col, parents)
+                    stats["cells"] += len(idx)
+            except BaseException as exc:  # h3ronpy panics are BaseException
+                if isinstance(exc, (KeyboardInterrupt, SystemExit, DataError, MemoryError)):
+                    raise
+                raise DataError(
+                    f"{input_url}: H3 failed on the features {info.id_column}={idn[0]}..{idn[-1]}: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
+            missing = np.flatnonzero(~null & ~empty & ~had)
+            if len(missing):  # cannot happen by construction; never let it pass silently
+                raise DataError(f"{input_url}: feature {info.id_column}={idn[missing[0]]} got no H3 cell")
+            stats["features_with_cells"] += int(had.sum())
+            log.info("chunk %d: %d features, %d cells so far", chunk_id, stats["features"], stats["cells"])
+        parts = writer.publish()
+    finally:
+        writer.cleanup()
+
+    marker = {
+        "format": MARKER_FORMAT,
+        "chunk_id": chunk_id,
+        "chunk_size": chunk_size,
+        "chunk_count": chunk_count,
+        "last": bool(last_chunk),
+        "start_row": start,
+        "end_row": end,
+        "source_rows": info.num_rows,
+        **stats,
+        "rows": stats["cells"],
+        "resolution": resolution,
+        "parent_resolutions": parents,
+        "containment": containment,
+        "id_column": info.id_column,
+        "id_min": id_min,
+        "id_max": id_max,
+        "parts": parts,
+    }
+    storage.write_bytes(marker_url, (json.dumps(marker, indent=1, sort_keys=True) + "\n").encode())
+    secs = time.monotonic() - t0
+    log.info(
+        "chunk %d: done, %d features, %d cells in %d part files, %.1f s (%.0f cells/s)",
+        chunk_id, stats["features"], stats["cells"], len(parts), secs, stats["cells"] / max(secs, 1e-9),
+    )
+    return marker
+
+
+def _emit(
+    writer: PartWriter, schema: Any, ids: Any, attr_table: Any, attrs: list[str], idx: np.ndarray,
+    cells: np.ndarray, res_col: str, parents: list[int],
+) -> None:
+    import pyarrow as pa
+
+    take = pa.array(idx)
+    cols: dict[str, Any] = {schema.names[0]: ids.take(take), res_col: pa.array(cells, type=pa.uint64())}
+    h0 = None
+    for p in parents:
+        par = h3cells.parent_cells(cells, p)
+        if p == 0:
+            h0 = par
+        cols[cell_column(p)] = pa.array(par, type=pa.uint64())
+    if h0 is None:  # resolution 0: the cell is its own h0
+        h0 = cells
+    if attr_table is not None:
+        sub = attr_table.take(take)
+        for a in attrs:
+            cols[a] = sub.column(a)
+    table = pa.table(cols, schema=schema)
+    writer.add(np.asarray(h0, dtype=np.uint64), table)
