@@ -384,7 +384,7 @@ def normalize_polygon(poly: Any) -> list[Any]:
     net = ue[-1, 0] - ue[0, 0]
     if abs(net) > 180.0:  # winds round a pole
         pole = -90.0 if float(np.mean(ext[:, 1])) < 0 else 90.0
-        ue = np.vstack([ue, [[ue[-1, 0], pole], [ue[0, 0], pole], ue[:1]]])
+        ue = np.vstack([ue, [[ue[-1, 0], pole], [ue[0, 0], pole]], ue[:1]])
     uh = []
     lo, hi = float(ue[:, 0].min()), float(ue[:, 0].max())
     for h in holes:
@@ -421,14 +421,23 @@ def _margin_deg(res: int) -> float:
     return 3.0 * edge_km(res) / _KM_PER_DEG
 
 
+#: Longitude margin cap: a 90° tile plus margins stays well below 180° (H3's antimeridian rule).
+_MAX_LON_MARGIN = 40.0
+
+
+def _lon_margin(rect: tuple[float, float, float, float], m_lat: float) -> float:
+    y0e, y1e = max(-90.0, rect[1] - m_lat), min(90.0, rect[3] + m_lat)
+    coslat = math.cos(math.radians(min(89.999, max(abs(y0e), abs(y1e)))))
+    return min(_MAX_LON_MARGIN, m_lat / max(coslat, 1e-9))
+
+
 def _clip_regions(rect: tuple[float, float, float, float], m_lat: float) -> list[Any]:
     """The tile grown by its margin, as boxes inside [-180, 180] (wrapping across ±180)."""
     import shapely
 
     x0, y0, x1, y1 = rect
     y0e, y1e = max(-90.0, y0 - m_lat), min(90.0, y1 + m_lat)
-    coslat = math.cos(math.radians(min(89.999, max(abs(y0e), abs(y1e)))))
-    m_lon = min(40.0, m_lat / max(coslat, 1e-9))
+    m_lon = _lon_margin(rect, m_lat)
     a, b = x0 - m_lon, x1 + m_lon
     boxes = [shapely.box(max(-180.0, a), y0e, min(180.0, b), y1e)]
     if a < -180.0:
@@ -511,7 +520,12 @@ def tiled_cells(
         # a tile is never split below the margin (about a cell): its estimate could not shrink
         if est > budget and depth < 40 and (y1 - y0) > m_lat:
             xm, ym = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-            children = [(x0, y0, xm, ym), (xm, y0, x1, ym), (x0, ym, xm, y1), (xm, ym, x1, y1)]
+            if _lon_margin(rect, m_lat) >= _MAX_LON_MARGIN:
+                # near a pole cells are wider than any longitude margin: split in latitude only, so
+                # the result does not depend on the budget
+                children = [(x0, y0, x1, ym), (x0, ym, x1, y1)]
+            else:
+                children = [(x0, y0, xm, ym), (xm, y0, x1, ym), (x0, ym, xm, y1), (xm, ym, x1, y1)]
             for child in reversed(children):
                 regions = _clip_regions(child, m_lat)
                 stack.append((child, _clip_all(polys, regions, (3,)), _clip_all(lns, regions, (1, 2)), depth + 1))
