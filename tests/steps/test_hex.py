@@ -1,0 +1,241 @@
+"""``cng-datasets hex``: chunks of real GeoParquet files (made by `convert`) against h3-py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h3.api.basic_int as h3
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
+import pyarrow.parquet as pq
+import pytest
+import shapely
+
+from cng_datasets import storage
+from cng_datasets.errors import DataError
+from cng_datasets.steps import hex as hexstep
+from cng_datasets.steps.convert import ConvertOptions, convert
+from tests.conftest import data_file
+
+# the CSV and TopoJSON samples carry no CRS: convert says so, and takes lon/lat
+pytestmark = pytest.mark.filterwarnings("ignore::cng_datasets.errors.AssumedCrsWarning")
+
+
+@pytest.fixture(scope="module")
+def lowres_parquet(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Natural Earth 110m countries (177), in row groups of 40 so chunks straddle row groups."""
+    out = tmp_path_factory.mktemp("src") / "countries.parquet"
+    src = data_file("naturalearth_lowres") / "naturalearth_lowres.shp"
+    convert([str(src)], str(out), ConvertOptions(row_group_size=40))
+    return str(out)
+
+
+def read_chunks(chunks: str | Path) -> pa.Table:
+    files = sorted(Path(chunks).glob("h0=*/part-*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
+
+
+def pairs(table: pa.Table, res: int) -> set[tuple[int, int]]:
+    return set(zip(table.column("_cng_fid").to_pylist(), table.column(f"h{res}").to_pylist()))
+
+
+def test_chunk_output_layout_columns_and_h3py_reference(lowres_parquet: str, tmp_path: Path) -> None:
+    out = tmp_path / "chunks"
+    marker = hexstep.hex_chunk(lowres_parquet, str(out), 0, 1000, 3, (2, 0), last_chunk=True)
+    assert marker is not None and marker["features"] == 177 and marker["features_with_cells"] == 177
+    assert (out / "_done" / "chunk-00000.json").exists()
+    assert json.loads((out / "_done" / "chunk-00000.json").read_text()) == marker
+    table = read_chunks(out)
+    assert table.num_rows == marker["cells"] == sum(marker["parts"].values())
+    names = table.column_names
+    assert names[:4] == ["_cng_fid", "h3", "h2", "h0"]
+    assert "geometry" not in names and "bbox" not in names and "name" in names
+    for c in ("h3", "h2", "h0"):
+        assert table.schema.field(c).type == pa.uint64()
+    # every part holds only its own h0, parents are right
+    for f in out.glob("h0=*/part-00000.parquet"):
+        t = pq.read_table(f)
+        h0 = int(f.parent.name.split("=")[1])
+        assert set(t.column("h0").to_pylist()) == {h0}
+        ids = t.column("_cng_fid").to_numpy()
+        assert np.all(np.diff(ids) >= 0)
+    sample = table.slice(0, 200)
+    for cell, h2, h0 in zip(*(sample.column(c).to_pylist() for c in ("h3", "h2", "h0"))):
+        assert h3.cell_to_parent(cell, 2) == h2 and h3.cell_to_parent(cell, 0) == h0
+    # the cells equal an h3-py per-feature loop on the source geometries
+    src = pq.read_table(lowres_parquet, columns=["_cng_fid", "name", "geometry"])
+    geoms = shapely.from_wkb(src.column("geometry").to_numpy(zero_copy_only=False))
+    got = pairs(table, 3)
+    by_id: dict[int, set[int]] = {}
+    for i, c in got:
+        by_id.setdefault(i, set()).add(c)
+    checked = 0
+    for fid, name, g in zip(src.column("_cng_fid").to_pylist(), src.column("name").to_pylist(), geoms):
+        if g.bounds[2] - g.bounds[0] > 180:
+            continue
+        ref = set(h3.geo_to_cells(g, 3))
+        if ref:
+            assert by_id[fid] == ref, name
+            checked += 1
+        else:
+            assert len(by_id[fid]) == 1
+    assert checked > 150
+
+
+def test_chunk_boundaries_cover_every_feature_once(lowres_parquet: str, tmp_path: Path) -> None:
+    whole = tmp_path / "whole"
+    hexstep.hex_chunk(lowres_parquet, str(whole), 0, 10_000, 2, (0,), last_chunk=True)
+    expect = pairs(read_chunks(whole), 2)
+
+    out = tmp_path / "chunks"
+    # 177 features, chunks of 50 (not a divisor): 0..49, 50..99, 100..149, 150..176
+    markers = [hexstep.hex_chunk(lowres_parquet, str(out), i, 50, 2, (0,), chunk_count=4) for i in range(4)]
+    assert [(m["start_row"], m["end_row"]) for m in markers] == [(0, 50), (50, 100), (100, 150), (150, 177)]
+    assert [m["last"] for m in markers] == [False, False, False, True]
+    assert [(m["id_min"], m["id_max"]) for m in markers] == [(1, 50), (51, 100), (101, 150), (151, 177)]
+    assert pairs(read_chunks(out), 2) == expect
+    # chunk id >= chunk count: nothing at all; past the end without a count: an empty marker
+    assert hexstep.hex_chunk(lowres_parquet, str(out), 4, 50, 2, (0,), chunk_count=4) is None
+    assert not (out / "_done" / "chunk-00004.json").exists()
+    past = hexstep.hex_chunk(lowres_parquet, str(out), 9, 50, 2, (0,))
+    assert past is not None and past["features"] == 0 and past["parts"] == {}
+
+    # an under-estimated count: the last planned chunk reads to the end
+    under = tmp_path / "under"
+    m0 = hexstep.hex_chunk(lowres_parquet, str(under), 0, 50, 2, (0,), chunk_count=2)
+    m1 = hexstep.hex_chunk(lowres_parquet, str(under), 1, 50, 2, (0,), chunk_count=2)
+    assert m0["end_row"] == 50 and (m1["start_row"], m1["end_row"], m1["last"]) == (50, 177, True)
+    assert pairs(read_chunks(under), 2) == expect
+
+
+def test_killed_mid_write_then_rerun_gives_identical_output(
+    lowres_parquet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = tmp_path / "clean"
+    hexstep.hex_chunk(lowres_parquet, str(clean), 1, 100, 3, (1, 0), chunk_count=2)
+
+    out = tmp_path / "killed"
+    real_move = hexstep.shutil.move
+    calls = {"n": 0}
+
+    def dying_move(a: str, b: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # the process dies while publishing its parts
+        real_move(a, b)
+
+    monkeypatch.setattr(hexstep.shutil, "move", dying_move)
+    with pytest.raises(KeyboardInterrupt):
+        hexstep.hex_chunk(lowres_parquet, str(out), 1, 100, 3, (1, 0), chunk_count=2)
+    monkeypatch.setattr(hexstep.shutil, "move", real_move)
+    assert not (out / "_done" / "chunk-00001.json").exists()
+    assert 0 < len(list(out.glob("h0=*/part-*.parquet"))) < len(list(clean.glob("h0=*/part-*.parquet")))
+    assert not list(out.rglob("*.tmp*")) and not (out / "_tmp").exists()
+
+    hexstep.hex_chunk(lowres_parquet, str(out), 1, 100, 3, (1, 0), chunk_count=2)
+    a = {p.relative_to(clean): p.read_bytes() for p in clean.rglob("*") if p.is_file()}
+    b = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert a == b
+
+
+def test_big_feature_streams_in_batches(lowres_parquet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small cell budget forces Russia, Canada, Antarctica through the tiled, streamed path."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    hexstep.hex_chunk(lowres_parquet, str(a), 0, 200, 4, (0,), last_chunk=True)
+    monkeypatch.setattr(hexstep, "BUFFER_BYTES", 64 << 10)
+    hexstep.hex_chunk(lowres_parquet, str(b), 0, 200, 4, (0,), last_chunk=True, budget=3000)
+    assert pairs(read_chunks(a), 4) == pairs(read_chunks(b), 4)
+    assert max(pq.ParquetFile(f).metadata.num_row_groups for f in b.glob("h0=*/*.parquet")) > 1
+
+
+def test_cli_env_chunk_id_and_errors(lowres_parquet: str, tmp_path: Path, cli_run) -> None:
+    out = tmp_path / "chunks"
+    args = ["hex", "--input", lowres_parquet, "--output", out, "--chunk-size", "100", "--chunk-count", "2",
+            "--resolution", "2", "--parent-resolutions", "1,0"]
+    proc = cli_run(*args, env={"JOB_COMPLETION_INDEX": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "_done" / "chunk-00001.json").read_text())["start_row"] == 100
+    proc = cli_run(*args, "--chunk-id", "5")
+    assert proc.returncode == 0 and not (out / "_done" / "chunk-00005.json").exists()
+    bad = cli_run("hex", "--input", lowres_parquet, "--output", out, "--chunk-id", "0", "--chunk-size", "10",
+                  "--resolution", "16")
+    assert bad.returncode == 65 and "resolution" in bad.stderr
+    bad = cli_run("hex", "--input", lowres_parquet, "--output", out, "--chunk-id", "0", "--chunk-size", "10",
+                  "--resolution", "3", "--parent-resolutions", "5")
+    assert bad.returncode == 65 and "finer" in bad.stderr
+
+
+def test_missing_columns_are_data_errors(tmp_path: Path) -> None:
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"a": [1], "geometry": [shapely.to_wkb(shapely.Point(0, 0))]}), path)
+    with pytest.raises(DataError, match="no id column '_cng_fid'"):
+        hexstep.hex_chunk(str(path), str(tmp_path / "o"), 0, 10, 3)
+
+
+def test_cities_csv_points(tmp_path: Path) -> None:
+    src = data_file("rg_cities1000.csv")
+    parquet = tmp_path / "cities.parquet"
+    convert([str(src)], str(parquet))
+    out = tmp_path / "chunks"
+    m = hexstep.hex_chunk(str(parquet), str(out), 0, 1_000_000, 8, (5, 0), chunk_count=1)
+    assert m["features_with_cells"] == m["features"] == 144_563 and m["cells"] == 144_563
+    t = pq.read_table(parquet, columns=["_cng_fid", "geometry"])
+    pts = shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
+    ref = {(int(i), h3.latlng_to_cell(p.y, p.x, 8)) for i, p in zip(t.column("_cng_fid").to_pylist(), pts)}
+    assert pairs(read_chunks(out), 8) == ref
+
+
+@pytest.mark.slow
+def test_counties_topojson_lines_and_10m_countries(tmp_path: Path) -> None:
+    """US counties (TopoJSON, Aleutians West wider than 180°) and the 10m countries at res 2."""
+    parquet = tmp_path / "countries.parquet"
+    convert([str(data_file("ne_10m_admin_0_countries_deu.zip"))], str(parquet))
+    out = tmp_path / "chunks"
+    m = hexstep.hex_chunk(str(parquet), str(out), 0, 1000, 2, (0,), chunk_count=1)
+    assert m["features_with_cells"] == 250
+    t = read_chunks(out)
+    names = t.column("NAME_EN").to_pylist()
+    cells = np.asarray(t.column("h2").to_numpy(), dtype=np.uint64)
+    from cng_datasets.h3cells import cell_centers
+
+    lng, lat = cell_centers(cells)
+    names_arr = np.array(names, dtype=object)
+    assert np.all(lat[names_arr == "Antarctica"] < -60)
+    assert h3.latlng_to_cell(-90, 0, 2) in set(cells[names_arr == "Antarctica"].tolist())
+    assert np.all(np.abs(lng[names_arr == "Fiji"]) > 174)
+    ru = names_arr == "Russia"
+    assert np.all((lng[ru] > 18) | (lng[ru] < -168))
+
+    counties = tmp_path / "counties.parquet"
+    convert([str(data_file("us-atlas/counties-10m.json"))], str(counties), ConvertOptions(layer="counties"))
+    out2 = tmp_path / "counties"
+    m2 = hexstep.hex_chunk(str(counties), str(out2), 0, 10_000, 5, (0,), chunk_count=1)
+    assert m2["features_with_cells"] + m2["null_geometries"] + m2["empty_geometries"] == m2["features"] == 3231
+    t2 = read_chunks(out2)
+    lng2, lat2 = cell_centers(np.asarray(t2.column("h5").to_numpy(), dtype=np.uint64))
+    # the USA and its territories (Samoa, Guam), the Aleutians across ±180: never the long way round
+    assert np.all((lat2 > -15) & (lat2 < 72))
+    assert np.all((lng2 < -64) | (lng2 > 144))
+    aleutians = t2.filter(pa.compute.equal(t2.column("name"), "Aleutians West"))
+    lng3, _ = cell_centers(np.asarray(aleutians.column("h5").to_numpy(), dtype=np.uint64))
+    assert 0 < len(lng3) < 3000 and np.all(np.abs(lng3) > 160)
+
+
+@pytest.mark.s3
+def test_s3_round_trip(lowres_parquet: str, s3: str, tmp_path: Path) -> None:
+    src = f"{s3}/ds/countries.parquet"
+    storage.upload_file(lowres_parquet, src)
+    local = tmp_path / "local"
+    for i in range(2):
+        hexstep.hex_chunk(lowres_parquet, str(local), i, 100, 2, (0,), chunk_count=2)
+        hexstep.hex_chunk(src, f"{s3}/ds/chunks", i, 100, 2, (0,), chunk_count=2)
+    remote = storage.list_prefix(f"{s3}/ds/chunks")
+    rel_remote = sorted(u[len(f"{s3}/ds/chunks/"):] for u in remote)
+    rel_local = sorted(str(p.relative_to(local)).replace(os.sep, "/") for p in local.rglob("*") if p.is_file())
+    assert rel_remote == rel_local
+    for rel in rel_local:
+        if rel.endswith(".parquet"):
+            assert storage.read_bytes(f"{s3}/ds/chunks/{rel}") == (local / rel).read_bytes()
