@@ -268,6 +268,19 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
     return written
 
 
+def _prune_empty_dirs(root: str) -> None:
+    """Remove empty directories below a local ``root`` (S3 has none)."""
+    loc = storage.parse(root)
+    if not loc.is_local or not os.path.isdir(loc.path):
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(loc.path), key=lambda t: -len(t[0])):
+        if dirpath != loc.path:
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+
+
 def _norm(url: str) -> str:
     return os.path.normpath(url) if storage.parse(url).is_local else url
 
@@ -359,6 +372,7 @@ def repartition(
     _output_ids_check(output, cs, kept)
     for url in stale:
         storage.delete(url)
+    _prune_empty_dirs(output)
     if stale:
         log.info("removed %d stale file(s) from %s", len(stale), output)
     if not keep_chunks:
