@@ -32,9 +32,11 @@ def local_root(bucket: str) -> str:
     return os.path.abspath(os.path.expanduser(bucket))
 
 
-def _fmt_seconds(s: float | None) -> str:
+def _fmt_seconds(s: float | None, precise: bool = False) -> str:
     if s is None:
         return "--"
+    if precise and s < 60:
+        return f"{s:.1f} s"
     s = int(round(s))
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
@@ -175,8 +177,8 @@ def summary_table(summary: Any) -> str:
         if s.name == "hex" and s.status == "ran":
             extra = f"{s.chunks_run} chunk(s) run, {s.chunks_skipped} resumed"
         status = s.status if s.status == "ran" else "skipped (done earlier)"
-        rows.append((s.name, status, _fmt_seconds(s.seconds) if s.status == "ran" else f"({_fmt_seconds(s.seconds)})", extra))
-    rows.append(("total", "", _fmt_seconds(summary.seconds), ""))
+        rows.append((s.name, status, _fmt_seconds(s.seconds, True) if s.status == "ran" else f"({_fmt_seconds(s.seconds, True)})", extra))
+    rows.append(("total", "", _fmt_seconds(summary.seconds, True), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
