@@ -260,8 +260,13 @@ def explode(geoms: np.ndarray) -> Parts:
     """Split features (any type, nested collections too) into non-empty polygons, lines, points."""
     import shapely
 
-    geoms = shapely.force_2d(np.asarray(geoms, dtype=object))  # h3ronpy panics on Z
-    parts, index = shapely.get_parts(geoms, return_index=True)
+    geoms = np.asarray(geoms, dtype=object)
+    if shapely.has_z(geoms).any():
+        geoms = shapely.force_2d(geoms)  # h3ronpy panics on Z
+    if np.isin(shapely.get_type_id(geoms), (4, 5, 6, 7)).any():
+        parts, index = shapely.get_parts(geoms, return_index=True)
+    else:  # single-part geometries only (points, lines, polygons): nothing to split
+        parts, index = geoms, np.arange(len(geoms), dtype=np.int64)
     while True:
         multi = np.isin(shapely.get_type_id(parts), (4, 5, 6, 7))
         if not multi.any():
@@ -539,7 +544,9 @@ def tiled_cells(
                 chunks.append(c)
         if len(in_pts):
             chunks.append(point_cells(in_pts[:, 0], in_pts[:, 1], res))
-        cells = np.unique(np.concatenate(chunks)) if chunks else np.empty(0, np.uint64)
+        cells = np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.uint64)
+        if len(cells):
+            cells = cells[np.r_[True, cells[1:] != cells[:-1]]]
         cells = cells[_owned(cells, rect)]
         if len(cells):
             yield cells
@@ -594,19 +601,27 @@ def feature_cells(
     for arr in (parts.polygon_index, parts.line_index, parts.point_index):
         has_parts[arr] = True
 
-    # Contiguous runs: a tiled feature alone, or simple features up to ``budget`` estimated cells.
-    i = 0
-    while i < n:
-        if tile[i]:
-            yield from _tiled_feature(parts, i, geoms[i], res, mode, budget)
-            i += 1
+    # Contiguous runs: a tiled feature alone, or simple features up to ~``budget`` estimated cells
+    # (found with numpy: no Python loop per feature).
+    edges = np.flatnonzero(tile)
+    stretches = []
+    prev = 0
+    for t in edges:
+        stretches.append((prev, int(t)))
+        stretches.append((int(t), int(t) + 1))
+        prev = int(t) + 1
+    stretches.append((prev, n))
+    for a, b in stretches:
+        if a >= b:
             continue
-        j, acc = i, 0.0
-        while j < n and not tile[j] and (j == i or acc + est[j] <= budget):
-            acc += est[j]
-            j += 1
-        yield from _simple_run(parts, i, j, geoms, has_parts, res, mode, budget)
-        i = j
+        if tile[a]:
+            yield from _tiled_feature(parts, a, geoms[a], res, mode, budget)
+            continue
+        before = np.cumsum(est[a:b]) - est[a:b]
+        group = np.floor(before / budget).astype(np.int64)
+        cuts = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]) + a
+        for i, j in zip(cuts[:-1], cuts[1:]):
+            yield from _simple_run(parts, int(i), int(j), geoms, has_parts, res, mode, budget)
 
 
 def _select(idx: np.ndarray, i: int, j: int) -> np.ndarray:
