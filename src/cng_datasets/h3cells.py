@@ -24,6 +24,10 @@ at most 90° wide. Each tile is handed to H3 with a margin of a few cells and ke
 whose centre lies in the (half-open) tile, so tiles never produce the same cell twice and no cell is
 lost at a tile edge.
 
+Known limit: near a pole, where one cell spans more longitude than a tile's margin (capped at 40°),
+``full`` and ``overlap`` decide a cell from the part of the polygon inside its tile's band only;
+``center`` is exact everywhere (tested against a brute-force centre-in-polygon reference).
+
 Bounded memory: the same tiling is used for any feature whose estimated cell count exceeds the
 batch budget (a continent at resolution 10 is billions of cells): tiles are split (quadtree) until
 each holds about ``budget`` cells, and cells are yielded tile by tile.
