@@ -10,6 +10,8 @@ Output below ``output`` (a local directory or ``s3://`` prefix)::
 
     h0=<h0 cell, unsigned decimal>/part-<chunk id, 5 digits>.parquet   one per h0 the chunk touches
     _done/chunk-<chunk id, 5 digits>.json                               completion marker, written last
+    _tmp/                     (local output only) chunks' private work directories; never removed
+                              while chunks run, it goes with the chunks after repartition
 
 Each part file holds the id column (int64), ``h<R>`` (uint64), one uint64 column per parent
 resolution (descending, ``h0`` always present) and the feature's attributes (every source column
@@ -240,13 +242,10 @@ class PartWriter:
                 w.close()
             except Exception:  # noqa: BLE001 - already failing
                 pass
+        # only this chunk's own directory: <output>/_tmp stays (chunks running side by side share
+        # it; removing it when empty raced with a chunk about to create its directory there) and
+        # goes with the chunks after repartition
         shutil.rmtree(self.tmpdir, ignore_errors=True)
-        loc = storage.parse(self.output)
-        if loc.is_local:
-            try:
-                os.rmdir(os.path.join(loc.path, "_tmp"))
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------------------------
