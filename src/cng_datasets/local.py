@@ -655,7 +655,6 @@ class _Runner:
             done: dict[int, str] = {}
         else:
             done = chunk_done_markers(c.chunks_url)
-        self._pin_tmp(True)
         pending = []
         self._chunks_skipped = 0
         for i in range(hx.completions):
@@ -666,30 +665,7 @@ class _Runner:
                 pending.append(i)
         return pending
 
-    def _pin_tmp(self, pin: bool) -> None:
-        """Keep ``<chunks>/_tmp`` non-empty while local chunks run side by side.
-
-        Note: a finishing hex chunk removes ``<chunks>/_tmp`` when it is empty, which races with a
-        concurrent chunk that has just created it and is about to make its own temporary directory
-        inside (``FileNotFoundError``). A file owned by the runner keeps the directory in place.
-        """
-        loc = storage.parse(self.config.chunks_url)
-        if not loc.is_local:
-            return
-        tmp = Path(loc.path) / "_tmp"
-        pin_file = tmp / ".cng-run"
-        if pin:
-            tmp.mkdir(parents=True, exist_ok=True)
-            pin_file.touch()
-        else:
-            pin_file.unlink(missing_ok=True)
-            try:
-                tmp.rmdir()
-            except OSError:
-                pass
-
     def _finish_hex(self, plan: Plan, hx: Step, started: float, chunks_run: int, parquet_id: Any) -> None:
-        self._pin_tmp(False)
         done = chunk_done_markers(self.config.chunks_url)
         missing = [i for i in range(hx.completions) if i not in done]
         if missing:
