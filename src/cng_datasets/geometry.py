@@ -72,7 +72,8 @@ def _close_around_pole(ring: np.ndarray) -> np.ndarray:
     return np.vstack([ring[:-1] if np.allclose(ring[-1], ring[0]) else ring, extra])
 
 
-def _split_polygon(poly: Polygon) -> list[BaseGeometry]:
+def split_polygon(poly: Polygon) -> list[Polygon]:
+    """One lon/lat polygon → polygons inside [-180, 180], cut where a ring crosses ±180."""
     rings = [np.asarray(poly.exterior.coords)] + [np.asarray(r.coords) for r in poly.interiors]
     if not any(_crossing_edges(r).any() for r in rings):
         return [poly]
@@ -87,14 +88,15 @@ def _split_polygon(poly: Polygon) -> list[BaseGeometry]:
         h[:, 0] += 360.0 * np.round((centre - h[:, 0].mean()) / 360.0)
         holes.append(h)
     unwrapped = shapely.make_valid(Polygon(shell, holes))
-    return [p for p in _wrap_into_world(unwrapped) if p.area > 0]
+    return [p for p in _flatten(_wrap_into_world(unwrapped), Polygon) if p.area > 0]
 
 
-def _split_line(line: LineString) -> list[BaseGeometry]:
+def split_line(line: LineString) -> list[LineString]:
+    """One lon/lat line → lines inside [-180, 180], cut where an edge crosses ±180."""
     coords = np.asarray(line.coords)
     if not _crossing_edges(coords).any():
         return [line]
-    return _wrap_into_world(LineString(_unwrap(coords)))
+    return _flatten(_wrap_into_world(LineString(_unwrap(coords))), LineString)
 
 
 def _flatten(geoms: list[BaseGeometry], kind: type) -> list[Any]:
@@ -111,14 +113,14 @@ def split_antimeridian_one(geom: BaseGeometry) -> BaseGeometry:
     """Split one lon/lat geometry at ±180 where an edge crosses it; unchanged otherwise."""
     if isinstance(geom, (Polygon, MultiPolygon)):
         polys = [geom] if isinstance(geom, Polygon) else list(geom.geoms)
-        pieces = [p for poly in polys for p in _split_polygon(poly)]
+        pieces = [p for poly in polys for p in split_polygon(poly)]
         parts = _flatten(pieces, Polygon)
         if parts == polys:
             return geom
         return parts[0] if len(parts) == 1 and isinstance(geom, Polygon) else MultiPolygon(parts)
     if isinstance(geom, (LineString, MultiLineString)):
         lines = [geom] if isinstance(geom, LineString) else list(geom.geoms)
-        parts = _flatten([p for ln in lines for p in _split_line(ln)], LineString)
+        parts = _flatten([p for ln in lines for p in split_line(ln)], LineString)
         if parts == lines:
             return geom
         return parts[0] if len(parts) == 1 and isinstance(geom, LineString) else MultiLineString(parts)

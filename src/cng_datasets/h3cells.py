@@ -3,7 +3,8 @@
 The engine is h3ronpy (Rust h3o, vectorized over WKB arrays); h3-py is only the reference in the
 tests and the benchmark. Semantics follow GeoParquet's default *planar* edges in lon/lat, which is
 also what H3's polygon fill uses, with one exception inherited from H3 and RFC 7946: an edge longer
-than 180° of longitude crosses the antimeridian (unless it runs along a pole, lat ±90).
+than 180° of longitude crosses the antimeridian, unless it starts or ends on ±180 (a seam of
+already cut geometry; the rule lives in geometry.py and is shared with convert).
 
 What each geometry type gives (``mode`` is ``center``, ``full`` or ``overlap``):
 
@@ -41,6 +42,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from cng_datasets.geometry import split_line, split_polygon
 
 MODES = ("center", "full", "overlap")
 
@@ -336,24 +339,6 @@ def needs_tiling(parts: Parts, n_features: int) -> np.ndarray:
     return out
 
 
-def _crossing_edges(xy: np.ndarray) -> bool:
-    """Whether a coordinate sequence has an edge longer than 180° that does not run along a pole."""
-    if len(xy) < 2:
-        return False
-    dx = np.abs(np.diff(xy[:, 0]))
-    along_pole = (np.abs(xy[:-1, 1]) >= 90.0) & (np.abs(xy[1:, 1]) >= 90.0)
-    return bool(np.any((dx > 180.0) & ~along_pole))
-
-
-def _unwrap(xy: np.ndarray) -> np.ndarray:
-    """Longitudes made continuous: every edge takes the short way (≤ 180°)."""
-    out = xy.copy()
-    dx = np.diff(xy[:, 0])
-    dx = np.where(dx > 180.0, dx - 360.0, np.where(dx < -180.0, dx + 360.0, dx))
-    out[1:, 0] = xy[0, 0] + np.cumsum(dx)
-    return out
-
-
 def _clip(geom: Any, box: Any) -> Any:
     import shapely
 
@@ -363,62 +348,10 @@ def _clip(geom: Any, box: Any) -> Any:
         return shapely.intersection(shapely.make_valid(geom), box)
 
 
-def _fold_into_world(geom: Any, xmin: float, xmax: float) -> list[Any]:
-    """Cut a geometry given in an extended longitude range back into [-180, 180]."""
-    import shapely
-
-    out = []
-    k_lo = math.floor((xmin + 180.0) / 360.0)
-    k_hi = math.floor((xmax + 180.0) / 360.0)
-    for k in range(k_lo, k_hi + 1):
-        piece = _clip(geom, shapely.box(-180.0 + 360.0 * k, -90.0, 180.0 + 360.0 * k, 90.0))
-        if not piece.is_empty:
-            out.extend(shapely.get_parts(shapely.transform(piece, lambda c, k=k: c - [360.0 * k, 0.0])))
-    return out
-
-
-def normalize_polygon(poly: Any) -> list[Any]:
-    """A polygon whose rings may cross ±180 without a split → polygons inside [-180, 180].
-
-    A ring whose unwrapped longitudes do not close (it winds once round the globe) encloses a
-    pole: it is closed along the pole on the side of the ring's mean latitude.
-    """
-    import shapely
-
-    ext = shapely.get_coordinates(poly.exterior)
-    holes = [shapely.get_coordinates(r) for r in poly.interiors]
-    if not _crossing_edges(ext) and not any(_crossing_edges(h) for h in holes):
-        return [poly]
-    ue = _unwrap(ext)
-    net = ue[-1, 0] - ue[0, 0]
-    if abs(net) > 180.0:  # winds round a pole
-        pole = -90.0 if float(np.mean(ext[:, 1])) < 0 else 90.0
-        ue = np.vstack([ue, [[ue[-1, 0], pole], [ue[0, 0], pole]], ue[:1]])
-    uh = []
-    lo, hi = float(ue[:, 0].min()), float(ue[:, 0].max())
-    for h in holes:
-        u = _unwrap(h)
-        shift = 360.0 * round((float(u[:, 0].mean()) - (lo + hi) / 2.0) / 360.0)
-        uh.append(u - [shift, 0.0])
-    shell = shapely.Polygon(ue, uh)
-    if not shell.is_valid:
-        shell = shapely.make_valid(shell)
-    b = shell.bounds
-    return [p for p in _fold_into_world(shell, b[0], b[2]) if shapely.get_type_id(p) == 3]
-
-
-def normalize_line(line: Any) -> list[Any]:
-    """A line with edges crossing ±180 → lines inside [-180, 180] (split at the antimeridian)."""
-    import shapely
-
-    xy = shapely.get_coordinates(line)
-    if not _crossing_edges(xy):
-        return [line]
-    u = _unwrap(xy)
-    return [
-        p for p in _fold_into_world(shapely.LineString(u), float(u[:, 0].min()), float(u[:, 0].max()))
-        if shapely.get_type_id(p) in (1, 2)
-    ]
+# The antimeridian rule (which long edges are crossings, how rings round a pole are closed) is the
+# one convert applies: geometry.py holds it once for every step.
+normalize_polygon = split_polygon
+normalize_line = split_line
 
 
 # --------------------------------------------------------------------------------------------
