@@ -20,11 +20,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 LOGGER_NAME = "cng_datasets"
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not at set-up time
+    (a command invoked twice in one process, e.g. under click's test runner, gets both)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - logging must never break a command
+            self.handleError(record)
+
+
 def setup_logging(quiet: bool = False) -> None:
     """Send the package logger and our warnings to stderr as plain lines."""
     logger = logging.getLogger(LOGGER_NAME)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
