@@ -303,7 +303,7 @@ def exists(url: str) -> bool:
 def size(url: str) -> int:
     """Size in bytes of the object / file at ``url``."""
     loc = parse(url)
-    try:
+    with _transfer_errors(url):
         if loc.is_local:
             return os.path.getsize(loc.path)
         if loc.scheme == "s3":
@@ -311,12 +311,6 @@ def size(url: str) -> int:
         req = urllib.request.Request(loc.url, method="HEAD")
         with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
             return int(resp.headers["Content-Length"])
-    except FileNotFoundError as exc:
-        raise StorageError(url, "not found") from exc
-    except StorageError:
-        raise
-    except Exception as exc:
-        raise _s3_error(url, exc) from exc
 
 
 def list_prefix(url: str) -> list[str]:
@@ -382,16 +376,13 @@ def delete_prefix(url: str) -> int:
     return len(keys)
 
 
-def read_bytes(url: str) -> bytes:
-    """The whole content of a (small) object / file."""
-    loc = parse(url)
+@contextmanager
+def _transfer_errors(url: str) -> Iterator[None]:
+    """Map local, HTTP and S3 failures of a transfer to one-line StorageErrors naming ``url``."""
     try:
-        if loc.is_local:
-            return Path(loc.path).read_bytes()
-        if loc.scheme == "s3":
-            return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()  # type: ignore[no-any-return]
-        with urllib.request.urlopen(loc.url, timeout=HTTP_TIMEOUT) as resp:
-            return resp.read()  # type: ignore[no-any-return]
+        yield
+    except StorageError:
+        raise
     except FileNotFoundError as exc:
         raise StorageError(url, "not found") from exc
     except urllib.error.HTTPError as exc:
@@ -400,6 +391,18 @@ def read_bytes(url: str) -> bytes:
         raise StorageError(url, f"unreachable ({exc})") from exc
     except Exception as exc:
         raise _s3_error(url, exc) from exc
+
+
+def read_bytes(url: str) -> bytes:
+    """The whole content of a (small) object / file."""
+    loc = parse(url)
+    with _transfer_errors(url):
+        if loc.is_local:
+            return Path(loc.path).read_bytes()
+        if loc.scheme == "s3":
+            return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()  # type: ignore[no-any-return]
+        with urllib.request.urlopen(loc.url, timeout=HTTP_TIMEOUT) as resp:
+            return resp.read()  # type: ignore[no-any-return]
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -427,7 +430,7 @@ def upload_file(local: str | os.PathLike[str], url: str) -> None:
 def download_file(url: str, local: str | os.PathLike[str]) -> None:
     """Copy the object at ``url`` to a local file."""
     loc = parse(url)
-    try:
+    with _transfer_errors(url):
         if loc.is_local:
             shutil.copyfile(loc.path, local)
         elif loc.scheme == "s3":
@@ -435,14 +438,6 @@ def download_file(url: str, local: str | os.PathLike[str]) -> None:
         else:
             with urllib.request.urlopen(loc.url, timeout=HTTP_TIMEOUT) as resp, open(local, "wb") as out:
                 shutil.copyfileobj(resp, out, 1 << 20)
-    except FileNotFoundError as exc:
-        raise StorageError(url, "not found") from exc
-    except urllib.error.HTTPError as exc:
-        raise StorageError(url, f"HTTP {exc.code}") from exc
-    except OSError as exc:
-        raise StorageError(url, f"unreachable ({exc})") from exc
-    except Exception as exc:
-        raise _s3_error(url, exc) from exc
 
 
 @contextmanager

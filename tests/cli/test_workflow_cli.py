@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,19 +129,6 @@ def test_count_failure_falls_back_with_a_warning(cli_run: Any, tmp_path: Path) -
     assert hx["spec"]["completions"] == 200
     cmd = hx["spec"]["template"]["spec"]["containers"][0]["command"]
     assert cmd[cmd.index("--chunk-size") + 1] == "10000"
-
-
-def test_help_is_fast_and_imports_no_heavy_module() -> None:
-    code = (
-        "import sys\n"
-        "from cng_datasets.cli import main\n"
-        "try:\n    main(['workflow', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('pyogrio', 'yaml', 'kubernetes', 'pyarrow', 'boto3') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "--source-url" in proc.stdout and "--max-completions" in proc.stdout
-    assert "HEAVY []" in proc.stdout
 
 
 def test_config_from_options_ignores_unknown_and_fills_resources() -> None:

@@ -6,7 +6,6 @@ import gzip
 import json
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -482,18 +481,6 @@ def test_zoom_options_checked(tmp_path: Path, cli_run: Any) -> None:
         step.build_pmtiles(str(tmp_path / "a.parquet"), str(tmp_path / "a.pmtiles"), min_zoom=5, max_zoom=3)
     proc = cli_run("pmtiles", "--input", "a.parquet", "--output", "a.pmtiles", "--min-zoom", "5", "--max-zoom", "3")
     assert proc.returncode == 65 and "larger than" in proc.stderr
-
-
-def test_help_is_fast_and_light() -> None:
-    code = (
-        "import sys\nfrom cng_datasets.cli import main\n"
-        "try:\n    main(['pmtiles', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('pyarrow', 'shapely', 'pmtiles', 'numpy') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "--max-zoom" in out.stdout and "--layer-name" in out.stdout
-    assert "HEAVY []" in out.stdout
 
 
 def test_threads_env_is_a_power_of_two(parquets: Any, tmp_path: Path) -> None:
