@@ -399,3 +399,36 @@ def test_s3_missing_source_leaves_nothing(s3: str, cli_run) -> None:
     proc = cli_run("convert", f"{s3}/nope.gpkg", f"{s3}/out.parquet", env=env)
     assert proc.returncode == EXIT_BAD_INPUT and "nope.gpkg" in proc.stderr
     assert storage.list_prefix(s3) == []
+
+
+@pytest.mark.parametrize("driver, ext", [("GeoJSONSeq", "geojsonl"), ("FlatGeobuf", "fgb")])
+def test_geojsonseq_and_flatgeobuf(tmp_path: Path, driver: str, ext: str) -> None:
+    src = tmp_path / f"quakes.{ext}"
+    meta, table = pyogrio.read_arrow(QUAKES)
+    pyogrio.write_arrow(table, src, driver=driver, geometry_name="wkb_geometry", geometry_type="Point Z", crs="EPSG:4326")
+    out = check_geoparquet(_convert(src, tmp_path), 1707)
+    # source order is the order the file holds (FlatGeobuf's writer sorts by its spatial index)
+    assert out["id"].to_pylist() == pyogrio.read_arrow(src)[1]["id"].to_pylist()
+    assert sorted(out["id"].to_pylist()) == sorted(table["id"].to_pylist())
+
+
+@pytest.mark.s3
+def test_remote_reads_over_http_and_zipped_filegdb_on_s3(s3: str, tmp_path: Path) -> None:
+    """https:// sources go through GDAL's /vsicurl (range reads); moto serves plain http."""
+    bucket = storage.parse(s3).bucket
+    client = storage.s3_client()
+    client.upload_file(str(QUAKES), bucket, "pub/quakes.geojson", ExtraArgs={"ACL": "public-read"})
+    gdb = _write_filegdb(tmp_path)
+    zipped = tmp_path / "ne.gdb.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for f in gdb.iterdir():
+            zf.write(f, f"ne.gdb/{f.name}")
+    client.upload_file(str(zipped), bucket, "in/ne.gdb.zip")
+    url = f"{storage.s3_settings().endpoint_url}/{bucket}/pub/quakes.geojson"
+    out = tmp_path / "q.parquet"
+    convert([url], str(out))
+    check_geoparquet(out, 1707)
+    convert([f"{s3}/in/ne.gdb.zip"], str(tmp_path / "gdb.parquet"))
+    check_geoparquet(tmp_path / "gdb.parquet", 177)
+    with pytest.raises(SourceError, match="FileGDB is a directory"):
+        convert([f"{s3}/in/ne.gdb"], str(tmp_path / "x.parquet"))
