@@ -1,0 +1,317 @@
+"""Reading any vector source as a stream of (attributes, WKB) record batches.
+
+GDAL (through pyogrio's Arrow stream) reads every vector format it knows, locally and through its
+virtual file systems (/vsicurl, /vsis3, /vsizip: range reads, no whole-file download); GeoParquet
+is read with pyarrow, since the GDAL in the pyogrio wheel has no Parquet driver.
+
+Note:
+    GDAL's Arrow stream does not recode Shapefile text: a DBF without ``.cpg`` whose bytes are
+    UTF-8 (Natural Earth) reads right, but a Latin-1 DBF would yield invalid UTF-8. We therefore
+    decide the encoding of every ``.cpg``-less DBF ourselves by sampling its bytes (and the
+    writer validates every string column). GDAL's Arrow stream also keeps curved geometries,
+    which shapely cannot read: those features are re-read through GDAL's feature reader, which
+    linearizes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cng_datasets import storage
+from cng_datasets.errors import DataError, SourceError, StorageError
+
+log = logging.getLogger("cng_datasets")
+
+LAT_NAMES = ("lat", "latitude", "y", "lat_dd", "decimallatitude", "ylat", "point_y")
+LON_NAMES = ("lon", "long", "lng", "longitude", "x", "lon_dd", "decimallongitude", "xlon", "point_x")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a source: ``layer`` of a multi-layer source, CSV ``lat_column`` /
+    ``lon_column`` (auto-detected otherwise), Shapefile ``encoding`` (detected otherwise), and
+    ``batch_size`` features per batch."""
+
+    layer: str | None = None
+    lat_column: str | None = None
+    lon_column: str | None = None
+    encoding: str | None = None
+    batch_size: int = 8192
+
+
+def _is_parquet(url: str) -> bool:
+    return storage.parse(url).name.lower().endswith((".parquet", ".geoparquet", ".pq"))
+
+
+def _is_csv(url: str) -> bool:
+    name = storage.parse(url).name.lower()
+    return name.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt"))
+
+
+def _gdal_error_text(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # pyogrio repeats the path; keep the message short and about the problem.
+    return text.replace("\n", " ")
+
+
+def _dbf_needs_detection(vsi: str, url: str) -> list[str]:
+    """Names of ``.dbf`` members of a local zip / file that have no ``.cpg`` and LDID 0."""
+    loc = storage.parse(url)
+    if not loc.is_local:
+        return []
+    path = Path(loc.path)
+    if path.suffix.lower() == ".zip" and path.is_file():
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            lower = {n.lower() for n in names}
+            out = []
+            for n in names:
+                if n.lower().endswith(".dbf") and n[:-4].lower() + ".cpg" not in lower:
+                    with zf.open(n) as f:
+                        if _ldid(f.read(32)) == 0:
+                            out.append(n)
+            return out
+    if path.suffix.lower() == ".shp" or path.suffix.lower() == ".dbf":
+        dbf = path.with_suffix(".dbf")
+        if dbf.exists() and not path.with_suffix(".cpg").exists() and not path.with_suffix(".CPG").exists():
+            with open(dbf, "rb") as f:
+                if _ldid(f.read(32)) == 0:
+                    return [str(dbf)]
+    if path.is_dir():
+        return [
+            str(d) for d in path.glob("*.dbf")
+            if not d.with_suffix(".cpg").exists() and _ldid(d.open("rb").read(32)) == 0
+        ]
+    return []
+
+
+def _ldid(header: bytes) -> int:
+    return header[29] if len(header) > 29 else 0
+
+
+def _detect_dbf_encoding(url: str, member: str, sample_bytes: int = 64 * 1024 * 1024) -> str:
+    """UTF-8 if every non-ASCII byte sequence in the sampled records decodes as UTF-8, else Latin-1."""
+    loc = storage.parse(url)
+    path = Path(loc.path)
+    opener = zipfile.ZipFile(path).open(member) if path.suffix.lower() == ".zip" else open(member, "rb")
+    with opener as f:
+        data = f.read(sample_bytes)
+    text = data[32:].decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for c in text if ord(c) > 0x7F) - bad
+    # DBF fields are fixed-width byte strings, so UTF-8 text cut at a field's end leaves a few
+    # broken sequences; Latin-1 text (a lone 0xFC for "ü") almost never forms valid UTF-8.
+    if good == 0 and bad == 0:
+        return "UTF-8"
+    return "UTF-8" if good > 0 and bad <= 0.05 * good else "ISO-8859-1"
+
+
+@dataclass
+class OpenSource:
+    """A source opened for streaming."""
+
+    url: str
+    layer: str
+    crs: Any  # pyproj.CRS | None
+    schema: pa.Schema  # attributes only
+    expected: int | None  # feature count the driver reports, or None
+    batches: Iterator[tuple[pa.RecordBatch, np.ndarray]]
+
+
+def _spatial_layers(vsi: str, url: str, open_options: dict[str, str]) -> list[str]:
+    import pyogrio
+
+    try:
+        layers = pyogrio.list_layers(vsi)
+    except Exception as exc:
+        raise SourceError(url, _gdal_error_text(exc)) from exc
+    if open_options:  # CSV: geometry comes from the open options, list_layers cannot see it
+        return [str(name) for name, _ in layers]
+    return [str(name) for name, gtype in layers if gtype is not None]
+
+
+def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
+    import pyogrio
+    import pyproj
+
+    storage.configure_gdal()
+    loc = storage.parse(url)
+    if loc.is_local and not os.path.exists(loc.path):
+        raise SourceError(url, "file not found")
+    if not loc.is_local and loc.name.lower().endswith(".gdb"):
+        raise SourceError(url, "a FileGDB is a directory and cannot be read over HTTP/S3; zip it (x.gdb.zip)")
+    vsi = storage.vsi_path(url)
+    open_options: dict[str, str] = {}
+    if _is_csv(url):
+        lat = [opts.lat_column] if opts.lat_column else list(LAT_NAMES)
+        lon = [opts.lon_column] if opts.lon_column else list(LON_NAMES)
+        open_options = {
+            "X_POSSIBLE_NAMES": ",".join(lon),
+            "Y_POSSIBLE_NAMES": ",".join(lat),
+            "KEEP_GEOM_COLUMNS": "YES",
+            "AUTODETECT_TYPE": "YES",
+            "AUTODETECT_SIZE_LIMIT": "0",  # whole file: a late non-number must not be lost
+            "QUOTED_FIELDS_AS_STRING": "YES",  # "01001" stays text
+        }
+        if vsi.lower().endswith(".gz") and not vsi.startswith("/vsigzip/"):
+            vsi = "/vsigzip/" + vsi
+    layers = _spatial_layers(vsi, url, open_options)
+    if opts.layer is not None:
+        try:
+            all_layers = [str(n) for n, _ in pyogrio.list_layers(vsi)]
+        except Exception as exc:  # pragma: no cover - listed above already
+            raise SourceError(url, _gdal_error_text(exc)) from exc
+        if opts.layer not in all_layers:
+            raise SourceError(url, f"no layer {opts.layer!r}; layers: {', '.join(layers) or 'none with geometry'}")
+        if opts.layer not in layers:
+            raise SourceError(url, f"layer {opts.layer!r} has no geometry")
+        layer = opts.layer
+    elif not layers:
+        raise SourceError(url, "no layer with geometry in this file")
+    elif len(layers) > 1:
+        raise SourceError(url, f"{len(layers)} layers, choose one with --layer: {', '.join(layers)}")
+    else:
+        layer = layers[0]
+
+    encoding = opts.encoding
+    if encoding is None:
+        for member in _dbf_needs_detection(vsi, url):
+            if Path(member).stem == layer or len(layers) == 1:
+                encoding = _detect_dbf_encoding(url, member)
+                break
+    if encoding is None and not loc.is_local and loc.name.lower().endswith((".zip", ".shp")):
+        log.info("%s: remote Shapefile without .cpg is read as UTF-8 (use --encoding to override)", url)
+
+    try:
+        info = pyogrio.read_info(vsi, layer=layer, encoding=encoding, **open_options)
+        meta, reader = stack.enter_context(
+            pyogrio.open_arrow(
+                vsi, layer=layer, batch_size=opts.batch_size, use_pyarrow=True, encoding=encoding,
+                return_fids=True, **open_options,
+            )
+        )
+    except Exception as exc:
+        raise SourceError(url, _gdal_error_text(exc)) from exc
+    if meta.get("geometry_type") is None and info.get("geometry_type") is None:
+        hint = " (no lat/lon columns found: use --lat-column/--lon-column)" if open_options else ""
+        raise SourceError(url, f"layer {layer!r} has no geometry{hint}")
+    geom_name = meta.get("geometry_name") or "wkb_geometry"
+    schema = reader.schema
+    if geom_name not in schema.names:
+        raise SourceError(url, f"layer {layer!r} has no geometry column")
+    fid_name = schema.names[0]  # return_fids puts the GDAL FID first
+    attrs = schema.remove(schema.get_field_index(geom_name)).remove(0)
+    crs = pyproj.CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
+    count = info.get("features")
+    expected = int(count) if count is not None and int(count) >= 0 else None
+
+    def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        try:
+            for batch in reader:
+                wkb = _wkb_to_numpy(batch.column(geom_name))
+                curved = _curved(wkb)
+                if curved.any():
+                    # GDAL's Arrow stream keeps curves; its feature reader linearizes them.
+                    fids = batch.column(fid_name).to_numpy()[curved]
+                    _, _, linear, _ = pyogrio.raw.read(
+                        vsi, layer=layer, fids=fids, columns=[], encoding=encoding, **open_options
+                    )
+                    wkb[curved] = linear
+                yield batch.drop_columns([geom_name, fid_name]), wkb
+        except (DataError, StorageError):
+            raise
+        except Exception as exc:
+            raise SourceError(url, f"read failed: {_gdal_error_text(exc)}") from exc
+
+    return OpenSource(url, layer, crs, attrs, expected, batches())
+
+
+_CURVE_TYPES = frozenset((8, 9, 10, 11, 12, 13, 14, 15, 16, 17))
+
+
+def _curved(wkb: np.ndarray) -> np.ndarray:
+    """Which ISO WKB values are curve types (CircularString, CompoundCurve, CurvePolygon, …)."""
+    out = np.zeros(len(wkb), dtype=bool)
+    for i, value in enumerate(wkb):
+        if value is not None and len(value) >= 5:
+            code = int.from_bytes(value[1:5], "little" if value[0] == 1 else "big")
+            out[i] = (code & 0xFFFF) % 1000 in _CURVE_TYPES
+    return out
+
+
+def _wkb_to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if isinstance(arr.type, pa.ExtensionType):
+        arr = arr.storage
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
+    import pyproj
+
+    try:
+        if storage.parse(url).scheme in ("http", "https"):
+            pf = pq.ParquetFile(stack.enter_context(storage.open_input(url)))
+        else:
+            filesystem, path = storage.pyarrow_filesystem(url)
+            pf = pq.ParquetFile(stack.enter_context(filesystem.open_input_file(path)))
+    except FileNotFoundError as exc:
+        raise SourceError(url, "file not found") from exc
+    except StorageError as exc:
+        raise SourceError(url, exc.problem) from exc
+    except Exception as exc:
+        raise SourceError(url, f"not a readable Parquet file ({_gdal_error_text(exc)})") from exc
+    meta = pf.schema_arrow.metadata or {}
+    if b"geo" not in meta:
+        raise SourceError(url, "Parquet file without GeoParquet 'geo' metadata (no geometry)")
+    try:
+        geo = json.loads(meta[b"geo"])
+        primary = geo["primary_column"]
+        column = geo["columns"][primary]
+    except (ValueError, KeyError) as exc:
+        raise SourceError(url, f"invalid GeoParquet metadata ({exc})") from exc
+    if column.get("encoding", "WKB").upper() != "WKB":
+        raise SourceError(url, f"GeoParquet encoding {column.get('encoding')!r} is not supported (WKB only)")
+    crs_value = column.get("crs", "OGC:CRS84")
+    crs = pyproj.CRS.from_user_input(crs_value) if crs_value is not None else None
+    drop = {primary}
+    covering = column.get("covering", {}).get("bbox", {})
+    if covering:
+        drop.add(covering.get("xmin", [None])[0])
+    names = [n for n in pf.schema_arrow.names if n not in drop]
+    attrs = pa.schema([pf.schema_arrow.field(n) for n in names])
+
+    def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        try:
+            for batch in pf.iter_batches(batch_size=opts.batch_size, columns=names + [primary]):
+                yield batch.select(names), _wkb_to_numpy(batch.column(primary))
+        except Exception as exc:
+            raise SourceError(url, f"read failed: {_gdal_error_text(exc)}") from exc
+
+    return OpenSource(url, "parquet", crs, attrs, pf.metadata.num_rows, batches())
+
+
+def open_source(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
+    """Open ``url`` for streaming (GeoParquet through pyarrow, everything else through GDAL)."""
+    if _is_parquet(url):
+        return _open_parquet(url, opts, stack)
+    return _open_gdal(url, opts, stack)
+
+
+def count_features(url: str, layer: str | None = None) -> int | None:
+    """The feature count a source reports (``None`` if the driver cannot tell cheaply)."""
+    with ExitStack() as stack:
+        return open_source(url, ReadOptions(layer=layer), stack).expected
