@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from cng_datasets import probe, storage
+from cng_datasets import probe, sources, storage
 from cng_datasets.errors import CountFallbackWarning
 from tests.conftest import DATA
 
@@ -25,26 +26,32 @@ def test_counts_gdal_sources_and_sums_them() -> None:
 def test_multi_layer_source_counts_the_chosen_layer() -> None:
     topo = str(DATA / "us-atlas" / "counties-10m.json")
     assert probe.count_features([topo], layer="states") == 56
-    assert probe.count_features([topo]) == probe.count_features([topo], layer="counties")
+    # like convert, a multi-layer source without --layer has no single count
+    with pytest.warns(CountFallbackWarning, match="choose one with --layer"):
+        assert probe.count_features([topo]) is None
 
 
 def _parquet(path: Path, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"x": list(range(rows))}), path, row_group_size=7)
+    import shapely
+
+    geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}
+    table = pa.table({"x": list(range(rows)), "geometry": shapely.to_wkb(shapely.points(range(rows), range(rows)))})
+    pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), path, row_group_size=7)
 
 
 def test_parquet_is_counted_from_the_footer(tmp_path: Path) -> None:
     _parquet(tmp_path / "a.parquet", 123)
-    assert probe.is_parquet(str(tmp_path / "a.parquet"))
+    assert sources.is_parquet(str(tmp_path / "a.parquet"))
     assert probe.count_features([str(tmp_path / "a.parquet")]) == 123
 
 
 def test_is_parquet_ignores_query_strings() -> None:
-    assert probe.is_parquet("https://x/y.parquet?sig=abc&x=1")
-    assert probe.is_parquet("s3://b/k.GeoParquet")
-    assert not probe.is_parquet("https://x/y.gpkg?f=a.parquet")
+    assert sources.is_parquet("https://x/y.parquet?sig=abc&x=1")
+    assert sources.is_parquet("s3://b/k.GeoParquet")
+    assert not sources.is_parquet("https://x/y.gpkg?f=a.parquet")
 
 
 @pytest.mark.s3

@@ -18,50 +18,16 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from cng_datasets import storage
 from cng_datasets.errors import CountFallbackWarning
 
 DEFAULT_TIMEOUT = 120.0
-PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".parq")
-
-
-def is_parquet(url: str) -> bool:
-    """True when ``url`` names a (Geo)Parquet file (query string and fragment ignored)."""
-    path = urlsplit(url).path if "://" in url else url
-    return path.lower().endswith(PARQUET_SUFFIXES)
-
-
-def count_parquet(url: str) -> int:
-    """Rows of a Parquet file, read from its footer only."""
-    import pyarrow.parquet as pq
-
-    with storage.open_input(url) as f:
-        return int(pq.ParquetFile(f).metadata.num_rows)
-
-
-def count_gdal(url: str, layer: str | None = None) -> int:
-    """Features of ``layer`` (default: the first layer with geometry) of a GDAL-readable source."""
-    import pyogrio
-
-    storage.configure_gdal()
-    vsi = storage.vsi_path(url)
-    if layer is None:
-        # like convert: the spatial layer (convert refuses a choice among several without --layer)
-        layers = pyogrio.list_layers(vsi)
-        spatial = [str(name) for name, gtype in layers if gtype is not None]
-        layer = spatial[0] if spatial else str(layers[0][0])
-    info = pyogrio.read_info(vsi, layer=layer, force_feature_count=True)
-    n = int(info["features"])
-    if n < 0:
-        raise ValueError("the driver cannot count the features")
-    return n
-
-
 def count_source(url: str, layer: str | None = None) -> int:
-    """Features of one source (no timeout; raises on failure)."""
-    return count_parquet(url) if is_parquet(url) else count_gdal(url, layer)
+    """Features of one source, as convert will read it (no timeout; raises on failure)."""
+    from cng_datasets.sources import count_features as count_one
+
+    return count_one(url, layer)
 
 
 def _count_in_subprocess(url: str, layer: str | None, timeout: float) -> int:

@@ -49,10 +49,13 @@ class ReadOptions:
     lon_column: str | None = None
     encoding: str | None = None
     batch_size: int = 8192
+    #: count features even when the driver must read the whole source to do so (GeoJSON, CSV)
+    force_count: bool = False
 
 
-def _is_parquet(url: str) -> bool:
-    return storage.parse(url).name.lower().endswith((".parquet", ".geoparquet", ".pq"))
+def is_parquet(url: str) -> bool:
+    """True when ``url`` names a (Geo)Parquet file (query string ignored)."""
+    return storage.parse(url).name.lower().endswith((".parquet", ".geoparquet", ".parq", ".pq"))
 
 
 def _is_csv(url: str) -> bool:
@@ -195,7 +198,9 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
         log.info("%s: remote Shapefile without .cpg is read as UTF-8 (use --encoding to override)", url)
 
     try:
-        info = pyogrio.read_info(vsi, layer=layer, encoding=encoding, **open_options)
+        info = pyogrio.read_info(
+            vsi, layer=layer, encoding=encoding, force_feature_count=opts.force_count, **open_options
+        )
         meta, reader = stack.enter_context(
             pyogrio.open_arrow(
                 vsi, layer=layer, batch_size=opts.batch_size, use_pyarrow=True, encoding=encoding,
@@ -306,12 +311,16 @@ def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
 
 def open_source(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     """Open ``url`` for streaming (GeoParquet through pyarrow, everything else through GDAL)."""
-    if _is_parquet(url):
+    if is_parquet(url):
         return _open_parquet(url, opts, stack)
     return _open_gdal(url, opts, stack)
 
 
-def count_features(url: str, layer: str | None = None) -> int | None:
-    """The feature count a source reports (``None`` if the driver cannot tell cheaply)."""
+def count_features(url: str, layer: str | None = None) -> int:
+    """Features of one source exactly as :func:`open_source` will read it (same layer choice and
+    CSV options); raises :class:`SourceError` where reading would fail."""
     with ExitStack() as stack:
-        return open_source(url, ReadOptions(layer=layer), stack).expected
+        expected = open_source(url, ReadOptions(layer=layer, force_count=True), stack).expected
+    if expected is None:
+        raise SourceError(url, "the driver cannot count the features")
+    return expected
