@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cng_datasets import local, storage
+from cng_datasets import local, markers, progress, storage
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.plan import build_plan
 from cng_datasets.validate import validate_dataset
@@ -36,15 +36,15 @@ class Recorder:
     """Collects events; optionally interrupts the run after ``stop_after`` finished chunks."""
 
     def __init__(self, stop_after: int | None = None) -> None:
-        self.events: list[local.Event] = []
+        self.events: list[progress.Event] = []
         self.stop_after = stop_after
 
-    def __call__(self, ev: local.Event) -> None:
+    def __call__(self, ev: progress.Event) -> None:
         self.events.append(ev)
         if self.stop_after is not None and ev.kind == "chunk-finished" and len(self.of("chunk-finished")) >= self.stop_after:
             raise KeyboardInterrupt
 
-    def of(self, kind: str, step: str | None = None) -> list[local.Event]:
+    def of(self, kind: str, step: str | None = None) -> list[progress.Event]:
         return [e for e in self.events if e.kind == kind and (step is None or e.step == step)]
 
 
@@ -81,12 +81,12 @@ def test_resolve_argv_runs_this_interpreter() -> None:
 
 
 def test_progress_counts_and_eta() -> None:
-    p = local.Progress(started=0.0)
-    p.update(local.Event("plan", data={"steps": ["convert", "pmtiles", "hex", "repartition"], "chunks": 4, "features": 100}, time=0.0))
-    p.update(local.Event("chunk-skipped", "hex", 0, data={"features": 25, "cells": 10}, time=0.0))
-    p.update(local.Event("step-started", "hex", time=10.0))
-    p.update(local.Event("chunk-started", "hex", 1, time=10.0))
-    p.update(local.Event("chunk-finished", "hex", 1, data={"features": 25, "cells": 30}, time=20.0))
+    p = progress.Progress(started=0.0)
+    p.update(progress.Event("plan", data={"steps": ["convert", "pmtiles", "hex", "repartition"], "chunks": 4, "features": 100}, time=0.0))
+    p.update(progress.Event("chunk-skipped", "hex", 0, data={"features": 25, "cells": 10}, time=0.0))
+    p.update(progress.Event("step-started", "hex", time=10.0))
+    p.update(progress.Event("chunk-started", "hex", 1, time=10.0))
+    p.update(progress.Event("chunk-finished", "hex", 1, data={"features": 25, "cells": 30}, time=20.0))
     assert (p.chunks_done, p.chunks_skipped, p.features_hexed, p.cells) == (2, 1, 50, 40)
     assert p.state["hex"] == "running"
     assert p.eta(now=20.0) == pytest.approx(20.0)  # 1 chunk per 10 s, 2 left
@@ -98,7 +98,7 @@ def test_chunk_marker_index_parsing(tmp_path: Path) -> None:
     done.mkdir(parents=True)
     for name in ("chunk-00003.json", "00011-of-00020.json", "7"):
         (done / name).write_text("{}")
-    assert sorted(local.chunk_done_markers(str(tmp_path / "chunks"))) == [3, 7, 11]
+    assert sorted(markers.chunk_done_markers(str(tmp_path / "chunks"))) == [3, 7, 11]
 
 
 @pytest.mark.slow
@@ -161,16 +161,16 @@ def test_interrupted_hex_resumes_without_recomputing_finished_chunks(tmp_path: P
         local.run_local(cfg, workers=2, on_event=first)
     finished = sorted(e.chunk for e in first.of("chunk-finished"))
     assert len(finished) == 3
-    done = local.chunk_done_markers(cfg.chunks_url)
+    done = markers.chunk_done_markers(cfg.chunks_url)
     assert set(finished) <= set(done)
     assert len(done) < 9, "the interruption came too late to test resuming"
     stamps = {i: os.stat(done[i]) for i in done}
     assert not (tmp_path / "resumed" / "countries" / "_cng" / "hex.json").exists()
 
-    def check_untouched(ev: local.Event) -> None:
+    def check_untouched(ev: progress.Event) -> None:
         second.events.append(ev)
         if ev.kind == "step-started" and ev.step == "repartition":
-            now = local.chunk_done_markers(cfg.chunks_url)
+            now = markers.chunk_done_markers(cfg.chunks_url)
             for i, st in stamps.items():
                 after = os.stat(now[i])
                 assert (after.st_ino, after.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), f"chunk {i} was redone"

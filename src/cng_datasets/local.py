@@ -19,48 +19,56 @@ Order and parallelism::
   both slots once pmtiles ends. ``repartition`` starts when every chunk is done.
 
 Resuming: when a step succeeds the runner writes a marker ``<root>/<dataset>/_cng/<step>.json``
-(atomically, through :mod:`cng_datasets.storage`) with the step's argv, the identity of its
-inputs (size + mtime locally, size + ETag on S3) and of its outputs, and its run time. On a
-re-run a step is skipped when its marker exists, the argv equals the current plan's, and its
-inputs and outputs are still the ones recorded. A finished ``repartition`` makes ``hex`` unneeded.
-Hex resumes per chunk: the hex step writes a completion marker per chunk under
+(atomically, through :mod:`cng_datasets.storage`; see :mod:`cng_datasets.markers`) with the step's
+argv, the identity of its inputs (size + mtime locally, size + ETag on S3) and of its outputs, and
+its run time. On a re-run a step is skipped when its marker exists, the argv equals the current
+plan's, and its inputs and outputs are still the ones recorded. A finished ``repartition`` makes
+``hex`` unneeded. Hex resumes per chunk: the hex step writes a completion marker per chunk under
 ``<chunks>/_done/``; chunks that have one are not started again, provided the chunks were made by
 the same argv from the same GeoParquet (recorded in ``_cng/hex-chunks.json`` before the first chunk
 starts; otherwise the chunks prefix is emptied first). ``force=True`` removes markers, chunks and
 hex partitions and recomputes everything.
 
-Progress is reported through ``on_event`` (:class:`Event`), never printed; an exception raised by
-the callback (e.g. ``KeyboardInterrupt``) stops the run, terminates the running subprocesses and
-keeps every finished output and marker. Use :class:`Progress` to turn events into a display.
+Progress is reported through ``on_event`` (:class:`~cng_datasets.progress.Event`), never printed;
+an exception raised by the callback (e.g. ``KeyboardInterrupt``) stops the run, terminates the
+running subprocesses and keeps every finished output and marker. Use
+:class:`~cng_datasets.progress.Progress` to turn events into a display.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cng_datasets import __version__, limits, storage
+from cng_datasets import limits, storage
 from cng_datasets.config import WorkflowConfig
-from cng_datasets.errors import EXIT_BAD_INPUT, CngError, StorageError
+from cng_datasets.errors import EXIT_BAD_INPUT, CngError
+from cng_datasets.markers import (
+    DONE_DIR,
+    chunk_done_markers,
+    chunk_stats,
+    identity,
+    marker_url,
+    present,
+    read_marker,
+    write_marker,
+)
 from cng_datasets.plan import PROGRAM, Plan, Step, build_plan
+from cng_datasets.progress import Event, EventCallback
 
 #: Seconds between two polls of the running subprocesses.
 POLL_SECONDS = 0.05
 #: Seconds a terminated subprocess gets before it is killed.
 TERMINATE_GRACE = 5.0
-#: Marker format version (a marker of another version is ignored: the step runs again).
-MARKER_VERSION = 1
 
 
 class StepFailedError(CngError):
@@ -84,110 +92,6 @@ class StepFailedError(CngError):
         if log:
             text += f" [log: {log}]"
         super().__init__(text)
-
-
-# --------------------------------------------------------------------------------------------
-# Events and progress
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened during a run.
-
-    ``kind`` is one of:
-
-    - ``plan``: the plan is known (``data``: ``steps``, ``chunks``, ``chunk_size``, ``features``,
-      ``workers``); sent once before convert (``features`` None) and again after it;
-    - ``step-started`` / ``step-finished`` (``data["seconds"]``) / ``step-skipped`` (``message``:
-      why) / ``step-failed`` (``message``: the error);
-    - ``chunk-started`` / ``chunk-finished`` (``data``: ``seconds``, ``features``, ``cells`` when
-      the chunk's marker tells) / ``chunk-skipped`` (done in an earlier run) / ``chunk-failed``;
-    - ``output``: a step's output line on stdout (``message``).
-    """
-
-    kind: str
-    step: str | None = None
-    chunk: int | None = None
-    message: str = ""
-    data: Mapping[str, Any] = field(default_factory=dict)
-    time: float = field(default_factory=time.monotonic)
-
-
-EventCallback = Callable[[Event], None]
-
-
-@dataclass
-class Progress:
-    """Running totals built from :class:`Event`s, for a progress display (no I/O).
-
-    Example:
-        >>> p = Progress()
-        >>> p.update(Event("plan", data={"steps": ["convert"], "chunks": 4, "features": 100}))
-        >>> p.update(Event("chunk-finished", "hex", 0, data={"features": 25, "cells": 70}))
-        >>> p.chunks_done, p.cells
-        (1, 70)
-    """
-
-    started: float = field(default_factory=time.monotonic)
-    steps: list[str] = field(default_factory=list)
-    state: dict[str, str] = field(default_factory=dict)  # step -> pending/running/done/skipped/failed
-    chunks_total: int = 0
-    chunks_done: int = 0
-    chunks_skipped: int = 0
-    chunks_running: int = 0
-    features: int | None = None
-    features_hexed: int = 0
-    cells: int = 0
-    hex_started: float | None = None
-    _finished_this_run: int = 0
-
-    def update(self, ev: Event) -> None:
-        """Fold one event into the totals."""
-        k = ev.kind
-        if k == "plan":
-            self.steps = list(ev.data.get("steps", self.steps))
-            self.chunks_total = int(ev.data.get("chunks") or 0)
-            self.features = ev.data.get("features", self.features)
-            for s in self.steps:
-                self.state.setdefault(s, "pending")
-        elif k == "step-started" and ev.step:
-            self.state[ev.step] = "running"
-            if ev.step == "hex":
-                self.hex_started = ev.time
-        elif k == "step-finished" and ev.step:
-            self.state[ev.step] = "done"
-        elif k == "step-skipped" and ev.step:
-            self.state[ev.step] = "skipped"
-            if ev.step == "hex":
-                self.chunks_done = self.chunks_total
-        elif k == "step-failed" and ev.step:
-            self.state[ev.step] = "failed"
-        elif k == "chunk-started":
-            self.chunks_running += 1
-        elif k == "chunk-finished":
-            self.chunks_running = max(0, self.chunks_running - 1)
-            self.chunks_done += 1
-            self._finished_this_run += 1
-            self.features_hexed += int(ev.data.get("features") or 0)
-            self.cells += int(ev.data.get("cells") or 0)
-        elif k == "chunk-skipped":
-            self.chunks_done += 1
-            self.chunks_skipped += 1
-            self.features_hexed += int(ev.data.get("features") or 0)
-            self.cells += int(ev.data.get("cells") or 0)
-        elif k == "chunk-failed":
-            self.chunks_running = max(0, self.chunks_running - 1)
-
-    def elapsed(self, now: float | None = None) -> float:
-        return (now if now is not None else time.monotonic()) - self.started
-
-    def eta(self, now: float | None = None) -> float | None:
-        """Seconds until hex is done, from this run's chunk rate (None before the first chunk)."""
-        if self.hex_started is None or self._finished_this_run == 0 or self.state.get("hex") != "running":
-            return None
-        now = now if now is not None else time.monotonic()
-        rate = self._finished_this_run / max(1e-9, now - self.hex_started)
-        return max(0.0, (self.chunks_total - self.chunks_done) / rate)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,130 +133,11 @@ class RunSummary:
     log_dir: str | None
 
 
-# --------------------------------------------------------------------------------------------
-# Identities and markers
-
-
-def _stat_local(path: str) -> dict[str, Any] | None:
-    p = Path(path)
-    if p.is_dir():
-        files = [f for f in p.rglob("*") if f.is_file()]
-        return {"files": len(files), "size": sum(f.stat().st_size for f in files)}
-    if not p.exists():
-        return None
-    st = p.stat()
-    ident: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    # A Shapefile is several files: its .dbf / .prj changing changes the source.
-    if p.suffix.lower() == ".shp":
-        for side in sorted(p.parent.glob(p.stem + ".*")):
-            if side != p and side.is_file():
-                s2 = side.stat()
-                ident[side.suffix.lower()] = [s2.st_size, s2.st_mtime_ns]
-    return ident
-
-
-def identity(url: str) -> dict[str, Any] | None:
-    """What identifies the current content of ``url`` (None when absent or unknowable).
-
-    Local file: size and mtime (and the Shapefile's side files); local directory: file count and
-    total size; S3 object: size and ETag; S3 prefix: object count; http(s): size, ETag and
-    Last-Modified from a HEAD request.
-    """
-    loc = storage.parse(url)
-    try:
-        if loc.is_local:
-            return _stat_local(loc.path)
-        if loc.scheme == "s3":
-            from botocore.exceptions import ClientError
-
-            try:
-                head = storage.s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
-                return {"size": int(head["ContentLength"]), "etag": head.get("ETag")}
-            except ClientError:
-                n = len(storage.list_prefix(url))
-                return {"files": n} if n else None
-        import urllib.request
-
-        req = urllib.request.Request(loc.url, method="HEAD")
-        with urllib.request.urlopen(req, timeout=storage.HTTP_TIMEOUT) as resp:
-            h = resp.headers
-            return {"size": h.get("Content-Length"), "etag": h.get("ETag"), "modified": h.get("Last-Modified")}
-    except (OSError, StorageError):
-        return None
-
-
-def _present(url: str) -> bool:
-    """Whether an output (a file, or a non-empty directory / prefix) exists."""
-    loc = storage.parse(url)
-    if loc.is_local:
-        p = Path(loc.path)
-        return p.is_file() or (p.is_dir() and any(f.is_file() for f in p.rglob("*")))
-    return storage.exists(url) or bool(storage.list_prefix(url))
-
-
-def marker_url(config: WorkflowConfig, name: str) -> str:
-    """Where the marker ``name`` (``convert``, ``hex-chunks``, …) of ``config``'s dataset lives."""
-    return storage.join(config.root_url, config.dataset_path, "_cng", f"{name}.json")
-
-
-def _read_marker(url: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(storage.read_bytes(url))
-    except (StorageError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("marker_version") != MARKER_VERSION:
-        return None
-    return data
-
-
-def _write_marker(url: str, data: dict[str, Any]) -> None:
-    body = {"marker_version": MARKER_VERSION, "cng_datasets": __version__, **data}
-    storage.write_bytes(url, json.dumps(body, indent=1, sort_keys=True).encode())
-
-
 def _step_inputs(plan: Plan, step: Step) -> list[str]:
     c = plan.config
     if step.name == "convert":
         return list(c.source_urls)
     return [c.parquet_url]
-
-
-#: The hex step's per-chunk completion markers: ``<chunks>/_done/<anything with the index>``.
-_DONE_DIR = "_done"
-_INDEX = re.compile(r"(\d+)")
-
-
-def chunk_done_markers(chunks_url: str) -> dict[int, str]:
-    """Chunk index → URL of its completion marker, from ``<chunks>/_done/``.
-
-    The index is the first run of digits of the marker's file name (``chunk-00003.json``,
-    ``3``, ``00003-of-00010.json`` all mean chunk 3).
-    """
-    done: dict[int, str] = {}
-    for url in storage.list_prefix(storage.join(chunks_url, _DONE_DIR)):
-        m = _INDEX.search(storage.parse(url).name)
-        if m:
-            done[int(m.group(1))] = url
-    return done
-
-
-def _chunk_stats(marker: str | None) -> dict[str, int]:
-    """Features and cells of a finished chunk, when its marker is JSON that tells them."""
-    if not marker:
-        return {}
-    try:
-        data = json.loads(storage.read_bytes(marker))
-    except (StorageError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    out: dict[str, int] = {}
-    for key, names in (("features", ("features", "feature_count", "rows_in")), ("cells", ("cells", "rows", "cell_count"))):
-        for n in names:
-            if isinstance(data.get(n), int):
-                out[key] = int(data[n])
-                break
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,7 +236,7 @@ class _Runner:
     # ---- markers ------------------------------------------------------------------------
 
     def _marker_ok(self, plan: Plan, step: Step) -> tuple[bool, str]:
-        marker = _read_marker(marker_url(self.config, step.name))
+        marker = read_marker(marker_url(self.config, step.name))
         if marker is None:
             return False, "no marker"
         if tuple(marker.get("argv", ())) != step.argv:
@@ -461,12 +246,12 @@ class _Runner:
                 return False, f"input {url} changed"
         for url in step.outputs:
             recorded = marker.get("outputs", {}).get(url)
-            if not _present(url) or (recorded is not None and recorded != identity(url)):
+            if not present(url) or (recorded is not None and recorded != identity(url)):
                 return False, f"output {url} is missing or changed"
         return True, f"done in an earlier run ({marker.get('seconds', 0):.1f} s)"
 
     def _finish_marker(self, plan: Plan, step: Step, seconds: float, inputs: dict[str, Any]) -> None:
-        _write_marker(
+        write_marker(
             marker_url(self.config, step.name),
             {
                 "step": step.name,
@@ -544,7 +329,7 @@ class _Runner:
 
     def _skip(self, step: Step, why: str, seconds: float | None = None) -> None:
         if seconds is None:
-            marker = _read_marker(marker_url(self.config, step.name)) or {}
+            marker = read_marker(marker_url(self.config, step.name)) or {}
             seconds = float(marker.get("seconds", 0.0))
         self.results[step.name] = StepResult(step.name, "skipped", seconds, step.argv)
         self.emit("step-skipped", step.name, message=why)
@@ -630,20 +415,20 @@ class _Runner:
                     self.emit("step-finished", "repartition", seconds=seconds)
                 else:
                     chunks_run += 1
-                    stats = _chunk_stats(chunk_done_markers(c.chunks_url).get(t.chunk if t.chunk is not None else -1))
+                    stats = chunk_stats(chunk_done_markers(c.chunks_url).get(t.chunk if t.chunk is not None else -1))
                     self.emit("chunk-finished", "hex", t.chunk, seconds=seconds, **stats)
                     if not pending_chunks and not hex_running():
                         self._finish_hex(plan, hx, hex_start, chunks_run, parquet_id)
                         hex_done = True
 
     def _marker_seconds(self, name: str) -> float:
-        return float((_read_marker(marker_url(self.config, name)) or {}).get("seconds", 0.0))
+        return float((read_marker(marker_url(self.config, name)) or {}).get("seconds", 0.0))
 
     def _prepare_chunks(self, plan: Plan, hx: Step, parquet_id: Any) -> list[int]:
         """The chunk indices still to run; empties the chunks prefix when it cannot be resumed."""
         c = self.config
         session_url = marker_url(c, "hex-chunks")
-        session = None if self.force else _read_marker(session_url)
+        session = None if self.force else read_marker(session_url)
         resumable = (
             session is not None
             and tuple(session.get("argv", ())) == hx.argv
@@ -651,7 +436,7 @@ class _Runner:
         )
         if not resumable:
             storage.delete_prefix(c.chunks_url)
-            _write_marker(session_url, {"step": "hex", "argv": list(hx.argv), "inputs": {c.parquet_url: parquet_id}})
+            write_marker(session_url, {"step": "hex", "argv": list(hx.argv), "inputs": {c.parquet_url: parquet_id}})
             done: dict[int, str] = {}
         else:
             done = chunk_done_markers(c.chunks_url)
@@ -660,7 +445,7 @@ class _Runner:
         for i in range(hx.completions):
             if i in done:
                 self._chunks_skipped += 1
-                self.emit("chunk-skipped", "hex", i, **_chunk_stats(done[i]))
+                self.emit("chunk-skipped", "hex", i, **chunk_stats(done[i]))
             else:
                 pending.append(i)
         return pending
@@ -672,7 +457,7 @@ class _Runner:
             raise StepFailedError(
                 "hex", missing[0], 1,
                 f"chunk(s) {', '.join(map(str, missing[:5]))} exited 0 but left no completion marker "
-                f"under {storage.join(self.config.chunks_url, _DONE_DIR)}",
+                f"under {storage.join(self.config.chunks_url, DONE_DIR)}",
                 None,
             )
         seconds = time.monotonic() - started
@@ -715,8 +500,9 @@ def run_local(
 
     - ``workers``: subprocesses at once (default :func:`cng_datasets.limits.cpu_count`);
     - ``force``: ignore markers, remove chunks and partitions of earlier runs, recompute all;
-    - ``on_event``: called with every :class:`Event` (from this thread); an exception it raises
-      stops the run (running subprocesses are terminated, finished outputs and markers stay);
+    - ``on_event``: called with every :class:`~cng_datasets.progress.Event` (from this thread);
+      an exception it raises stops the run (running subprocesses are terminated, finished
+      outputs and markers stay);
     - ``env``: environment of the subprocesses (default ``os.environ``);
     - ``log_dir``: where each subprocess's stdout / stderr go (``<name>.out`` / ``.err``). Default:
       ``<root>/<dataset>/_cng/logs`` for a local root; a temporary directory for S3 (removed when

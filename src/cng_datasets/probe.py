@@ -19,7 +19,6 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from cng_datasets import storage
 from cng_datasets.errors import CountFallbackWarning
 
 DEFAULT_TIMEOUT = 120.0

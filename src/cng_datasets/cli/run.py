@@ -53,11 +53,11 @@ def _fmt_bytes(n: int) -> str:
 
 
 class Display:
-    """Renders :class:`cng_datasets.local.Event`s: a live status line on a terminal, plain lines
+    """Renders :class:`cng_datasets.progress.Event`s: a live status line on a terminal, plain lines
     otherwise, nothing but errors with ``quiet``."""
 
     def __init__(self, stream: IO[str], quiet: bool, live: bool) -> None:
-        from cng_datasets.local import Progress
+        from cng_datasets.progress import Progress
 
         self.stream = stream
         self.quiet = quiet
