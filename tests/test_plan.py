@@ -95,7 +95,7 @@ def test_plan_steps_argv_and_dependencies() -> None:
     assert convert.argv[-3:] == ("--", HOSTILE_URL, "s3://public-wdpa/wdpa/2024.parquet")
     pmtiles = plan.step("pmtiles")
     i = pmtiles.argv.index("--wait-for-input")
-    assert pmtiles.argv[i + 1] == str(PMTILES_WAIT_FOR_INPUT) == "21600"
+    assert pmtiles.argv[i + 1] == str(PMTILES_WAIT_FOR_INPUT) == "86400"
     assert pmtiles.depends_on == ("convert",)
     hex_ = plan.step("hex")
     assert hex_.indexed and hex_.completions == 200 and hex_.parallelism == 50

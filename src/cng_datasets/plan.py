@@ -23,8 +23,9 @@ PROGRAM = "cng-datasets"
 MIN_CHUNK_SIZE = 1000
 #: Chunk size when the features could not be counted (the last chunk reads to the end anyway).
 FALLBACK_CHUNK_SIZE = 10_000
-#: Seconds ``pmtiles`` waits for convert's output to appear (it may be started before convert ends).
-PMTILES_WAIT_FOR_INPUT = 21600
+#: Seconds ``pmtiles`` waits for convert's output to appear (applied by hand it starts beside
+#: convert): as long as convert may run (its Job's activeDeadlineSeconds).
+PMTILES_WAIT_FOR_INPUT = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     pmtiles = (
         PROGRAM, "pmtiles", "--input", c.parquet_url, "--output", c.pmtiles_url,
         "--layer-name", c.base_name, "--max-zoom", str(c.resolved_max_zoom),
-        # Applied right after convert in the manual flow: wait (up to 6 h) for convert's atomic output.
+        # Applied right after convert in the manual flow: wait (up to 24 h) for convert's atomic output.
         "--wait-for-input", str(PMTILES_WAIT_FOR_INPUT),
     )
     if c.min_zoom is not None:

@@ -170,7 +170,7 @@ def test_commands_are_the_plan_argv_verbatim(plan: Plan, docs: dict[str, list[di
         assert c["command"][0] == PROGRAM
         assert "args" not in c
     pm = docs["pmtiles-job.yaml"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert pm[pm.index("--wait-for-input") + 1] == "21600"
+    assert pm[pm.index("--wait-for-input") + 1] == "86400"
     hex_cmd = docs["hex-job.yaml"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--chunk-id" not in hex_cmd
 

@@ -58,11 +58,12 @@ UPLOAD_TIMEOUT = 3600
 
 #: Finished Jobs (and their pods and logs) are kept a week, then garbage-collected.
 TTL_SECONDS_AFTER_FINISHED = 7 * 24 * 3600
-#: Wall-clock limit of each Job (includes time spent Pending). pmtiles may first wait up to 6 h
-#: for convert's output (``--wait-for-input``); the orchestrator outlives the whole chain.
+#: Wall-clock limit of each Job (includes time spent Pending). pmtiles may first wait as long as
+#: convert may run for convert's output (``--wait-for-input``), then has 48 h of its own; the
+#: orchestrator outlives the whole chain.
 ACTIVE_DEADLINE_SECONDS: dict[str, int] = {
     "convert": 24 * 3600,
-    "pmtiles": 48 * 3600,
+    "pmtiles": 24 * 3600 + 48 * 3600,
     "hex": 24 * 3600,
     "repartition": 12 * 3600,
     "upload": UPLOAD_TIMEOUT + 1800,
@@ -512,7 +513,7 @@ kubectl logs -f job/{job["workflow"]} -n {ns}
 kubectl apply -f {d}/{RBAC_FILE}
 
 kubectl apply -f {d}/{JOB_FILES["convert"]}
-# pmtiles waits (up to 6 h) for convert's output
+# pmtiles waits (up to 24 h) for convert's output
 kubectl apply -f {d}/{JOB_FILES["pmtiles"]}
 
 # Wait for convert to finish before hex
