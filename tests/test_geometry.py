@@ -28,8 +28,10 @@ def test_already_split_and_pole_polygons_unchanged() -> None:
     # Antarctica-like: along -90 from 180 to -180
     ant = shapely.Polygon([(-180, -90), (-180, -80), (0, -70), (180, -80), (180, -90), (-180, -90)])
     assert split_antimeridian_one(ant) is ant
-    # clipped along a parallel: an edge from 180 westwards to -143 is a real planar boundary
-    clipped = shapely.Polygon([(180, -84), (180, -85), (-143, -85), (-142, -84), (180, -84)])
+    # clipped along a parallel (Web Mercator Antarctica): the edge from 180 westwards to -143 is a
+    # real planar boundary; the coast runs all the way round, so the short way would wind round
+    # the pole
+    clipped = shapely.Polygon([(180, -84), (180, -85), (-143, -85), (-142, -84), (-100, -80), (0, -75), (100, -80), (180, -84)])
     assert split_antimeridian_one(clipped) is clipped
     east = shapely.Polygon([(177, -17), (180, -17), (180, -16), (177, -16), (177, -17)])
     assert split_antimeridian_one(east) is east
@@ -42,6 +44,14 @@ def test_ring_around_a_pole_is_closed_along_it() -> None:
     out = split_antimeridian_one(shapely.Polygon(ring))
     assert out.bounds[3] == pytest.approx(90.0)
     assert out.bounds[1] == pytest.approx(80.0)
+
+
+def test_crossing_through_vertices_on_the_antimeridian() -> None:
+    # crosses only at vertices lying exactly on ±180: still a small polygon, not a band
+    diamond = [(178, 0), (180, -1), (-178, 0), (180, 1), (178, 0)]
+    out = split_antimeridian_one(shapely.Polygon(diamond))
+    assert out.geom_type == "MultiPolygon" and out.area == pytest.approx(4.0)
+    assert sorted(round(g.bounds[0]) for g in out.geoms) == [-180, 178]
 
 
 def test_line_crossing_is_cut() -> None:

@@ -102,6 +102,12 @@ def test_atomic_output_local(tmp_path: Path) -> None:
     assert dest.read_bytes() == b"whole"
 
 
+def test_unwritable_destination_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="cannot write here"):
+        with storage.atomic_output("/proc/forbidden/x.parquet") as tmp:
+            tmp.write_bytes(b"x")
+
+
 def test_local_listing_and_delete(tmp_path: Path) -> None:
     for rel in ("a/1", "a/b/2", "c"):
         p = tmp_path / rel

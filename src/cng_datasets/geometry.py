@@ -9,6 +9,7 @@ boundaries, not crossings, and are left alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,29 +21,46 @@ from shapely.geometry.base import BaseGeometry
 _SEAM_TOLERANCE = 1e-7
 
 
-def _crossing_edges(coords: np.ndarray) -> np.ndarray:
-    """Boolean per edge: longitude jump > 180° that is not a seam.
+def _crossing_edges(coords: np.ndarray, closed: bool = True) -> np.ndarray:
+    """Boolean per edge of one ring (``closed``) or line: which edges cross ±180.
 
-    An edge from ±180 to ∓180 joins two points on the same meridian (on the
-    sphere it has no east-west extent): it is the planar boundary of an already split or clipped
-    polygon (Antarctica along −90, a polygon clipped along a parallel), not a crossing.
+    An edge jumping more than 180° of longitude is either a crossing (179.6 → −179.8, the short
+    way round) or a planar boundary of geometry already cut at ±180 (Natural Earth's Antarctica
+    runs from +180 to −180 along −90; a polygon clipped to a latitude band runs along that
+    parallel from 180 westwards). Decided per ring:
+
+    - a ring that closes when every long edge is taken the short way is a crossing ring: all its
+      long edges cross (also those through a vertex lying exactly on ±180);
+    - a ring that then winds once round the globe (round a pole) crosses only if it has a long
+      edge between two points off the antimeridian (a raw polar ring); if all its long edges
+      touch ±180 it is already cut, and is taken as drawn.
+
+    A line crosses where it has a long edge off the antimeridian (then all its long edges do).
     """
     if len(coords) < 2:
         return np.zeros(0, dtype=bool)
     lon = coords[:, 0]
-    dlon = np.abs(np.diff(lon))
+    long_edge = np.abs(np.diff(lon)) > 180.0
+    if not long_edge.any():
+        return long_edge
     on_meridian = np.abs(np.abs(lon) - 180.0) <= _SEAM_TOLERANCE
-    seam = on_meridian[:-1] | on_meridian[1:]
-    return (dlon > 180.0) & ~seam
+    off_seam = (long_edge & ~(on_meridian[:-1] | on_meridian[1:])).any()
+    if closed:
+        unwrapped = _unwrap(coords, long_edge)
+        if abs(unwrapped[-1, 0] - unwrapped[0, 0]) < 180.0:
+            return long_edge
+    return long_edge if off_seam else np.zeros(len(long_edge), dtype=bool)
 
 
-def _unwrap(coords: np.ndarray) -> np.ndarray:
-    """Make longitudes continuous across ±180 (may leave [-180, 180])."""
+def _unwrap(coords: np.ndarray, crossing: np.ndarray | None = None) -> np.ndarray:
+    """Make longitudes continuous across the ``crossing`` edges (default: every edge > 180°)."""
     out = coords.copy()
     if len(out) < 2:
         return out
     dlon = np.diff(out[:, 0])
-    shift = np.where(dlon > 180.0, -360.0, np.where(dlon < -180.0, 360.0, 0.0))
+    if crossing is None:
+        crossing = np.abs(dlon) > 180.0
+    shift = np.where(crossing & (dlon > 180.0), -360.0, np.where(crossing & (dlon < -180.0), 360.0, 0.0))
     out[1:, 0] += np.cumsum(shift)
     return out
 
@@ -64,26 +82,34 @@ def _wrap_into_world(geom: BaseGeometry) -> list[BaseGeometry]:
     return parts
 
 
-def _close_around_pole(ring: np.ndarray) -> np.ndarray:
-    """A ring that unwraps to a ±360° open band encircles a pole: close it along that pole."""
+def _close_around_pole(ring: np.ndarray, pole: float | None = None) -> np.ndarray:
+    """A ring that unwraps to a ±360° open band encircles a pole: close it along that pole
+    (``pole``, or the one on the side of the ring's mean latitude)."""
     start, end = ring[0], ring[-1]
-    pole = -90.0 if np.mean(ring[:, 1]) < 0 else 90.0
+    if pole is None:
+        pole = -90.0 if np.mean(ring[:, 1]) < 0 else 90.0
     extra = np.array([[end[0], pole], [start[0], pole], start])
     return np.vstack([ring[:-1] if np.allclose(ring[-1], ring[0]) else ring, extra])
 
 
-def split_polygon(poly: Polygon) -> list[Polygon]:
-    """One lon/lat polygon → polygons inside [-180, 180], cut where a ring crosses ±180."""
+def split_polygon(poly: Polygon, pole: float | None = None) -> list[Polygon]:
+    """One lon/lat polygon → polygons inside [-180, 180], cut where a ring crosses ±180.
+
+    ``pole`` (±90) says the polygon is known to contain that pole (e.g. it did in its source
+    projection): its shell then winds round the pole and is closed along it, whatever its edges
+    look like.
+    """
     rings = [np.asarray(poly.exterior.coords)] + [np.asarray(r.coords) for r in poly.interiors]
-    if not any(_crossing_edges(r).any() for r in rings):
+    crossings = [_crossing_edges(r) for r in rings]
+    if pole is None and not any(c.any() for c in crossings):
         return [poly]
-    shell = _unwrap(rings[0])
+    shell = _unwrap(rings[0], None if pole is not None else crossings[0])
     if abs(shell[-1, 0] - shell[0, 0]) > 180.0:
-        shell = _close_around_pole(shell)
+        shell = _close_around_pole(shell, pole)
     centre = (shell[:, 0].min() + shell[:, 0].max()) / 2.0
     holes = []
-    for ring in rings[1:]:
-        h = _unwrap(ring)
+    for ring, crossing in zip(rings[1:], crossings[1:]):
+        h = _unwrap(ring, crossing)
         # move the hole by whole turns so it sits inside the shell's longitude range
         h[:, 0] += 360.0 * np.round((centre - h[:, 0].mean()) / 360.0)
         holes.append(h)
@@ -94,9 +120,10 @@ def split_polygon(poly: Polygon) -> list[Polygon]:
 def split_line(line: LineString) -> list[LineString]:
     """One lon/lat line → lines inside [-180, 180], cut where an edge crosses ±180."""
     coords = np.asarray(line.coords)
-    if not _crossing_edges(coords).any():
+    crossing = _crossing_edges(coords, closed=False)
+    if not crossing.any():
         return [line]
-    return _flatten(_wrap_into_world(LineString(_unwrap(coords))), LineString)
+    return _flatten(_wrap_into_world(LineString(_unwrap(coords, crossing))), LineString)
 
 
 def _flatten(geoms: list[BaseGeometry], kind: type) -> list[Any]:
@@ -109,11 +136,16 @@ def _flatten(geoms: list[BaseGeometry], kind: type) -> list[Any]:
     return out
 
 
-def split_antimeridian_one(geom: BaseGeometry) -> BaseGeometry:
-    """Split one lon/lat geometry at ±180 where an edge crosses it; unchanged otherwise."""
+def split_antimeridian_one(geom: BaseGeometry, part_poles: Sequence[float | None] | None = None) -> BaseGeometry:
+    """Split one lon/lat geometry at ±180 where an edge crosses it; unchanged otherwise.
+
+    ``part_poles``: for each polygon of a (multi)polygon, the pole it is known to contain, or
+    ``None`` (see :func:`split_polygon`).
+    """
     if isinstance(geom, (Polygon, MultiPolygon)):
         polys = [geom] if isinstance(geom, Polygon) else list(geom.geoms)
-        pieces = [p for poly in polys for p in split_polygon(poly)]
+        poles = list(part_poles) if part_poles is not None else [None] * len(polys)
+        pieces = [p for poly, pole in zip(polys, poles) for p in split_polygon(poly, pole)]
         parts = _flatten(pieces, Polygon)
         if parts == polys:
             return geom
@@ -129,20 +161,25 @@ def split_antimeridian_one(geom: BaseGeometry) -> BaseGeometry:
     return geom
 
 
-def split_antimeridian(geoms: np.ndarray) -> tuple[np.ndarray, int]:
+def split_antimeridian(
+    geoms: np.ndarray, part_poles: dict[int, list[float | None]] | None = None
+) -> tuple[np.ndarray, int]:
     """Vectorised front end of :func:`split_antimeridian_one` for lon/lat geometries.
 
     Only geometries whose bounding box spans more than 180° of longitude can hold a crossing edge,
-    so the per-geometry work is limited to those. Returns the new array and how many changed.
+    so the per-geometry work is limited to those (and to the keys of ``part_poles``, which maps a
+    geometry's index to the pole each of its polygons contains). Returns the new array and how
+    many changed.
     """
+    part_poles = part_poles or {}
     bounds = shapely.bounds(geoms)
     with np.errstate(invalid="ignore"):
-        wide = np.flatnonzero((bounds[:, 2] - bounds[:, 0]) > 180.0)
+        wide = set(np.flatnonzero((bounds[:, 2] - bounds[:, 0]) > 180.0).tolist()) | set(part_poles)
     changed = 0
-    if len(wide):
+    if wide:
         geoms = geoms.copy()
-        for i in wide:
-            new = split_antimeridian_one(geoms[i])
+        for i in sorted(wide):
+            new = split_antimeridian_one(geoms[i], part_poles.get(i))
             if new is not geoms[i]:
                 geoms[i] = new
                 changed += 1

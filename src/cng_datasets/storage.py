@@ -368,11 +368,17 @@ def delete_prefix(url: str) -> int:
     for i in range(0, len(keys), 1000):
         batch = keys[i : i + 1000]
         try:
-            client.delete_objects(
+            answer = client.delete_objects(
                 Bucket=loc.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
             )
         except Exception as exc:
             raise _s3_error(url, exc) from exc
+        failed = answer.get("Errors") or []
+        if failed:
+            first = failed[0]
+            raise StorageError(
+                url, f"{len(failed)} object(s) not deleted, e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+            )
     return len(keys)
 
 
@@ -456,13 +462,18 @@ def atomic_output(url: str, suffix: str = "") -> Iterator[Path]:
     loc = parse(url)
     if loc.scheme not in ("file", "s3"):
         raise StorageError(url, "cannot write to an http(s) URL")
-    if loc.is_local:
-        dest = Path(loc.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
-    else:
-        tmpdir = Path(tempfile.mkdtemp(prefix="cng-"))
-        tmp = tmpdir / (uuid.uuid4().hex[:12] + suffix)
+    try:
+        if loc.is_local:
+            dest = Path(loc.path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
+            if not os.access(dest.parent, os.W_OK):
+                raise PermissionError(13, "permission denied", str(dest.parent))
+        else:
+            tmpdir = Path(tempfile.mkdtemp(prefix="cng-"))
+            tmp = tmpdir / (uuid.uuid4().hex[:12] + suffix)
+    except OSError as exc:
+        raise StorageError(url, f"cannot write here ({exc.strerror or exc})") from exc
     try:
         yield tmp
         if not tmp.exists():

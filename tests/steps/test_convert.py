@@ -432,3 +432,79 @@ def test_remote_reads_over_http_and_zipped_filegdb_on_s3(s3: str, tmp_path: Path
     check_geoparquet(tmp_path / "gdb.parquet", 177)
     with pytest.raises(SourceError, match="FileGDB is a directory"):
         convert([f"{s3}/in/ne.gdb"], str(tmp_path / "x.parquet"))
+
+
+def _geojson(path: Path, rings: list[list[list[float]]]) -> Path:
+    feats = [{"type": "Feature", "properties": {"k": i}, "geometry": {"type": "Polygon", "coordinates": [r]}}
+             for i, r in enumerate(rings)]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    return path
+
+
+def test_unsplit_crossing_polygons_keep_their_area(tmp_path: Path) -> None:
+    """Random simple polygons round 180°, written with wrapped longitudes: the split (done before
+    any validity repair) must give back the area they have when drawn the short way."""
+    rng = np.random.default_rng(7)
+    rings, areas = [], []
+    for _ in range(300):
+        cx, cy = 180 + rng.uniform(-2, 2), rng.uniform(-60, 60)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(4, 12)))
+        radii = rng.uniform(0.3, 3, len(angles))
+        xy = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)])
+        poly = shapely.Polygon(xy)
+        if not poly.is_valid:
+            continue
+        areas.append(poly.area)
+        wrapped = np.where(xy[:, 0] > 180, xy[:, 0] - 360, xy[:, 0])
+        wrapped = np.round(wrapped, 1)  # some vertices land exactly on ±180
+        drawn = shapely.Polygon(np.column_stack([np.where(wrapped < 0, wrapped + 360, wrapped), xy[:, 1]]))
+        if not drawn.is_valid:  # rounding made it self-intersect: not a clean reference
+            areas.pop()
+            continue
+        areas[-1] = drawn.area
+        ring = np.column_stack([wrapped, xy[:, 1]]).tolist()
+        rings.append(ring + [ring[0]])
+    out = _convert(_geojson(tmp_path / "r.geojson", rings), tmp_path)
+    table = check_geoparquet(out, len(rings))
+    got = shapely.area(shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False)))
+    np.testing.assert_allclose(got, areas, rtol=1e-6)
+
+
+def test_crossing_polygon_with_a_vertex_on_the_antimeridian(tmp_path: Path) -> None:
+    ring = [[179.2, 12.4], [179.5, 11], [177.8, 9.5], [-180, 8.6], [-179.6, 8.4], [179.2, 12.4]]
+    table = check_geoparquet(_convert(_geojson(tmp_path / "v.geojson", [ring]), tmp_path), 1)
+    g = shapely.from_wkb(table["geometry"][0].as_py())
+    expected = shapely.Polygon([(x + 360 if x < 0 else x, y) for x, y in ring]).area
+    assert g.area == pytest.approx(expected)
+
+
+def test_polar_projection_polygon_covers_the_pole(tmp_path: Path) -> None:
+    """A circle round the south pole in EPSG:3031 (Antarctic polar stereographic): in lon/lat it
+    must cover the cap down to -90, not collapse to a sliver or a null."""
+    angles = np.linspace(0, 2 * np.pi, 65)[:-1]
+    circle = shapely.Polygon(np.column_stack([2_000_000 * np.sin(angles), 2_000_000 * np.cos(angles)]))
+    wobbly = shapely.Polygon(np.column_stack([1_500_000 * (1 + 0.1 * np.sin(5 * angles)) * np.sin(angles),
+                                              1_500_000 * (1 + 0.1 * np.sin(5 * angles)) * np.cos(angles)]))
+    gpkg = tmp_path / "polar.gpkg"
+    pyogrio.write_arrow(pa.table({"k": [1, 2], "geom": shapely.to_wkb([circle, wobbly])}), gpkg,
+                        geometry_name="geom", geometry_type="Polygon", crs="EPSG:3031")
+    table = check_geoparquet(_convert(gpkg, tmp_path), 2)
+    geoms = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
+    for g in geoms:
+        assert g is not None and g.bounds[1] == pytest.approx(-90)
+        for lon in (-179, -90, 0, 90, 179):
+            assert g.contains(shapely.Point(lon, -87)), lon
+        assert not g.contains(shapely.Point(0, -50))
+    # the circle's latitude is ~ -72: its lon/lat area is the band from there to the pole
+    assert geoms[0].area == pytest.approx(360 * (90 - 71.9), rel=0.02)
+
+
+def test_coordinates_outside_lonlat_need_a_source_crs(tmp_path: Path) -> None:
+    csv = tmp_path / "metres.csv"
+    csv.write_text("x,y,name\n1113194.9,1118890.0,a\n-2226389.8,0,b\n")
+    with pytest.warns(UserWarning, match="no CRS"), pytest.raises(SourceError, match="outside the lon/lat range.*--source-crs"):
+        _convert(csv, tmp_path)
+    assert not (tmp_path / "out.parquet").exists()
+    table = check_geoparquet(_convert(csv, tmp_path, source_crs="EPSG:3857"), 2)
+    np.testing.assert_allclose(shapely.get_coordinates(shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))),
+                               [[10, 10], [-20, 0]], atol=1e-4)

@@ -13,6 +13,7 @@ from cng_datasets.cli.common import handle_errors
 @click.option("--layer", help="Layer to read from multi-layer sources (GeoPackage, FileGDB, TopoJSON).")
 @click.option("--id-column", help="Use this existing, unique column as feature id instead of _cng_fid.")
 @click.option("--target-crs", default="EPSG:4326", show_default=True, help="Output CRS (x is always longitude).")
+@click.option("--source-crs", help="CRS of the sources, overriding their metadata (e.g. for a CSV in metres).")
 @click.option("--simplify-tolerance", type=float, help="Topology-preserving simplification, in target CRS units.")
 @click.option("--trim-strings", is_flag=True, help="Strip white space around every text value.")
 @click.option("--row-group-size", type=int, default=100_000, show_default=True, help="Rows per row group (at most).")

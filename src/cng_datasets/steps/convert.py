@@ -59,6 +59,8 @@ class ConvertOptions:
     - ``id_column``: an existing column to use as the feature id instead of ``_cng_fid``; it
       must be unique (checked after writing, before publishing).
     - ``target_crs``: output CRS (default EPSG:4326, always written x = longitude).
+    - ``source_crs``: the CRS of every source, overriding what the files say (for sources
+      without CRS, or with a wrong one); otherwise a source without CRS is taken as EPSG:4326.
     - ``simplify_tolerance``: topology-preserving simplification, in target CRS units.
     - ``trim_strings``: strip leading/trailing white space of every text value.
     - ``row_group_size`` / ``row_group_bytes``: a row group ends at whichever comes first.
@@ -71,6 +73,7 @@ class ConvertOptions:
     layer: str | None = None
     id_column: str | None = None
     target_crs: str = "EPSG:4326"
+    source_crs: str | None = None
     simplify_tolerance: float | None = None
     trim_strings: bool = False
     row_group_size: int = 100_000
@@ -239,6 +242,7 @@ class _GeometryPipeline:
     source_crs: Any
     target_crs: Any
     simplify: float | None
+    assumed: bool = False  # the source had no CRS and was taken as lon/lat
     transformer: Any = None
     lonlat: bool = True
 
@@ -248,6 +252,26 @@ class _GeometryPipeline:
         if self.source_crs is not None and not self.source_crs.equals(self.target_crs, ignore_axis_order=True):
             self.transformer = Transformer.from_crs(self.source_crs, self.target_crs, always_xy=True)
         self.lonlat = self.target_crs.is_geographic
+        self.poles: list[tuple[float, float, float]] = []  # (pole latitude, x, y in the source CRS)
+        if self.transformer is not None and self.lonlat:
+            back = Transformer.from_crs(self.target_crs, self.source_crs, always_xy=True)
+            for lat in (90.0, -90.0):
+                x, y = back.transform(0.0, lat, errcheck=False)
+                if np.isfinite(x) and np.isfinite(y):
+                    self.poles.append((lat, float(x), float(y)))
+
+    def _pole_parts(self, geoms: np.ndarray) -> dict[int, list[float | None]]:
+        """Polygons that contain a pole in the source CRS (a polar projection): after
+        reprojection their rings wind round that pole, which no edge rule can see reliably."""
+        out: dict[int, list[float | None]] = {}
+        for lat, x, y in self.poles:
+            for i in np.flatnonzero(shapely.contains_xy(geoms, x, y)):
+                parts = shapely.get_parts(geoms[i])
+                inside = shapely.contains_xy(parts, x, y)
+                poles = out.setdefault(int(i), [None] * len(parts))
+                for k in np.flatnonzero(inside):
+                    poles[k] = lat
+        return out
 
     def run(self, wkb: np.ndarray, summary: SourceSummary) -> np.ndarray:
         geoms = shapely.from_wkb(wkb, on_invalid="fix")
@@ -255,6 +279,7 @@ class _GeometryPipeline:
         empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
         geoms[empty] = None
         summary.null_geometries += int(empty.sum())
+        pole_parts = self._pole_parts(geoms) if self.poles else {}
         if self.transformer is not None:
             tr = self.transformer
 
@@ -266,6 +291,11 @@ class _GeometryPipeline:
             bad = ~empty & ~np.isfinite(shapely.bounds(geoms)).all(axis=1)
             if bad.any():
                 raise DataError(f"{int(bad.sum())} geometries cannot be projected to the target CRS (outside its area of use?)")
+        if self.lonlat:
+            self._check_range(geoms, empty, summary)
+            # before any validity repair: a ring crossing ±180 looks self-intersecting in the plane
+            geoms, n = split_antimeridian(geoms, pole_parts)
+            summary.split_at_antimeridian += n
         polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))
         invalid = ~empty & ~shapely.is_valid(geoms)
         if invalid.any():
@@ -277,9 +307,6 @@ class _GeometryPipeline:
                 fixed[lin] = shapely.make_valid(geoms[idx[lin]])
             geoms[idx] = fixed
             summary.made_valid += len(idx)
-        if self.lonlat:
-            geoms, n = split_antimeridian(geoms)
-            summary.split_at_antimeridian += n
         if self.simplify:
             geoms = shapely.simplify(geoms, self.simplify, preserve_topology=True)
         # validity repairs can collapse a sliver to empty: count as null, never silently drop a row
@@ -288,6 +315,18 @@ class _GeometryPipeline:
             geoms[newly_empty] = None
             summary.null_geometries += int(newly_empty.sum())
         return geoms
+
+    def _check_range(self, geoms: np.ndarray, empty: np.ndarray, summary: SourceSummary) -> None:
+        """Lon/lat output must lie in [-180, 180] × [-90, 90]: anything else is a wrong or missing
+        source CRS (metres read as degrees), which would otherwise be clamped into nonsense."""
+        b = shapely.bounds(geoms[~empty])
+        if not len(b):
+            return
+        eps = 1e-6
+        if b[:, 0].min() < -180 - eps or b[:, 2].max() > 180 + eps or b[:, 1].min() < -90 - eps or b[:, 3].max() > 90 + eps:
+            extent = f"x {b[:, 0].min():.6g}..{b[:, 2].max():.6g}, y {b[:, 1].min():.6g}..{b[:, 3].max():.6g}"
+            hint = "give the source's CRS with --source-crs" if self.assumed else "its CRS metadata looks wrong (override with --source-crs)"
+            raise SourceError(summary.source, f"coordinates outside the lon/lat range ({extent}); {hint}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,6 +452,10 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
         target = pyproj.CRS.from_user_input(opts.target_crs)
     except pyproj.exceptions.CRSError as exc:
         raise UsageError(f"--target-crs {opts.target_crs!r}: {exc}") from exc
+    try:
+        source_override = pyproj.CRS.from_user_input(opts.source_crs) if opts.source_crs else None
+    except pyproj.exceptions.CRSError as exc:
+        raise UsageError(f"--source-crs {opts.source_crs!r}: {exc}") from exc
     summary = ConvertSummary(output=dest)
     with ExitStack() as stack:
         read = ReadOptions(opts.layer, opts.lat_column, opts.lon_column, opts.encoding, opts.batch_size)
@@ -426,12 +469,13 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
             next_fid = 1
             for src, mapping in zip(opened, schema.renames):
                 s = SourceSummary(source=src.url, layer=src.layer, crs=src.crs.to_string() if src.crs else None)
-                if src.crs is None:
+                assumed = src.crs is None and source_override is None
+                if assumed:
                     warnings.warn(
                         f"source {src.url!r} has no CRS; taken as EPSG:4326 (lon/lat)", AssumedCrsWarning, stacklevel=2
                     )
-                source_crs = src.crs or pyproj.CRS.from_user_input("OGC:CRS84")
-                pipeline = _GeometryPipeline(source_crs, target, opts.simplify_tolerance)
+                source_crs = source_override or src.crs or pyproj.CRS.from_user_input("OGC:CRS84")
+                pipeline = _GeometryPipeline(source_crs, target, opts.simplify_tolerance, assumed)
                 for attrs, wkb in _prefetch(src.batches):
                     geoms = pipeline.run(wkb, s)
                     n = len(geoms)
