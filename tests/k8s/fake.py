@@ -622,15 +622,16 @@ def restore_logging():
 
 def write_workflow(
     directory: Path, bucket: str = "bkt", namespace: str = "geo", feature_count: int = 4500, chunk_size: int = 1000,
-    dataset: str = "demo/places",
+    dataset: str = "demo/places", **settings: Any,
 ) -> Path:
-    """A real workflow folder, written by the manifest builders of ``cng-datasets workflow``."""
+    """A real workflow folder, written by the manifest builders of ``cng-datasets workflow``
+    (``settings``: more :class:`~cng_datasets.config.WorkflowConfig` fields, e.g. ``h3_resolution``)."""
     from cng_datasets.config import WorkflowConfig
     from cng_datasets.k8s import manifests
     from cng_datasets.plan import build_plan
 
     config = WorkflowConfig(dataset=dataset, source_urls=("https://example.org/places.gpkg",), bucket=bucket,
-                            namespace=namespace, chunk_size=chunk_size)
+                            namespace=namespace, chunk_size=chunk_size, **settings)
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in manifests.render_files(build_plan(config, feature_count), str(directory)).items():
         (directory / name).write_text(text, encoding="utf-8")

@@ -156,7 +156,8 @@ def test_processing_jobs_names_labels_annotations(plan: Plan, docs: dict[str, li
             "cng-datasets/step": step,
         }
         assert expected_labels.items() <= meta["labels"].items()
-        assert meta["annotations"] == {"cng-datasets/depends-on": depends[step], "cng-datasets/dataset-path": "my-dataset"}
+        assert meta["annotations"] == {"cng-datasets/depends-on": depends[step], "cng-datasets/dataset-path": "my-dataset",
+                                       "cng-datasets/spec-hash": meta["annotations"]["cng-datasets/spec-hash"]}
         assert job["spec"]["template"]["metadata"]["labels"]["cng-datasets/step"] == step
         assert job["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
         assert job["spec"]["activeDeadlineSeconds"] == m.ACTIVE_DEADLINE_SECONDS[step]
@@ -279,6 +280,79 @@ def test_other_jobs_fail_at_once_on_bad_input(docs: dict[str, list[dict[str, Any
         assert rules[1] == {"action": "FailJob", "onExitCodes": {"containerName": "step", "operator": "In", "values": [65]}}
 
 
+# ---- spec hashes --------------------------------------------------------------------------
+
+
+def _hashes(config: WorkflowConfig, feature_count: int = 1_000_000) -> dict[str, str]:
+    return {name: job["metadata"]["annotations"]["cng-datasets/spec-hash"]
+            for name, job in _jobs(m.build_documents(build_plan(config, feature_count))).items()}
+
+
+def test_every_job_carries_the_spec_hash_the_orchestrator_recomputes(docs: dict[str, list[dict[str, Any]]]) -> None:
+    from cng_datasets.k8s import spechash
+
+    jobs = _jobs(docs)
+    assert len(jobs) == 6
+    for job in jobs.values():
+        assert re.fullmatch(r"[0-9a-f]{16}", spechash.annotated(job) or "")
+    # recomputed from the YAML text, as orchestrate / submit do
+    files = {n: list(yaml.safe_load_all(t)) for n, t in m.render_files(build_plan(golden_config(), 1_000_000)).items()
+             if n.endswith(".yaml")}
+    steps = [(d["metadata"]["labels"]["cng-datasets/step"], d,
+              [x for x in d["metadata"]["annotations"]["cng-datasets/depends-on"].split(",") if x])
+             for f in m.JOB_FILES.values() for d in files[f]]
+    hashes = spechash.step_hashes(steps)
+    for step, job, _ in steps:
+        assert spechash.annotated(job) == hashes[step]
+    (orch,) = files[m.WORKFLOW_FILE]
+    (upload,) = files[m.UPLOAD_FILE]
+    assert spechash.annotated(orch) == spechash.workflow_hash(orch, hashes)
+    assert spechash.annotated(upload) == spechash.spec_hash(upload)
+    assert len({*hashes.values(), spechash.annotated(orch), spechash.annotated(upload)}) == 6
+
+
+def test_spec_hash_follows_what_a_job_runs_and_what_it_reads() -> None:
+    base = _hashes(golden_config())
+    assert _hashes(golden_config()) == base  # deterministic
+    changed = {n for n, h in _hashes(golden_config(h3_resolution=11)).items() if h != base[n]}
+    # hex computes at another resolution; repartition merges hex's chunks (its own command is the
+    # same); the orchestrator covers every step; convert is untouched (its finished Job is reused)
+    assert {"my-dataset-hex", "my-dataset-repartition", "my-dataset-workflow"} <= changed
+    assert "my-dataset-convert" not in changed and "my-dataset-upload-yamls" not in changed
+    changed = {n for n, h in _hashes(golden_config(max_zoom=9)).items() if h != base[n]}
+    assert changed == {"my-dataset-pmtiles", "my-dataset-workflow"}
+    changed = {n for n, h in _hashes(golden_config(source_urls=("https://example.com/other.gpkg",))).items()
+               if h != base[n]}
+    # only convert's command differs, but every step after it reads convert's output
+    assert changed == {"my-dataset-convert", "my-dataset-pmtiles", "my-dataset-hex", "my-dataset-repartition",
+                       "my-dataset-workflow"}
+    changed = {n for n, h in _hashes(golden_config(), 2_000_000).items() if h != base[n]}
+    assert changed == {"my-dataset-hex", "my-dataset-repartition", "my-dataset-workflow"}  # other chunks
+    changed = {n for n, h in _hashes(golden_config(image="ghcr.io/x/y:2")).items() if h != base[n]}
+    assert changed == set(base)
+
+
+def test_spec_hash_ignores_what_does_not_change_the_output(docs: dict[str, list[dict[str, Any]]]) -> None:
+    import copy
+
+    from cng_datasets.k8s import spechash
+
+    (job,) = docs["hex-job.yaml"]
+    other = copy.deepcopy(job)
+    other["metadata"]["labels"]["x"] = "y"
+    other["metadata"]["annotations"]["cng-datasets/spec-hash"] = "0" * 16
+    other["spec"]["parallelism"] = 3
+    other["spec"]["activeDeadlineSeconds"] = 1
+    other["spec"]["template"]["metadata"]["labels"]["controller-uid"] = "abc"  # set by the API server
+    other["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = 1  # int vs "1"
+    assert spechash.spec_hash(other) == spechash.spec_hash(job)
+    other["spec"]["template"]["spec"]["containers"][0]["command"][-1] += "x"
+    assert spechash.spec_hash(other) != spechash.spec_hash(job)
+    assert spechash.spec_hash(job, ["convert=a"]) != spechash.spec_hash(job, ["convert=b"])
+    with pytest.raises(ValueError, match="cycle"):
+        spechash.step_hashes([("a", job, ["b"]), ("b", job, ["a"])])
+
+
 # ---- infrastructure -----------------------------------------------------------------------
 
 
@@ -395,6 +469,9 @@ def test_readme_has_the_exact_commands(plan: Plan) -> None:
              for f in ("convert-job.yaml", "pmtiles-job.yaml", "hex-job.yaml", "repartition-job.yaml")]
     assert order == sorted(order)
     assert "kubectl wait --for=condition=complete job/my-dataset-convert -n biodiversity" in text
+    # on a re-run the old .parquet exists, so pmtiles would not wait for the new one
+    section = text[text.index("## Jobs one by one"):text.index("kubectl apply -f 'out dir/my-dataset'/pmtiles-job.yaml")]
+    assert "re-run: apply pmtiles only after convert has completed" in section
 
 
 # ---- the image ----------------------------------------------------------------------------

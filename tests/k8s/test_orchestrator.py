@@ -15,6 +15,7 @@ import yaml
 from cng_datasets.errors import ClusterError, UsageError
 from cng_datasets.k8s import rbac
 from cng_datasets.k8s.orchestrator import (
+    StaleJobError,
     job_state,
     load_step_jobs,
     orchestrate,
@@ -183,6 +184,74 @@ def test_rerun_after_a_failure_reports_it_at_once(cluster: FakeCluster, yamls: P
     assert cluster.created_jobs.count(JOB["hex"]) == 1
 
 
+def test_rerun_with_other_settings_fails_naming_the_stale_jobs_instead_of_skipping_them(
+    tmp_path: Path, cluster: FakeCluster, yamls: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run(cluster, yamls)  # h3 resolution 10: every Job Complete, kept for a week
+    created = list(cluster.created_jobs)
+    other = step_yamls(write_workflow(tmp_path / "wf-r11", h3_resolution=11))
+    cluster.calls.clear()
+    with caplog.at_level(logging.INFO, logger="cng_datasets"), pytest.raises(StaleJobError) as err:
+        run(cluster, other)
+    msg = str(err.value)
+    assert "\n" not in msg and err.value.exit_code == 65
+    assert msg.startswith("Jobs in namespace geo from an earlier run with other settings: ")
+    for step in ("hex", "repartition"):
+        assert f"{JOB[step]} (spec-hash " in msg and f"; {step}-job.yaml has " in msg
+    assert JOB["convert"] not in msg  # convert's settings did not change
+    assert "`cng-datasets submit DIR --replace-stale`" in msg and "`cng-datasets cleanup DIR` (keeps the outputs)" in msg
+    assert cluster.created_jobs == created  # nothing created …
+    assert "skipped" not in caplog.text and "workflow complete" not in caplog.text  # … nothing skipped silently
+    assert cluster.used_rules() == {("batch", "jobs", "get")}
+    # the identical YAMLs still skip the finished Jobs (restart semantics)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cng_datasets"):
+        states = run(cluster, yamls)
+    assert all(st.phase == "complete" for st in states.values()) and cluster.created_jobs == created
+    assert caplog.text.count("is already complete — skipped") == 4
+
+
+def test_a_job_without_spec_hash_is_stale_and_created_jobs_carry_the_recomputed_hash(
+    tmp_path: Path, cluster: FakeCluster, yamls: Path
+) -> None:
+    from cng_datasets.k8s import spechash
+
+    # a hand-edited YAML whose annotation is out of date: the Job gets the hash of what it runs
+    text = (yamls / "hex-job.yaml").read_text()
+    assert text.count("- '10'") == 1  # --resolution 10
+    (yamls / "hex-job.yaml").write_text(text.replace("- '10'", "- '11'"))
+    run(cluster, yamls)
+    jobs = cluster.jobs()
+    manifests = {s.step: s for s in load_step_jobs(yamls)}
+    want = spechash.step_hashes((s.step, s.manifest, s.depends_on) for s in manifests.values())
+    for step, name in JOB.items():
+        assert spechash.annotated(jobs[name]) == want[step]
+    assert spechash.annotated(manifests["hex"].manifest) != want["hex"]
+    # a Job from before spec hashes (or applied by hand without one) is not taken for this run's
+    del cluster.objects[("Job", "geo", JOB["convert"])]["metadata"]["annotations"]["cng-datasets/spec-hash"]
+    with pytest.raises(StaleJobError, match=r"^Job in namespace geo from an earlier run with other settings: "
+                                            r"demo-places-convert \(no spec-hash; convert-job.yaml has [0-9a-f]{16}\)"):
+        run(cluster, yamls)
+
+
+def test_a_stale_job_appearing_while_the_workflow_runs_is_not_awaited(cluster: FakeCluster, yamls: Path) -> None:
+    """Between the first check and hex's turn, someone applies a hex Job of other settings."""
+    import copy
+
+    cluster.script["convert"] = {None: [Outcome(ticks=3)]}
+    intruder = copy.deepcopy(yaml.safe_load((yamls / "hex-job.yaml").read_text()))
+    intruder["metadata"]["annotations"]["cng-datasets/spec-hash"] = "0" * 16
+
+    def sleep(seconds: float) -> None:
+        cluster.sleep(seconds)
+        if ("Job", "geo", JOB["hex"]) not in cluster.objects:
+            cluster.api().create("geo", intruder)
+
+    with pytest.raises(StaleJobError, match=r"demo-places-hex \(spec-hash 0000000000000000; hex-job.yaml has "):
+        run(cluster, yamls, sleep=sleep)
+    assert cluster.created_jobs == [JOB["convert"], JOB["hex"]]  # the intruder; pmtiles/repartition not started
+
+
 def test_missing_namespace(cluster: FakeCluster, yamls: Path) -> None:
     with pytest.raises(ClusterError) as err:
         run(cluster, yamls, namespace="nope")
@@ -217,8 +286,11 @@ def test_rbac_rules_are_exactly_the_calls_of_orchestrate(tmp_path: Path, yamls: 
         except ClusterError as exc:
             assert "permission denied" not in str(exc)
         used |= c.used_rules()
-        if i == 0:  # a restart over finished work
+        if i == 0:  # a restart over finished work, then a re-run with other settings
             run(c, yamls)
+            used |= c.used_rules()
+            with pytest.raises(ClusterError, match="earlier run with other settings"):
+                run(c, step_yamls(write_workflow(tmp_path / "wf-other", h3_resolution=11)))
             used |= c.used_rules()
     assert used == GRANTED
     # …and the Role that `cng-datasets workflow` renders grants exactly these.

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from cng_datasets import storage
 from cng_datasets.errors import ClusterError
-from cng_datasets.k8s import rbac
-from cng_datasets.k8s.orchestrator import orchestrate
+from cng_datasets.k8s import rbac, spechash
+from cng_datasets.k8s.orchestrator import StaleJobError, job_state, orchestrate
 from cng_datasets.k8s.submit import cleanup, format_status, load_workflow, logs, output_urls, status, submit
 from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, restore_logging, write_workflow
 
@@ -97,6 +97,73 @@ def test_submit_again_after_a_crash_between_upload_and_orchestrator(cluster: Fak
     assert result == "submitted"
     assert cluster.created_jobs.count("demo-places-upload-yamls") == 2  # a fresh receiver
     assert (cluster.pvc_dir(NS, PVC) / "hex-job.yaml").read_bytes() == (wf_dir / "hex-job.yaml").read_bytes()
+
+
+def _run_to_completion(cluster: FakeCluster, wf_dir: Path) -> None:
+    do_submit(cluster, wf_dir)
+    run_orchestrator(cluster)
+    for _ in range(4):
+        cluster.tick()  # the orchestrator Job's pod exits 0
+    assert job_state(cluster.jobs()["demo-places-workflow"]).phase == "complete"
+
+
+def test_submit_after_regenerating_with_other_settings_stops_naming_the_stale_jobs(
+    cluster: FakeCluster, wf_dir: Path
+) -> None:
+    _run_to_completion(cluster, wf_dir)  # h3 resolution 10
+    created, execs = list(cluster.created_jobs), len(cluster.execs)
+    write_workflow(wf_dir, h3_resolution=11)  # the same folder, regenerated
+    with pytest.raises(StaleJobError) as err:
+        do_submit(cluster, wf_dir)
+    msg = str(err.value)
+    assert "\n" not in msg and "already completed" not in msg
+    assert msg.startswith("Jobs in namespace geo from an earlier run with other settings: demo-places-workflow (spec-hash ")
+    assert "; workflow.yaml has " in msg and "demo-places-hex (spec-hash " in msg and "demo-places-repartition" in msg
+    assert "demo-places-convert" not in msg and "demo-places-upload-yamls" not in msg  # unchanged / replaced anyway
+    assert f"`cng-datasets submit {wf_dir} --replace-stale`" in msg and f"`cng-datasets cleanup {wf_dir}`" in msg
+    assert cluster.created_jobs == created and len(cluster.execs) == execs  # nothing touched
+
+    convert_uid = cluster.jobs()["demo-places-convert"]["metadata"]["uid"]
+    result, lines = do_submit(cluster, wf_dir, replace_stale=True)
+    assert result == "submitted"
+    deleted = [line for line in lines if line.startswith("deleting Job ")]
+    assert deleted[0] == "deleting Job demo-places-workflow: it ran other settings than workflow.yaml"  # first
+    assert "deleting Job demo-places-hex: it ran other settings than hex-job.yaml" in deleted
+    assert not any("convert" in line for line in deleted)
+    assert (cluster.pvc_dir(NS, PVC) / "hex-job.yaml").read_bytes() == (wf_dir / "hex-job.yaml").read_bytes()
+    run_orchestrator(cluster)
+    assert cluster.jobs()["demo-places-convert"]["metadata"]["uid"] == convert_uid  # finished, same settings: kept
+    assert cluster.created_jobs.count("demo-places-convert") == 1
+    assert cluster.created_jobs.count("demo-places-hex") == cluster.created_jobs.count("demo-places-repartition") == 2
+    want = load_workflow(wf_dir).spec_hashes()
+    for step, name in load_workflow(wf_dir).job_names().items():
+        assert spechash.annotated(cluster.jobs()[name]) == want[step], step
+    for _ in range(4):
+        cluster.tick()
+    assert do_submit(cluster, wf_dir)[0] == "complete"  # identical YAMLs: nothing to do
+
+
+def test_a_running_workflow_or_upload_of_other_settings_is_not_reused(cluster: FakeCluster, wf_dir: Path) -> None:
+    cluster.script["demo-places-workflow"] = {None: [HANG]}
+    do_submit(cluster, wf_dir)
+    write_workflow(wf_dir, image="ghcr.io/example/cng-datasets:2")
+    with pytest.raises(StaleJobError, match=r"^Job in namespace geo from an earlier run with other settings: "
+                                            r"demo-places-workflow \(spec-hash [0-9a-f]{16}; workflow.yaml has"):
+        do_submit(cluster, wf_dir)  # was: "already running"
+    result, lines = do_submit(cluster, wf_dir, replace_stale=True)
+    assert result == "submitted" and lines[0].startswith("deleting Job demo-places-workflow")
+    assert cluster.created_jobs.count("demo-places-workflow") == 2
+    image = cluster.jobs()["demo-places-workflow"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "ghcr.io/example/cng-datasets:2"
+
+    # an upload Job still waiting for files, from a submit of other settings
+    cluster.objects.pop(("Job", NS, "demo-places-workflow"))
+    upload = cluster.objects[("Job", NS, "demo-places-upload-yamls")]
+    upload["metadata"]["annotations"]["cng-datasets/spec-hash"] = "0" * 16
+    upload["status"] = {"active": 1}
+    with pytest.raises(StaleJobError, match=r"demo-places-upload-yamls \(spec-hash 0000000000000000; "
+                                            r"workflow-upload.yaml has "):
+        do_submit(cluster, wf_dir)
 
 
 def test_submit_into_a_missing_namespace(tmp_path: Path, wf_dir: Path) -> None:
@@ -246,6 +313,28 @@ def test_cleanup_cli_without_yes_on_a_pipe_keeps_data(cluster: FakeCluster, wf_d
     assert submit_mod.output_urls(load_workflow(wf_dir))[0][0] in result.output
 
 
+def test_submit_cli_stale_jobs_exit_65_in_one_line(cluster: FakeCluster, wf_dir: Path, monkeypatch,
+                                                  restore_logging) -> None:  # type: ignore[no-untyped-def]
+    import functools
+
+    from cng_datasets.cli import cli
+    from cng_datasets.k8s import api as k8s_api
+    from cng_datasets.k8s import submit as submit_mod
+
+    monkeypatch.setattr(k8s_api, "connect", lambda context=None: cluster.api())
+    monkeypatch.setattr(submit_mod, "submit", functools.partial(submit_mod.submit, sleep=cluster.sleep,
+                                                                clock=lambda: cluster.now))
+    _run_to_completion(cluster, wf_dir)
+    write_workflow(wf_dir, h3_resolution=11)
+    result = CliRunner().invoke(cli, ["submit", str(wf_dir)])
+    assert result.exit_code == 65
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: Jobs in namespace geo from an earlier run with other settings: demo-places-workflow")
+    result = CliRunner().invoke(cli, ["submit", str(wf_dir), "--replace-stale"])
+    assert result.exit_code == 0, result.output
+    assert "deleting Job demo-places-hex: it ran other settings than hex-job.yaml" in result.output
+
+
 def test_status_and_logs_cli(cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging) -> None:  # type: ignore[no-untyped-def]
     from cng_datasets.cli import cli
     from cng_datasets.k8s import api as k8s_api
@@ -269,14 +358,16 @@ def test_status_and_logs_cli(cluster: FakeCluster, wf_dir: Path, monkeypatch, re
 
 
 @pytest.fixture
-def api_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
     """A tiny HTTP server speaking a few Kubernetes API answers, and a kubeconfig pointing at it."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    spec_hash = load_workflow(wf_dir).spec_hashes()["hex"]  # the running hex Job is this run's
     hex_job = {"apiVersion": "batch/v1", "kind": "Job",
-               "metadata": {"name": "demo-places-hex", "namespace": NS},
+               "metadata": {"name": "demo-places-hex", "namespace": NS,
+                            "annotations": {"cng-datasets/spec-hash": spec_hash}},
                "spec": {"completionMode": "Indexed", "completions": 5},
                "status": {"active": 2, "completedIndexes": "0,2-3", "startTime": "2024-05-01T10:00:00Z"}}
 

@@ -37,7 +37,10 @@ def orchestrate(yamls: str, namespace: str | None, poll_interval: float, heartbe
     """Create the workflow's Jobs in dependency order and wait for them (runs in the cluster).
 
     Jobs that already exist are not recreated: Complete ones are skipped, running ones awaited, a
-    Failed one is reported (reason, failed indexes, pod termination, log command) with exit 1.
+    Failed one is reported (reason, failed indexes, pod termination, log command) with exit 1. A
+    Job left by a run with other settings (its cng-datasets/spec-hash annotation differs from the
+    YAML's) is neither: the command stops at once naming it (exit 65); replace it with
+    `cng-datasets submit DIR --replace-stale`.
     """
     from cng_datasets.errors import UsageError
     from cng_datasets.k8s import api as k8s_api
@@ -54,20 +57,26 @@ def orchestrate(yamls: str, namespace: str | None, poll_interval: float, heartbe
 @_CONTEXT
 @click.option("--retry-failed", is_flag=True,
               help="Delete the failed Jobs of an earlier run and run them again (completed steps are kept).")
+@click.option("--replace-stale", is_flag=True,
+              help="Delete the Jobs an earlier run with other settings left (spec-hash differs from DIR's) "
+                   "and run them again; Jobs that match DIR are kept.")
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds to wait for the upload pod.")
 @handle_errors
-def submit(directory: str, context: str | None, retry_failed: bool, timeout: float) -> None:
+def submit(directory: str, context: str | None, retry_failed: bool, replace_stale: bool, timeout: float) -> None:
     """Start the workflow written to DIR by `cng-datasets workflow` on the cluster.
 
     Applies the RBAC, the PVC and the upload Job, copies the YAMLs into the PVC through the
     Kubernetes API (no kubectl needed) and starts the orchestrator Job. Safe to run twice.
+    Jobs of an earlier run with other settings stop it with an error (exit 65) unless
+    --replace-stale; the outputs are never deleted.
     """
     from cng_datasets.k8s.submit import load_workflow
     from cng_datasets.k8s.submit import submit as run
 
     wf = load_workflow(directory)
-    run(_connect(context), wf, retry_failed=retry_failed, timeout=timeout, echo=click.echo)
+    run(_connect(context), wf, retry_failed=retry_failed, replace_stale=replace_stale, timeout=timeout,
+        echo=click.echo)
 
 
 @click.command("status")

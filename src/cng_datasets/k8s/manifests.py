@@ -14,6 +14,10 @@ with a read-only root filesystem, no privilege escalation, all capabilities drop
 RuntimeDefault seccomp profile; ``/tmp`` is an ``emptyDir`` sized by the step's ephemeral storage.
 S3 keys come from a Secret through ``secretKeyRef``, never inlined.
 
+Every Job carries ``cng-datasets/spec-hash`` (:mod:`cng_datasets.k8s.spechash`): a fingerprint of
+what it runs, including the steps it depends on, so that a re-run with other settings does not
+mistake the finished Jobs of the earlier run for its own.
+
 The documents validate with ``kubernetes-validate --strict`` from :data:`MIN_K8S_VERSION` on.
 """
 
@@ -26,6 +30,7 @@ from cng_datasets.config import WorkflowConfig
 from cng_datasets.errors import EXIT_BAD_INPUT, UsageError
 from cng_datasets.k8s import names
 from cng_datasets.k8s.rbac import RULES, SERVICE_ACCOUNT
+from cng_datasets.k8s.spechash import ANNOTATION_SPEC_HASH, spec_hash, step_hashes, workflow_hash
 from cng_datasets.plan import PROGRAM, Plan, Step
 
 #: Output files, in the order they are written and listed.
@@ -421,12 +426,19 @@ def build_documents(plan: Plan) -> dict[str, list[dict[str, Any]]]:
     config = plan.config
     check_config(config)
     docs: dict[str, list[dict[str, Any]]] = {}
+    steps = {step_name: step_job(plan, plan.step(step_name)) for step_name in JOB_FILES}
+    hashes = step_hashes((s, job, plan.step(s).depends_on) for s, job in steps.items())
     for step_name, filename in JOB_FILES.items():
-        docs[filename] = [step_job(plan, plan.step(step_name))]
+        steps[step_name]["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = hashes[step_name]
+        docs[filename] = [steps[step_name]]
     docs[RBAC_FILE] = rbac_documents(config)
     docs[PVC_FILE] = [pvc_document(config)]
-    docs[UPLOAD_FILE] = [upload_job(config)]
-    docs[WORKFLOW_FILE] = [workflow_job(config)]
+    upload = upload_job(config)
+    upload["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = spec_hash(upload)
+    docs[UPLOAD_FILE] = [upload]
+    orchestrator = workflow_job(config)
+    orchestrator["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = workflow_hash(orchestrator, hashes)
+    docs[WORKFLOW_FILE] = [orchestrator]
     return docs
 
 
@@ -514,6 +526,7 @@ kubectl apply -f {d}/{RBAC_FILE}
 
 kubectl apply -f {d}/{JOB_FILES["convert"]}
 # pmtiles waits (up to 24 h) for convert's output
+# WARNING on a re-run: apply pmtiles only after convert has completed — it waits only for the .parquet to exist, and the old one does
 kubectl apply -f {d}/{JOB_FILES["pmtiles"]}
 
 # Wait for convert to finish before hex

@@ -8,6 +8,12 @@ every Job is Complete or one has Failed.
 - Restart-safe: a Job that already exists is never recreated. Complete → skipped; still running →
   awaited; Failed → reported (delete it, e.g. with ``cng-datasets submit DIR --retry-failed``, to
   run it again). Finished work is therefore never recomputed.
+- …but only work of the same settings: every Job carries ``cng-datasets/spec-hash``
+  (:mod:`cng_datasets.k8s.spechash`, covering the steps it depends on). An existing Job whose
+  annotation differs from the hash recomputed from its YAML (or has none) comes from an earlier run
+  with other settings: it is neither skipped nor awaited — :class:`StaleJobError` names it, before
+  any Job is created, and says how to replace it (``cng-datasets submit DIR --replace-stale``, or
+  ``cng-datasets cleanup DIR``, which keeps the outputs). The orchestrator deletes nothing.
 - Never hangs on a failed Job: ``Failed`` / ``FailureTarget`` end the wait, with the reason
   (BackoffLimitExceeded, DeadlineExceeded, FailedIndexes, PodFailurePolicy, …), the failed
   indexes, each failing pod's container termination (OOMKilled, exit code), the last lines of its
@@ -26,7 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cng_datasets.errors import ClusterError, UsageError
+from cng_datasets.errors import EXIT_BAD_INPUT, ClusterError, UsageError
+from cng_datasets.k8s import spechash
 from cng_datasets.k8s.api import AlreadyExists, KubeApi
 
 log = logging.getLogger("cng_datasets")
@@ -49,6 +56,48 @@ HINTS = {
     "MaxFailedIndexesExceeded": "more indexes failed than maxFailedIndexes allows",
     "PodFailurePolicy": "a pod failure matched the Job's podFailurePolicy",
 }
+
+
+class StaleJobError(ClusterError):
+    """A Job of the workflow's name exists but runs other settings than the YAML (spec-hash).
+
+    Exit 65: running the orchestrator again cannot help until the Job is replaced.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@dataclass(frozen=True)
+class Stale:
+    """One existing Job whose spec-hash is not the YAML's."""
+
+    job: str
+    source: str  # the YAML file (or step) it should match
+    want: str
+    live: str | None
+
+
+def find_stale(live: dict[str, Any] | None, job: str, source: str, want: str) -> Stale | None:
+    """A :class:`Stale` when the live Job exists and its spec-hash annotation is not ``want``."""
+    if live is None:
+        return None
+    have = spechash.annotated(live)
+    return None if have == want else Stale(job, source, want, have)
+
+
+def stale_error(namespace: str, stale: list[Stale], directory: str = "DIR") -> StaleJobError:
+    """The one-line error naming the stale Jobs and the two ways to replace them."""
+    what = ", ".join(
+        f"{s.job} ({'spec-hash ' + s.live if s.live else 'no spec-hash'}; {s.source} has {s.want})" for s in stale
+    )
+    plural = "these Jobs" if len(stale) > 1 else "this Job"
+    return StaleJobError(
+        f"Job{'s' if len(stale) > 1 else ''} in namespace {namespace} from an earlier run with other settings: {what}"
+        f" — {plural} would be taken for this run's (skipped when complete), so the workflow stops here; "
+        f"replace {'them' if len(stale) > 1 else 'it'} with `cng-datasets submit {directory} --replace-stale` "
+        f"(deletes only the stale Jobs, keeps the others and the outputs) or delete the workflow's Jobs with "
+        f"`cng-datasets cleanup {directory}` (keeps the outputs) and submit again"
+    )
 
 
 # ---- reading the workflow's Jobs ------------------------------------------------------------
@@ -348,6 +397,7 @@ def failure_report(
 @dataclass
 class _Tracked:
     job: StepJob
+    spec_hash: str = ""
     state: JobState = field(default_factory=lambda: JobState("absent"))
     started: bool = False
     last_line: str = ""
@@ -378,7 +428,23 @@ def orchestrate(
         f"workflow in namespace {namespace}: "
         + ", ".join(f"{s.step}" + (f" (after {'+'.join(s.depends_on)})" if s.depends_on else "") for s in steps)
     )
-    tracked = {s.step: _Tracked(s) for s in steps}
+    hashes = spechash.step_hashes((s.step, s.manifest, s.depends_on) for s in steps)
+    tracked = {s.step: _Tracked(s, hashes[s.step]) for s in steps}
+
+    def check_fresh(t: _Tracked, live: dict[str, Any] | None) -> None:
+        stale = find_stale(live, t.job.name, t.job.source or t.job.step, t.spec_hash)
+        if stale is not None:
+            raise stale_error(namespace, [stale])
+
+    # Before creating anything: a Job left by a run with other settings must not be skipped.
+    stale = [
+        s for s in (
+            find_stale(api.get("Job", namespace, t.job.name), t.job.name, t.job.source or t.job.step, t.spec_hash)
+            for t in tracked.values()
+        ) if s is not None
+    ]
+    if stale:
+        raise stale_error(namespace, stale)
     while True:
         # Start every Job whose dependencies are complete (or adopt the one that exists).
         for t in tracked.values():
@@ -386,15 +452,17 @@ def orchestrate(
                 continue
             existing = api.get("Job", namespace, t.job.name)
             if existing is None:
-                body = dict(t.job.manifest)
+                body = spechash.with_hash(t.job.manifest, t.spec_hash)
                 body["metadata"] = dict(body["metadata"], namespace=namespace)
                 try:
                     existing = api.create(namespace, body)
                     say(f"{t.job.step}: created Job {t.job.name}")
                 except AlreadyExists:  # another orchestrator pod was quicker
                     existing = api.get("Job", namespace, t.job.name)
+                    check_fresh(t, existing)
                     say(f"{t.job.step}: Job {t.job.name} was created meanwhile — waiting for it")
             else:
+                check_fresh(t, existing)
                 phase = job_state(existing).phase
                 if phase == "complete":
                     say(f"{t.job.step}: Job {t.job.name} is already complete — skipped")

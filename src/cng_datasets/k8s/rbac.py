@@ -16,7 +16,9 @@ What each rule is for (``cng_datasets.k8s.orchestrator``):
 
 ``submit`` / ``status`` / ``logs`` / ``cleanup`` run with the user's own credentials and are not
 bound by these rules. The orchestrator never deletes anything: re-running a failed step is
-``cng-datasets submit DIR --retry-failed``, with the user's credentials.
+``cng-datasets submit DIR --retry-failed``, replacing the Jobs of a run with other settings (its
+``StaleJobError``, found with ``jobs get`` only) is ``cng-datasets submit DIR --replace-stale``,
+both with the user's credentials.
 """
 
 from __future__ import annotations

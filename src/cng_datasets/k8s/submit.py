@@ -4,6 +4,10 @@ These run with the user's own credentials (kubeconfig), not the workflow's Servi
 
 ``submit DIR`` does in one command what the manual recipe does in eight:
 
+0. if a Job of the workflow's name exists with another ``cng-datasets/spec-hash`` than DIR's (an
+   earlier run with other settings, see :mod:`cng_datasets.k8s.spechash`): stop with an error
+   naming it — or, with ``--replace-stale``, delete exactly those Jobs (orchestrator first) and go
+   on; Jobs that match DIR are kept, so unchanged finished steps are still skipped;
 1. if ``<ds>-workflow`` already exists: report it and stop (idempotent; ``--retry-failed`` deletes
    the failed Jobs first so the orchestrator runs them again, keeping every completed step);
 2. apply ``workflow-rbac.yaml`` (create, or update the Role / RoleBinding if they exist);
@@ -17,6 +21,7 @@ These run with the user's own credentials (kubeconfig), not the workflow's Servi
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from cng_datasets.errors import ClusterError, UsageError
-from cng_datasets.k8s import receive
+from cng_datasets.k8s import receive, spechash
 from cng_datasets.k8s.api import AlreadyExists, KubeApi
 from cng_datasets.k8s.orchestrator import (
+    Stale,
     StepJob,
     container_argv,
     failure_report,
+    find_stale,
     fmt_duration,
     job_state,
     parse_indexes,
@@ -38,6 +45,7 @@ from cng_datasets.k8s.orchestrator import (
     pod_termination,
     read_yaml_docs,
     sort_pods_failing_first,
+    stale_error,
     step_of,
     topological_order,
 )
@@ -73,6 +81,18 @@ class Workflow:
         out = {"upload": self.upload_name, "workflow": self.workflow_name}
         out.update({s.step: s.name for s in self.steps})
         return out
+
+    def spec_hashes(self) -> dict[str, str]:
+        """step (or ``upload`` / ``workflow``) → the spec hash its Job must carry (recomputed
+        from the YAMLs, as the orchestrator does; the orchestrator's covers every step's)."""
+        steps = spechash.step_hashes((s.step, s.manifest, s.depends_on) for s in self.steps)
+        return {"upload": spechash.spec_hash(self.upload),
+                "workflow": spechash.workflow_hash(self.orchestrator, steps), **steps}
+
+    def sources(self) -> dict[str, str]:
+        """step (or ``upload`` / ``workflow``) → the file its Job comes from, for messages."""
+        return {"upload": "workflow-upload.yaml", "workflow": "workflow.yaml",
+                **{s.step: s.source or s.step for s in self.steps}}
 
 
 def _mount_dir(job: dict[str, Any]) -> str:
@@ -126,10 +146,25 @@ def load_workflow(directory: str | Path) -> Workflow:
     return Workflow(d, namespace, topological_order(steps), upload, orchestrator, pvc, rbac, files)
 
 
-def _body(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
-    body = dict(doc)
-    body["metadata"] = dict(doc["metadata"], namespace=namespace)
+def _body(doc: dict[str, Any], namespace: str, spec_hash: str | None = None) -> dict[str, Any]:
+    body = spechash.with_hash(doc, spec_hash) if spec_hash else dict(doc)
+    body["metadata"] = dict(body["metadata"], namespace=namespace)
     return body
+
+
+def stale_jobs(api: KubeApi, wf: Workflow) -> list[Stale]:
+    """The workflow's Jobs in the cluster whose spec-hash is not DIR's, orchestrator first (a
+    finished upload Job does not count: submit replaces it anyway)."""
+    hashes, names, sources = wf.spec_hashes(), wf.job_names(), wf.sources()
+    out = []
+    for key in ["workflow", *(s.step for s in reversed(wf.steps)), "upload"]:
+        live = api.get("Job", wf.namespace, names[key])
+        if key == "upload" and job_state(live).phase in ("complete", "failed"):
+            continue
+        stale = find_stale(live, names[key], sources[key], hashes[key])
+        if stale is not None:
+            out.append(stale)
+    return out
 
 
 # ---- submit ----------------------------------------------------------------------------------
@@ -186,6 +221,7 @@ def submit(
     api: KubeApi,
     wf: Workflow,
     retry_failed: bool = False,
+    replace_stale: bool = False,
     timeout: float = 600,
     poll_interval: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
@@ -196,6 +232,15 @@ def submit(
     ns = wf.namespace
     follow = f"kubectl logs -f job/{wf.workflow_name} -n {ns}"
     status_cmd = f"cng-datasets status {wf.dir}"
+    hashes = wf.spec_hashes()
+
+    # 0. Jobs of an earlier run with other settings are never taken for this run's.
+    stale = stale_jobs(api, wf)
+    if stale and not replace_stale:
+        raise stale_error(ns, stale, shlex.quote(str(wf.dir)))
+    for s in stale:  # the orchestrator first, so it cannot recreate a step meanwhile
+        echo(f"deleting Job {s.job}: it ran other settings than {s.source}")
+        _delete_and_wait(api, wf, s.job, sleep, poll_interval, clock)
 
     existing = api.get("Job", ns, wf.workflow_name)
     if existing is not None:
@@ -240,10 +285,13 @@ def submit(
         upload_state = job_state(None)
     if upload_state.phase == "absent":
         try:
-            api.create(ns, _body(wf.upload, ns))
+            api.create(ns, _body(wf.upload, ns, hashes["upload"]))
             echo(f"created Job {wf.upload_name}")
-        except AlreadyExists:
-            pass
+        except AlreadyExists:  # another submit was quicker: use its receiver only if it is ours
+            other = find_stale(api.get("Job", ns, wf.upload_name), wf.upload_name, "workflow-upload.yaml",
+                               hashes["upload"])
+            if other is not None:
+                raise stale_error(ns, [other], shlex.quote(str(wf.dir))) from None
     echo(f"waiting for the upload pod of {wf.upload_name} …")
     try:
         pod = _wait(f"the upload pod of {wf.upload_name} to run", lambda: _upload_pod(api, wf), timeout, sleep,
@@ -272,9 +320,11 @@ def submit(
 
     _wait(f"Job {wf.upload_name} to complete", upload_done, timeout, sleep, poll_interval, clock)
     try:
-        api.create(ns, _body(wf.orchestrator, ns))
-    except AlreadyExists:
-        pass
+        api.create(ns, _body(wf.orchestrator, ns, hashes["workflow"]))
+    except AlreadyExists:  # another submit was quicker: fine if it runs the same workflow
+        other = find_stale(api.get("Job", ns, wf.workflow_name), wf.workflow_name, "workflow.yaml", hashes["workflow"])
+        if other is not None:
+            raise stale_error(ns, [other], shlex.quote(str(wf.dir))) from None
     echo(f"started Job {wf.workflow_name}; the laptop may disconnect now.")
     echo(f"follow it with: {follow}")
     echo(f"or check on it with: {status_cmd}")

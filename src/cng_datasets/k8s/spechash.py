@@ -1,0 +1,119 @@
+"""What a Job runs, as a short hash: the ``cng-datasets/spec-hash`` annotation.
+
+A Job name stays the same when the workflow is regenerated with other settings (``--h3-resolution
+7`` instead of 10), and finished Jobs stay in the cluster for a week (``ttlSecondsAfterFinished``).
+Without a fingerprint, a second run would find the old Complete Jobs and skip every step. So every
+Job of a workflow carries::
+
+    cng-datasets/spec-hash: <16 hex characters of a SHA-256>
+
+of a canonical JSON of what decides its output — each container's ``image``, ``command``,
+``args``, ``env``, ``envFrom``, ``workingDir`` and ``resources``, and the Job's ``completionMode`` and
+``completions`` (the hex chunks) — **and the hashes of the steps it depends on**: hex reads
+convert's output, so a changed convert makes hex (and repartition after it) stale as well, even
+though their own commands did not change. The orchestrator Job's hash covers every step's.
+
+:func:`spec_hash` / :func:`step_hashes` are the one computation used by ``k8s/manifests.py`` (which
+writes the annotation), the orchestrator (which compares the live Job's annotation with the hash it
+recomputes from the YAML it is about to apply or skip) and ``submit`` (the orchestrator and upload
+Jobs). Labels, names, deadlines, retries, security settings and the annotation itself are not
+part of it: they do not change what a finished Job produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+ANNOTATION_SPEC_HASH = "cng-datasets/spec-hash"
+HASH_CHARS = 16
+
+#: The container fields that decide what a step computes.
+CONTAINER_FIELDS = ("name", "image", "command", "args", "env", "envFrom", "workingDir", "resources")
+#: The Job fields that decide it (the hex chunks).
+JOB_FIELDS = ("completionMode", "completions")
+
+
+def _canonical(value: Any) -> Any:
+    """Scalars as strings (``cpu: 2`` and ``cpu: "2"`` are the same request); dicts by key."""
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def spec_content(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``job`` that :func:`spec_hash` covers (without the dependencies)."""
+    spec = job.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    out: dict[str, Any] = {k: spec[k] for k in JOB_FIELDS if spec.get(k) is not None}
+    for key in ("initContainers", "containers"):
+        containers = pod.get(key) or []
+        if containers:
+            out[key] = [{f: c[f] for f in CONTAINER_FIELDS if c.get(f) is not None} for c in containers]
+    return _canonical(out)
+
+
+def spec_hash(job: Mapping[str, Any], depends: Iterable[str] = ()) -> str:
+    """The spec hash of ``job`` whose dependencies have the hashes ``depends`` (order-insensitive)."""
+    doc = {"job": spec_content(job), "depends": sorted(depends)}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:HASH_CHARS]
+
+
+def step_hashes(steps: Iterable[tuple[str, Mapping[str, Any], Sequence[str]]]) -> dict[str, str]:
+    """(step, Job, the steps it depends on) → step → spec hash, each covering its dependencies'.
+
+    Raises :class:`ValueError` on a dependency that is not among ``steps`` or a cycle.
+    """
+    items = {step: (job, tuple(deps)) for step, job, deps in steps}
+    out: dict[str, str] = {}
+    visiting: set[str] = set()
+
+    def visit(step: str) -> str:
+        if step in out:
+            return out[step]
+        if step not in items:
+            raise ValueError(f"unknown step {step!r}")
+        if step in visiting:
+            raise ValueError(f"dependency cycle through {step!r}")
+        visiting.add(step)
+        job, deps = items[step]
+        out[step] = spec_hash(job, [f"{d}={visit(d)}" for d in deps])
+        visiting.discard(step)
+        return out[step]
+
+    for step in items:
+        visit(step)
+    return out
+
+
+def workflow_hash(job: Mapping[str, Any], steps: Mapping[str, str]) -> str:
+    """The orchestrator Job's hash: its own spec and every step's hash (``step_hashes``)."""
+    return spec_hash(job, [f"{s}={h}" for s, h in steps.items()])
+
+
+def annotated(job: Mapping[str, Any] | None) -> str | None:
+    """The ``cng-datasets/spec-hash`` annotation of a (live) Job, ``None`` when it has none."""
+    if not job:
+        return None
+    value = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+    return str(value) if value else None
+
+
+def with_hash(job: dict[str, Any], value: str) -> dict[str, Any]:
+    """A shallow copy of ``job`` whose metadata carries ``value`` as its spec hash."""
+    md = dict(job.get("metadata") or {})
+    md["annotations"] = {**(md.get("annotations") or {}), ANNOTATION_SPEC_HASH: value}
+    return {**job, "metadata": md}
+
+
+def describe(live: Mapping[str, Any] | None) -> str:
+    """``"spec-hash abc…"`` or ``"no spec-hash"`` of a live Job, for messages."""
+    value = annotated(live)
+    return f"spec-hash {value}" if value else "no spec-hash annotation"
