@@ -251,3 +251,24 @@ def test_tiny_features_collections_and_3d():
         assert len(by[2]) >= 1 and h3.latlng_to_cell(0, 0, 3) in by[2]
         assert len(by[4]) >= 1
         assert by[5] == {h3.latlng_to_cell(5, 5, 3)}
+
+
+def test_coordinates_outside_lonlat_raise_instead_of_being_clipped():
+    """Projected metres are refused (naming the feature's position), never clipped to ±90."""
+    from cng_datasets.errors import DataError
+
+    ok = shapely.Point(10.0, 50.0)
+    metres = shapely.box(1_000_000.0, 6_000_000.0, 1_100_000.0, 6_100_000.0)  # Web Mercator, roughly Germany
+    for bad in (metres, shapely.Point(10.0, 95.0), shapely.LineString([(0, 0), (200, 10)])):
+        geoms = np.array([ok, None, bad, bad], dtype=object)
+        with pytest.raises(h3cells.OutOfRangeError) as info:
+            list(h3cells.feature_cells(geoms, 3))
+        assert info.value.index == 2 and "outside [-180, 180] x [-90, 90]" in str(info.value)
+        assert isinstance(info.value, DataError)
+    with pytest.raises(h3cells.OutOfRangeError, match="outside"):
+        h3cells.point_cells(np.array([10.0]), np.array([91.0]), 3)
+    # the edges themselves, and float noise of a hair beyond them, are lon/lat
+    edge = np.array([shapely.Point(180.0, 90.0), shapely.Point(-180.0, -90.0), shapely.Point(180.0 + 1e-12, 45.0)], dtype=object)
+    idx, _cells = zip(*h3cells.feature_cells(edge, 3))
+    assert sorted(np.concatenate(idx).tolist()) == [0, 1, 2]
+    assert h3cells.point_cells(np.array([0.0]), np.array([90.0 + 1e-12]), 3)[0] == h3.latlng_to_cell(90.0, 0.0, 3)

@@ -96,9 +96,22 @@ def test_progress_counts_and_eta() -> None:
 def test_chunk_marker_index_parsing(tmp_path: Path) -> None:
     done = tmp_path / "chunks" / "_done"
     done.mkdir(parents=True)
-    for name in ("chunk-00003.json", "00011-of-00020.json", "7"):
+    for name in ("chunk-00003.json", "chunk-00011.json"):
         (done / name).write_text("{}")
-    assert sorted(markers.chunk_done_markers(str(tmp_path / "chunks"))) == [3, 7, 11]
+    # leftovers of interrupted writes and foreign names are not completion markers: a temporary
+    # file of chunk 4's marker must not make the runner skip chunk 4
+    for name in (".chunk-00004.json.3f2a9c.tmp", "chunk-00005.json.tmp", "00006-of-00020.json", "7", "xchunk-00008.json"):
+        (done / name).write_text("{}")
+    assert sorted(markers.chunk_done_markers(str(tmp_path / "chunks"))) == [3, 11]
+
+
+def test_chunk_marker_pattern_is_the_one_repartition_uses(tmp_path: Path) -> None:
+    from cng_datasets.steps import hex as hexstep
+    from cng_datasets.steps import repartition as rp
+
+    assert markers.CHUNK_MARKER_RE is hexstep.CHUNK_MARKER_RE
+    assert rp.CHUNK_MARKER_RE is hexstep.CHUNK_MARKER_RE
+    assert hexstep.CHUNK_MARKER_RE.match(hexstep.marker_name(3))
 
 
 @pytest.mark.slow
@@ -150,6 +163,29 @@ def test_run_into_directory_then_resume_skips_everything(tmp_path: Path) -> None
     local.run_local(cfg, workers=2, on_event=forced, force=True)
     assert [e.step for e in forced.of("step-finished")].count("convert") == 1
     assert {e.step for e in forced.of("step-finished")} == {"convert", "pmtiles", "hex", "repartition"}
+
+
+@pytest.mark.slow
+def test_hex_is_done_only_when_its_success_marker_exists(tmp_path: Path) -> None:
+    """Outputs and run markers that look finished are not enough: repartition runs again when the
+    hex output has no _SUCCESS.json (e.g. written by an interrupted or older repartition)."""
+    root = tmp_path / "out"
+    cfg = config(str(root))
+    local.run_local(cfg, workers=2)
+    success = root / "countries" / "hex" / "_SUCCESS.json"
+    assert success.exists() and validate_dataset(str(root), "countries").ok
+    success.unlink()
+    # the runner's marker recorded the hex output as it is now: only _SUCCESS.json tells it apart
+    rp_marker = root / "countries" / "_cng" / "repartition.json"
+    body = json.loads(rp_marker.read_text())
+    body["outputs"] = {cfg.hex_url: markers.identity(cfg.hex_url)}
+    rp_marker.write_text(json.dumps(body))
+    rec = Recorder()
+    local.run_local(cfg, workers=2, on_event=rec)
+    assert "repartition" in [e.step for e in rec.of("step-started")]
+    assert [e.message for e in rec.of("step-skipped") if e.step == "convert"]
+    assert success.exists() and validate_dataset(str(root), "countries").ok
+    assert markers.hex_published(cfg.hex_url)
 
 
 @pytest.mark.slow

@@ -93,6 +93,29 @@ def test_missing_outputs_are_named(tmp_path: Path) -> None:
 # ---- hex ----------------------------------------------------------------------------------
 
 
+def test_missing_success_marker_is_caught(out: Path) -> None:
+    (out / "countries" / "hex" / "_SUCCESS.json").unlink()
+    one_problem(out, "hex/_SUCCESS.json: missing", "not published")
+
+
+def test_unlisted_partition_file_is_caught(out: Path) -> None:
+    """A stale or half-written file next to the published ones."""
+    f = partition_files(out)[0]
+    shutil.copy(f, f.parent / "data_1.parquet")
+    one_problem(out, "1 .parquet file(s) not listed in _SUCCESS.json", f"{f.parent.name}/data_1.parquet")
+
+
+def test_listed_file_missing_or_with_other_rows_is_caught(out: Path) -> None:
+    hex_dir = out / "countries" / "hex"
+    marker = json.loads((hex_dir / "_SUCCESS.json").read_text())
+    first = min(marker["files"])
+    marker["files"][first] += 1
+    marker["files"]["h0=576495936675512319/data_9.parquet"] = 5
+    (hex_dir / "_SUCCESS.json").write_text(json.dumps(marker))
+    one_problem(out, "1 file(s) listed in _SUCCESS.json are missing", "data_9.parquet")
+    one_problem(out, first, f"_SUCCESS.json lists {marker['files'][first]}")
+
+
 def test_dropped_feature_is_caught(out: Path) -> None:
     # remove every row of one feature (wherever its cells are)
     victim = None

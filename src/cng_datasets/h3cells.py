@@ -43,9 +43,47 @@ from typing import Any
 
 import numpy as np
 
+from cng_datasets.errors import DataError
 from cng_datasets.geometry import split_line, split_polygon
 
 MODES = ("center", "full", "overlap")
+#: Degrees a coordinate may stray outside [-180, 180] × [-90, 90] (float noise) before it is refused.
+RANGE_TOLERANCE = 1e-9
+
+
+class OutOfRangeError(DataError):
+    """A coordinate outside [-180, 180] × [-90, 90]: the data is not lon/lat degrees.
+
+    ``index`` is the feature's position in the batch given to :func:`feature_cells` (``None`` when
+    unknown); ``detail`` says what is wrong without naming the feature, so a caller can name it.
+    """
+
+    def __init__(self, index: int | None, detail: str) -> None:
+        self.index = index
+        self.detail = detail
+        where = f"feature #{index} of the batch" if index is not None else "a coordinate"
+        super().__init__(f"{where}: {detail}")
+
+
+def check_range(geoms: np.ndarray) -> None:
+    """Raise :class:`OutOfRangeError` for the first geometry with a coordinate outside lon/lat."""
+    import shapely
+
+    if len(geoms) == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        b = shapely.bounds(geoms)  # NaN for None / empty: never out of range
+        bad = (
+            (b[:, 0] < -180.0 - RANGE_TOLERANCE) | (b[:, 2] > 180.0 + RANGE_TOLERANCE)
+            | (b[:, 1] < -90.0 - RANGE_TOLERANCE) | (b[:, 3] > 90.0 + RANGE_TOLERANCE)
+        )
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise OutOfRangeError(
+            i,
+            f"coordinates outside [-180, 180] x [-90, 90] (bounds {[round(float(v), 6) for v in b[i]]}): "
+            "not lon/lat degrees",
+        )
 
 #: Default number of cells computed per H3 call (and so held in memory at once), about 16 MB.
 DEFAULT_BUDGET = 2_000_000
@@ -134,13 +172,28 @@ def polygon_cells(polygons: np.ndarray, res: int, mode: str) -> tuple[np.ndarray
 
 
 def point_cells(lng: np.ndarray, lat: np.ndarray, res: int) -> np.ndarray:
-    """Cells of points given as lon/lat arrays (degrees)."""
+    """Cells of points given as lon/lat arrays (degrees).
+
+    Coordinates outside [-180, 180] × [-90, 90] by more than :data:`RANGE_TOLERANCE` raise
+    :class:`OutOfRangeError` (they are not degrees); within it they are float noise of the
+    densification and are clamped.
+    """
     from h3ronpy.vector import coordinates_to_cells
 
     if len(lng) == 0:
         return np.empty(0, np.uint64)
-    lat = np.clip(np.asarray(lat, dtype=np.float64), -90.0, 90.0)
+    lat = np.asarray(lat, dtype=np.float64)
     lng = np.asarray(lng, dtype=np.float64)
+    limit = np.array([180.0, 90.0]) + RANGE_TOLERANCE
+    with np.errstate(invalid="ignore"):
+        bad = ~((np.abs(lng) <= limit[0]) & (np.abs(lat) <= limit[1]))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise OutOfRangeError(
+            None, f"point ({lng[i]}, {lat[i]}) is outside [-180, 180] x [-90, 90]: not lon/lat degrees"
+        )
+    lat = np.clip(lat, -90.0, 90.0)
+    lng = np.clip(lng, -180.0, 180.0)
     return _to_numpy_u64(coordinates_to_cells(lat, lng, res))
 
 
@@ -520,6 +573,9 @@ def feature_cells(
     Yields ``(feature index, cells)`` pairs in feature order (all pairs of a feature before those
     of the next), without duplicate (feature, cell) pairs; every non-empty feature gets at least
     one cell. Each yielded batch holds about ``budget`` cells at most.
+
+    Raises :class:`OutOfRangeError` (before yielding anything) when a geometry has a coordinate
+    outside [-180, 180] × [-90, 90]: projected coordinates are never hexed as if they were degrees.
     """
     if mode not in MODES:
         raise ValueError(f"containment mode must be one of {MODES}, not {mode!r}")
@@ -531,6 +587,7 @@ def feature_cells(
 
     present = np.array([g is not None for g in geoms], dtype=bool)
     safe = np.where(present, geoms, shapely.GeometryCollection())
+    check_range(safe)
     parts = explode(safe)
     est = estimate_cells(parts, n, res)
     tile = needs_tiling(parts, n) | (est > budget)

@@ -22,9 +22,11 @@ Resuming: when a step succeeds the runner writes a marker ``<root>/<dataset>/_cn
 (atomically, through :mod:`cng_datasets.storage`; see :mod:`cng_datasets.markers`) with the step's
 argv, the identity of its inputs (size + mtime locally, size + ETag on S3) and of its outputs, and
 its run time. On a re-run a step is skipped when its marker exists, the argv equals the current
-plan's, and its inputs and outputs are still the ones recorded. A finished ``repartition`` makes
-``hex`` unneeded. Hex resumes per chunk: the hex step writes a completion marker per chunk under
-``<chunks>/_done/``; chunks that have one are not started again, provided the chunks were made by
+plan's, and its inputs and outputs are still the ones recorded; ``repartition`` moreover only
+when the hex output's own completion marker ``<hex>/_SUCCESS.json`` exists (the output is
+published). A finished ``repartition`` makes ``hex`` unneeded. Hex resumes per chunk: the hex
+step writes a completion marker per chunk under ``<chunks>/_done/`` (exactly
+``chunk-<N>.json``); chunks that have one are not started again, provided the chunks were made by
 the same argv from the same GeoParquet (recorded in ``_cng/hex-chunks.json`` before the first chunk
 starts; otherwise the chunks prefix is emptied first). ``force=True`` removes markers, chunks and
 hex partitions and recomputes everything.
@@ -56,6 +58,7 @@ from cng_datasets.markers import (
     DONE_DIR,
     chunk_done_markers,
     chunk_stats,
+    hex_published,
     identity,
     marker_url,
     present,
@@ -64,6 +67,7 @@ from cng_datasets.markers import (
 )
 from cng_datasets.plan import PROGRAM, Plan, Step, build_plan
 from cng_datasets.progress import Event, EventCallback
+from cng_datasets.steps.repartition import success_url
 
 #: Seconds between two polls of the running subprocesses.
 POLL_SECONDS = 0.05
@@ -248,6 +252,8 @@ class _Runner:
             recorded = marker.get("outputs", {}).get(url)
             if not present(url) or (recorded is not None and recorded != identity(url)):
                 return False, f"output {url} is missing or changed"
+        if step.name == "repartition" and not hex_published(self.config.hex_url):
+            return False, f"output {self.config.hex_url} has no completion marker (_SUCCESS.json)"
         return True, f"done in an earlier run ({marker.get('seconds', 0):.1f} s)"
 
     def _finish_marker(self, plan: Plan, step: Step, seconds: float, inputs: dict[str, Any]) -> None:
@@ -365,7 +371,9 @@ class _Runner:
         if hex_todo:
             pending_chunks = self._prepare_chunks(plan, hx, parquet_id)
         if rp_todo:
-            storage.delete_prefix(c.hex_url)  # stale partitions of an earlier run must not survive
+            # un-publish the hex output of an earlier run at once (its source may have changed);
+            # repartition removes its stale files after writing the new ones
+            storage.delete(success_url(c.hex_url))
 
         pm_task: _Task | None = None
         rp_task: _Task | None = None

@@ -4,19 +4,21 @@ they record.
 A finished step leaves ``<root>/<dataset>/_cng/<step>.json`` (:func:`marker_url`,
 :func:`write_marker`): its argv, the :func:`identity` of its inputs and outputs, its run time. The
 hex step leaves one marker per finished chunk under ``<chunks>/_done/``
-(:func:`chunk_done_markers`). Deciding whether a step may be skipped is the runner's.
+(:func:`chunk_done_markers`); repartition publishes the hex output with ``<hex>/_SUCCESS.json``
+(:func:`hex_published`). Deciding whether a step may be skipped is the runner's.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from cng_datasets import __version__, storage
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.errors import StorageError
+from cng_datasets.steps.hex import CHUNK_MARKER_RE, MARKER_DIR
+from cng_datasets.steps.repartition import read_success
 
 #: Marker format version (a marker of another version is ignored: the step runs again).
 MARKER_VERSION = 1
@@ -101,23 +103,29 @@ def write_marker(url: str, data: dict[str, Any]) -> None:
     storage.write_bytes(url, json.dumps(body, indent=1, sort_keys=True).encode())
 
 
-#: The hex step's per-chunk completion markers: ``<chunks>/_done/<anything with the index>``.
-DONE_DIR = "_done"
-_INDEX = re.compile(r"(\d+)")
+#: The hex step's per-chunk completion markers: ``<chunks>/_done/chunk-<index>.json``.
+DONE_DIR = MARKER_DIR
 
 
 def chunk_done_markers(chunks_url: str) -> dict[int, str]:
     """Chunk index → URL of its completion marker, from ``<chunks>/_done/``.
 
-    The index is the first run of digits of the marker's file name (``chunk-00003.json``,
-    ``3``, ``00003-of-00010.json`` all mean chunk 3).
+    Only names matching the hex step's :data:`~cng_datasets.steps.hex.CHUNK_MARKER_RE`
+    (``chunk-00003.json``) count: a temporary file left by an interrupted write
+    (``.chunk-00003.json.<hex>.tmp``) does not mark chunk 3 done.
     """
     done: dict[int, str] = {}
     for url in storage.list_prefix(storage.join(chunks_url, DONE_DIR)):
-        m = _INDEX.search(storage.parse(url).name)
+        m = CHUNK_MARKER_RE.match(storage.parse(url).name)
         if m:
             done[int(m.group(1))] = url
     return done
+
+
+def hex_published(hex_url: str) -> bool:
+    """Whether repartition finished the hex output ``hex_url``: its ``_SUCCESS.json`` marker
+    exists, is readable and lists files (written last, removed first by every repartition)."""
+    return read_success(hex_url) is not None
 
 
 def chunk_stats(marker: str | None) -> dict[str, int]:

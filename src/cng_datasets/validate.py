@@ -18,7 +18,9 @@ the outputs, so a bug in a step cannot hide itself.
   partition value, every cell column ``hN`` holds valid cells of resolution N, every parent column
   equals the parent of the finest column (bit arithmetic checked against h3-py's
   ``cell_to_parent`` on a sample), no duplicate (id, finest cell) row, and every source feature
-  with a non-null geometry appears (and no unknown id).
+  with a non-null geometry appears (and no unknown id). The output must be published: its
+  completion marker ``hex/_SUCCESS.json`` exists, every file it lists is there with the row count
+  it states, and no other ``.parquet`` file is below ``hex/`` (a stale or half-written partition).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ _TYPE_IDS = {
 }
 _PARTITION = re.compile(r"(?:^|/)h0=([^/]+)/[^/]+$")
 _CELL_COLUMN = re.compile(r"^h(\d{1,2})$")
+#: The hex output's completion marker (written last by repartition; part of the hex contract in
+#: docs/architecture.md, spelled out here rather than imported from the step that writes it).
+HEX_SUCCESS = "_SUCCESS.json"
 #: Rows whose parents are re-computed with h3-py (the rest is checked with numpy bit arithmetic).
 H3PY_SAMPLE = 2000
 
@@ -425,6 +430,8 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     stats: dict[str, Any] = {"files": len(files), "rows": 0}
     if not files:
         return [f"{hex_url}: no .parquet files below it"], stats
+    listed = _read_hex_success(hex_url, problems)
+    file_rows: dict[str, int] = {}
     try:
         src = _open_parquet(parquet_url)
     except Exception as exc:  # noqa: BLE001
@@ -459,6 +466,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
             problems.add(f"{url}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
             continue
         stats["rows"] += table.num_rows
+        file_rows[rel.lstrip("/")] = table.num_rows
         cell_cols = {int(mm.group(1)): n for n in table.column_names if (mm := _CELL_COLUMN.match(n))}
         if id_col not in table.column_names:
             problems.add(f"{url}: no id column {id_col!r}")
@@ -528,6 +536,8 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
             )
         ids_seen.append(pc.unique(table.column(id_col)))
     stats.update(partitions=len(partitions), resolution=finest_res)
+    if listed is not None:
+        _compare_hex_success(hex_url, listed, files, file_rows, problems)
 
     # every source feature with a geometry is present, and nothing else
     if ids_seen:
@@ -556,6 +566,47 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
             )
         stats["features"] = len(seen)
     return problems.items, stats
+
+
+def _read_hex_success(hex_url: str, problems: _Problems) -> dict[str, int] | None:
+    """The files and row counts the completion marker lists (None, with a problem, when unusable)."""
+    url = storage.join(hex_url, HEX_SUCCESS)
+    if not storage.exists(url):
+        problems.add(
+            f"{url}: missing: the hex output is not published (repartition has not finished, failed, "
+            "or is running); its partitions may be incomplete or stale"
+        )
+        return None
+    try:
+        marker = json.loads(storage.read_bytes(url))
+        files = marker["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not an object")
+        return {str(k).lstrip("/"): int(v) for k, v in files.items()}
+    except Exception as exc:  # noqa: BLE001 - any reader error is the finding
+        problems.add(f"{url}: not a readable completion marker with a 'files' object ({exc})")
+        return None
+
+
+def _compare_hex_success(
+    hex_url: str, listed: dict[str, int], files: list[str], file_rows: dict[str, int], problems: _Problems
+) -> None:
+    """The marker's file list equals the .parquet files present, with the same row counts."""
+    base = hex_url.rstrip("/")
+    present = {u[len(base):].replace("\\", "/").lstrip("/") for u in files}
+    missing = sorted(set(listed) - present)
+    if missing:
+        problems.add(
+            f"{hex_url}: {len(missing)} file(s) listed in {HEX_SUCCESS} are missing (first: {missing[0]})"
+        )
+    extra = sorted(present - set(listed))
+    if extra:
+        problems.add(
+            f"{hex_url}: {len(extra)} .parquet file(s) not listed in {HEX_SUCCESS} (stale or partial; first: {extra[0]})"
+        )
+    for rel in sorted(set(listed) & set(file_rows)):
+        if listed[rel] != file_rows[rel]:
+            problems.add(f"{hex_url}/{rel}: {file_rows[rel]} rows, {HEX_SUCCESS} lists {listed[rel]}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import h3.api.basic_int as h3
 import numpy as np
@@ -239,3 +240,71 @@ def test_s3_round_trip(lowres_parquet: str, s3: str, tmp_path: Path) -> None:
     for rel in rel_local:
         if rel.endswith(".parquet"):
             assert storage.read_bytes(f"{s3}/ds/chunks/{rel}") == (local / rel).read_bytes()
+
+
+# ---- text ids, CRS and coordinate range ----------------------------------------------------
+
+
+def test_text_id_column(tmp_path: Path) -> None:
+    """Earthquakes with their text `id` as the id column: hexed, ids carried, no min/max."""
+    parquet = tmp_path / "quakes.parquet"
+    convert([str(data_file("earthquakes.json"))], str(parquet), ConvertOptions(id_column="id", row_group_size=500))
+    out = tmp_path / "chunks"
+    markers = [hexstep.hex_chunk(str(parquet), str(out), i, 1000, 5, (0,), chunk_count=2) for i in range(2)]
+    assert sum(m["features_with_cells"] for m in markers) == 1707
+    assert all(m["id_min"] is None and m["id_max"] is None for m in markers)
+    t = read_chunks(out)
+    assert t.schema.field("id").type == pa.string() and t.column_names[:3] == ["id", "h5", "h0"]
+    src = pq.read_table(parquet, columns=["id", "geometry"])
+    pts = shapely.from_wkb(src.column("geometry").to_numpy(zero_copy_only=False))
+    ref = {(i, h3.latlng_to_cell(p.y, p.x, 5)) for i, p in zip(src.column("id").to_pylist(), pts)}
+    assert set(zip(t.column("id").to_pylist(), t.column("h5").to_pylist())) == ref
+
+
+@pytest.fixture(scope="module")
+def mercator_parquet(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("merc") / "countries-3857.parquet"
+    src = data_file("naturalearth_lowres") / "naturalearth_lowres.shp"
+    convert([str(src)], str(out), ConvertOptions(target_crs="EPSG:3857"))
+    return str(out)
+
+
+def _with_geo(src: str, dest: Path, change: Any) -> str:
+    pf = pq.ParquetFile(src)
+    md = dict(pf.metadata.metadata)
+    geo = json.loads(md[b"geo"])
+    change(geo)
+    md[b"geo"] = json.dumps(geo).encode()
+    pq.write_table(pf.read().replace_schema_metadata(md), dest)
+    return str(dest)
+
+
+def test_projected_input_is_refused(mercator_parquet: str, tmp_path: Path, cli_run) -> None:
+    out = tmp_path / "chunks"
+    with pytest.raises(DataError, match=r"CRS is EPSG:3857 .*not lon/lat"):
+        hexstep.hex_chunk(mercator_parquet, str(out), 0, 1000, 3, (0,), last_chunk=True)
+    assert not list(out.rglob("*.parquet"))
+    proc = cli_run("hex", "--input", mercator_parquet, "--output", out, "--chunk-id", "0", "--chunk-size", "1000",
+                   "--chunk-count", "1", "--resolution", "3")
+    assert proc.returncode == 65, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "EPSG:3857" in lines[0] and "not lon/lat" in lines[0], proc.stderr
+
+
+def test_lonlat_crs_spellings_are_accepted(lowres_parquet: str, tmp_path: Path) -> None:
+    import pyproj
+
+    ref = hexstep.hex_chunk(lowres_parquet, str(tmp_path / "ref"), 0, 1000, 2, (0,), last_chunk=True)
+    for name, crs in (("4326", pyproj.CRS("EPSG:4326").to_json_dict()), ("crs84", pyproj.CRS("OGC:CRS84").to_json_dict())):
+        src = _with_geo(lowres_parquet, tmp_path / f"{name}.parquet", lambda g, c=crs: g["columns"]["geometry"].update(crs=c))
+        m = hexstep.hex_chunk(src, str(tmp_path / name), 0, 1000, 2, (0,), last_chunk=True)
+        assert m["cells"] == ref["cells"] and m["parts"] == ref["parts"]
+
+
+def test_coordinates_outside_lonlat_name_the_feature(mercator_parquet: str, tmp_path: Path) -> None:
+    """Metres with the CRS dropped from the metadata: refused, not clipped to the poles."""
+    src = _with_geo(mercator_parquet, tmp_path / "nocrs.parquet", lambda g: g["columns"]["geometry"].pop("crs"))
+    out = tmp_path / "chunks"
+    with pytest.raises(DataError, match=r"feature _cng_fid=1: coordinates outside \[-180, 180\] x \[-90, 90\]"):
+        hexstep.hex_chunk(src, str(out), 0, 1000, 3, (0,), last_chunk=True)
+    assert not (out / "_done" / "chunk-00000.json").exists()

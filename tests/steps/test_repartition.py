@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from cng_datasets import storage
 from cng_datasets.errors import IncompleteOutputError
 from cng_datasets.steps import hex as hexstep
+from cng_datasets.steps import repartition as rp
 from cng_datasets.steps.convert import ConvertOptions, convert
 from cng_datasets.steps.repartition import base_cells, repartition
 from cng_datasets.validate import check_hex
@@ -95,8 +97,11 @@ def test_parallel_partitions_then_finalize_equal_single_run(source: str, tmp_pat
     for i in range(len(base_cells())):
         repartition(str(chunks), str(para), source, h0_index=i)
     assert chunks.exists()
+    assert not (para / "_SUCCESS.json").exists()  # only the finalize step publishes
+    assert len(list((para / "_partitions").glob("h0=*.json"))) == len(list(para.glob("h0=*")))
     repartition(str(chunks), str(para), source, finalize=True)
     assert not chunks.exists()
+    assert (para / "_SUCCESS.json").exists() and not (para / "_partitions").exists()
     a = {p.relative_to(single): p.read_bytes() for p in single.rglob("*") if p.is_file()}
     b = {p.relative_to(para): p.read_bytes() for p in para.rglob("*") if p.is_file()}
     assert a == b
@@ -125,6 +130,138 @@ def test_large_partition_rolls_over_files(source: str, tmp_path: Path, monkeypat
     assert problems == []
 
 
+def success(out: Path) -> dict:
+    return json.loads((out / "_SUCCESS.json").read_text())
+
+
+def test_success_marker_lists_every_file_with_its_rows(source: str, tmp_path: Path) -> None:
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    make_chunks(source, str(chunks))
+    repartition(str(chunks), str(out), source)
+    marker = success(out)
+    files = {str(p.relative_to(out)): pq.read_metadata(p).num_rows for p in out.glob("h0=*/*.parquet")}
+    assert marker["files"] == files and marker["rows"] == sum(files.values())
+    assert marker["features"] == 177 and marker["id_column"] == "_cng_fid" and marker["resolution"] == 3
+    assert marker["partitions"] == len(list(out.glob("h0=*")))
+
+
+def test_failure_midway_leaves_the_output_unpublished(source: str, tmp_path: Path) -> None:
+    """A part missing in a late partition: the partitions written before it are not published."""
+    out = tmp_path / "hex"
+    make_chunks(source, str(tmp_path / "c1"))
+    repartition(str(tmp_path / "c1"), str(out), source)
+    assert check_hex(str(out), source)[0] == []
+    old = success(out)
+
+    chunks = tmp_path / "c2"
+    make_chunks(source, str(chunks), res=4)  # a new run with other data
+    last_h0 = max(int(p.name.split("=")[1]) for p in chunks.glob("h0=*"))
+    victim = min(chunks.glob(f"h0={last_h0}/part-*.parquet"))
+    victim.unlink()
+    with pytest.raises(IncompleteOutputError, match=victim.name):
+        repartition(str(chunks), str(out), source)
+    assert not (out / "_SUCCESS.json").exists()  # partitions were rewritten, but nothing claims completeness
+    assert len(list(out.glob("h0=*/*.parquet"))) > 1
+    problems, _ = check_hex(str(out), source)
+    assert any("_SUCCESS.json: missing" in p for p in problems), problems
+
+    # the chunk is redone: the re-run publishes exactly the new files
+    chunk_id = int(victim.stem.split("-")[1])
+    hexstep.hex_chunk(source, str(chunks), chunk_id, 50, 4, (1, 0), chunk_count=4)
+    repartition(str(chunks), str(out), source)
+    new = success(out)
+    assert new["resolution"] == 4 and new != old
+    assert sorted(new["files"]) == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "_SUCCESS.json")
+    assert check_hex(str(out), source)[0] == []
+
+
+def test_marker_removed_first_stale_files_removed_last(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    make_chunks(source, str(tmp_path / "c0"))
+    repartition(str(tmp_path / "c0"), str(out), source)
+    some = next(out.glob("h0=*"))
+    stale = [out / "h0=123" / "data_0.parquet", some / "data_7.parquet"]
+    for f in stale:
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(b"old")
+    make_chunks(source, str(chunks))
+    seen: list[tuple[bool, bool]] = []
+    real = rp.write_partition
+
+    def watching(*args, **kw):
+        seen.append(((out / "_SUCCESS.json").exists(), all(f.exists() for f in stale)))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rp, "write_partition", watching)
+    repartition(str(chunks), str(out), source)
+    assert seen and all(s == (False, True) for s in seen)  # unpublished, and nothing deleted, while writing
+    assert not any(f.exists() for f in stale) and not (out / "h0=123").exists()
+    assert "h0=123/data_0.parquet" not in success(out)["files"]
+    assert check_hex(str(out), source)[0] == []
+
+
+def test_finalize_refuses_partitions_of_other_chunks(source: str, tmp_path: Path) -> None:
+    out = tmp_path / "hex"
+    make_chunks(source, str(tmp_path / "c1"), res=3)
+    for i in range(len(base_cells())):
+        repartition(str(tmp_path / "c1"), str(out), source, h0_index=i)
+    # other chunks (another resolution), and their finalize without the --h0-index runs
+    make_chunks(source, str(tmp_path / "c2"), res=4)
+    with pytest.raises(IncompleteOutputError, match="written from other chunks"):
+        repartition(str(tmp_path / "c2"), str(out), source, finalize=True)
+    assert not (out / "_SUCCESS.json").exists() and (tmp_path / "c2").exists()
+
+
+def test_text_id_column_end_to_end(tmp_path: Path, cli_run) -> None:
+    """convert --id-column name (text) → hex in chunks → repartition → validate."""
+    src = data_file("naturalearth_lowres") / "naturalearth_lowres.shp"
+    parquet, chunks, out = tmp_path / "countries.parquet", tmp_path / "chunks", tmp_path / "hex"
+    cli_run("convert", src, parquet, "--id-column", "name", check=True)
+    for i in range(2):
+        cli_run("hex", "--input", parquet, "--output", chunks, "--chunk-id", i, "--chunk-size", "100",
+                "--chunk-count", "2", "--resolution", "3", "--parent-resolutions", "1,0", check=True)
+    marker = json.loads((chunks / "_done" / "chunk-00000.json").read_text())
+    assert marker["id_column"] == "name" and marker["id_min"] is None
+    cli_run("repartition", "--chunks", chunks, "--output", out, "--source", parquet, check=True)
+    problems, stats = check_hex(str(out), str(parquet))
+    assert problems == [] and stats["features"] == 177
+    assert success(out)["id_column"] == "name"
+    t = pq.read_table(next(out.glob("h0=*/data_0.parquet")))
+    assert t.schema.field("name").type == pa.string() and "_cng_fid" not in t.column_names
+
+
+def test_text_ids_are_counted_exactly(tmp_path: Path) -> None:
+    """Earthquakes by their text id; a feature's rows lost from the output are noticed."""
+    parquet = tmp_path / "quakes.parquet"
+    convert([str(data_file("earthquakes.json"))], str(parquet), ConvertOptions(id_column="id"))
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    for i in range(3):
+        hexstep.hex_chunk(str(parquet), str(chunks), i, 600, 2, (0,), chunk_count=3)
+    cs = rp.check_chunks(str(chunks), str(parquet))
+    repartition(str(chunks), str(out), str(parquet), keep_chunks=True)
+    assert success(out)["features"] == 1707 and check_hex(str(out), str(parquet))[0] == []
+    files = sorted(str(p) for p in out.glob("h0=*/*.parquet"))
+    rp._output_ids_check(str(out), cs, files)
+    with pytest.raises(IncompleteOutputError, match="holds 1706 distinct features, the chunks promised 1707"):
+        rp._output_ids_check(str(out), cs, _drop_one(files, tmp_path))
+
+
+def _drop_one(files: list[str], tmp_path: Path) -> list[str]:
+    """Copies of ``files`` without the rows of one id that appears in a single file."""
+    tables = {f: pq.read_table(f) for f in files}
+    counts: dict[str, int] = {}
+    for t in tables.values():
+        for i in set(t.column("id").to_pylist()):
+            counts[i] = counts.get(i, 0) + 1
+    victim = next(i for i, n in counts.items() if n == 1)
+    out = []
+    for k, t in enumerate(tables.values()):
+        dest = tmp_path / f"copy-{k}.parquet"
+        pq.write_table(t.filter(pa.compute.not_equal(t.column("id"), victim)), dest)
+        out.append(str(dest))
+    return out
+
+
 @pytest.mark.s3
 def test_s3_round_trip(source: str, s3: str, tmp_path: Path) -> None:
     src = f"{s3}/ds/countries.parquet"
@@ -136,8 +273,10 @@ def test_s3_round_trip(source: str, s3: str, tmp_path: Path) -> None:
     make_chunks(source, str(local_chunks))
     repartition(str(local_chunks), str(local_out), source)
     remote = sorted(storage.list_prefix(f"{s3}/ds/hex"))
-    local = sorted(local_out.rglob("*.parquet"))
+    local = sorted((p for p in local_out.rglob("*") if p.is_file()), key=lambda p: str(p.relative_to(local_out)))
+    # the same files, the completion marker included, byte for byte
     assert [u.split("/ds/hex/")[1] for u in remote] == [str(p.relative_to(local_out)) for p in local]
+    assert f"{s3}/ds/hex/_SUCCESS.json" in remote
     for u, p in zip(remote, local):
         assert storage.read_bytes(u) == p.read_bytes()
     problems, _ = check_hex(f"{s3}/ds/hex", src)

@@ -84,7 +84,11 @@ def hex_(
     default=None,
     help="Write only the partition of the I-th base cell (0..121, sorted); run `--finalize` afterwards.",
 )
-@click.option("--finalize", is_flag=True, help="Only check the whole output, remove stale partitions and the chunks.")
+@click.option(
+    "--finalize",
+    is_flag=True,
+    help="After the --h0-index runs: check the whole output, remove stale files, write OUTPUT/_SUCCESS.json, remove the chunks.",
+)
 @click.option("--keep-chunks", is_flag=True, help="Do not delete the chunks after a successful check.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
 @handle_errors
@@ -100,7 +104,9 @@ def repartition(
     """Merge hex chunks into OUTPUT/h0=<cell>/data_0.parquet partitions (rows by id, ZSTD).
 
     Checks first that every chunk is complete and every source feature with a geometry is
-    present; deletes the chunks only after the output passed the check.
+    present; deletes the chunks only after the output passed the check. The output is published
+    by OUTPUT/_SUCCESS.json (removed first, written last, listing every file with its row count):
+    readers must check it exists.
     """
     from cng_datasets.steps.repartition import repartition as run
 

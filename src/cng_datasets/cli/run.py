@@ -246,7 +246,8 @@ def validate(dest: str, dataset: str, quiet: bool) -> None:
     PMTiles: v3 header, MVT tiles, tile count, bounds, vector_layers with fields, readable
     directories. Hex: each h0=<cell> partition holds only rows with that h0, parent columns are
     the parents of the finest cell, no duplicate (id, cell) rows, every feature with a geometry
-    present. Exits 65 with one line per problem when a check fails.
+    present, and the output published: hex/_SUCCESS.json exists and lists exactly the .parquet
+    files present with their row counts. Exits 65 with one line per problem when a check fails.
     """
     from cng_datasets.validate import validate_dataset
 

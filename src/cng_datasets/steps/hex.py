@@ -27,6 +27,14 @@ Marker (JSON)::
      "source_rows", "features", "features_with_cells", "null_geometries", "empty_geometries",
      "cells", "rows", "resolution", "parent_resolutions", "containment", "id_column",
      "id_min", "id_max", "parts": {"h0=<cell>/part-00003.parquet": <rows>, ...}}
+
+``id_min`` / ``id_max`` are the smallest and largest id of the chunk for an integer id column, and
+``null`` for any other id type (a text ``--id-column``) or an empty chunk.
+
+The input must be in lon/lat degrees: its GeoParquet ``geo`` metadata must omit the CRS (OGC:CRS84)
+or give one equal to OGC:CRS84 up to axis order (e.g. EPSG:4326). Anything else (a file written
+with ``convert --target-crs EPSG:3857``) is refused with a :class:`DataError` naming the CRS, and a
+feature with coordinates outside [-180, 180] × [-90, 90] fails the chunk naming its id.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -51,6 +60,9 @@ log = logging.getLogger("cng_datasets")
 DEFAULT_ID_COLUMN = "_cng_fid"
 MARKER_DIR = "_done"
 MARKER_FORMAT = 1
+#: The file name of a chunk's completion marker, and nothing else (not a ``.chunk-00003.json.<hex>.tmp``
+#: left by an interrupted write): the one pattern repartition and the local runner both use.
+CHUNK_MARKER_RE = re.compile(r"^chunk-(\d+)\.json$")
 #: Features handed to the H3 engine together (before the cell budget splits them further).
 FEATURE_BATCH = 8192
 #: Bytes of output rows buffered in memory before they are written out as row groups.
@@ -134,6 +146,43 @@ def source_info(pf: Any, url: str) -> SourceInfo:
         if col not in names:
             raise DataError(f"{url}: no {what} column {col!r} (columns: {', '.join(names)})")
     return SourceInfo(id_col, geom, pf.metadata.num_rows, meta)
+
+
+def check_lonlat(pf: Any, url: str, geometry_column: str) -> None:
+    """Refuse a GeoParquet whose geometry CRS is not lon/lat (OGC:CRS84, axis order ignored).
+
+    An omitted ``crs`` means OGC:CRS84 (GeoParquet); an explicit ``null`` (CRS unknown) is taken
+    as lon/lat with a warning, the coordinate range check of :mod:`cng_datasets.h3cells` still
+    stops anything that is not degrees. A file without ``geo`` metadata is taken as lon/lat.
+    """
+    kv = pf.metadata.metadata or {}
+    if b"geo" not in kv:
+        return
+    try:
+        columns = json.loads(kv[b"geo"]).get("columns") or {}
+    except (ValueError, AttributeError) as exc:
+        raise DataError(f"{url}: geo metadata is not JSON") from exc
+    meta = columns.get(geometry_column) or {}
+    if not isinstance(meta, dict) or "crs" not in meta:
+        return
+    crs = meta["crs"]
+    if crs is None:
+        log.warning("%s: the geometry CRS is null (unknown); taking the coordinates as lon/lat degrees", url)
+        return
+    import pyproj
+
+    try:
+        parsed = pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError as exc:
+        raise DataError(f"{url}: the geometry CRS in the geo metadata is not readable ({str(exc).splitlines()[0]})") from exc
+    if parsed.equals(pyproj.CRS.from_user_input("OGC:CRS84"), ignore_axis_order=True):
+        return
+    auth = parsed.to_authority()
+    name = f"{auth[0]}:{auth[1]} ({parsed.name})" if auth else parsed.name
+    raise DataError(
+        f"{url}: the geometry CRS is {name}, not lon/lat (OGC:CRS84 / EPSG:4326); H3 needs lon/lat "
+        f"degrees: convert the source without --target-crs (or with --target-crs EPSG:4326)"
+    )
 
 
 def _covering_columns(pf: Any) -> set[str]:
@@ -266,6 +315,7 @@ def hex_chunk(
 ) -> dict[str, Any] | None:
     """Compute the H3 cells of one chunk; returns the completion marker (``None`` if skipped)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import shapely
 
     if chunk_size < 1:
@@ -288,6 +338,7 @@ def hex_chunk(
 
     pf = open_parquet(input_url)
     info = source_info(pf, input_url)
+    check_lonlat(pf, input_url, info.geometry_column)
     start = chunk_id * chunk_size
     end = info.num_rows if last_chunk else min(info.num_rows, start + chunk_size)
     end = max(end, min(start, info.num_rows))
@@ -310,6 +361,7 @@ def hex_chunk(
     stats = {"features": 0, "features_with_cells": 0, "null_geometries": 0, "empty_geometries": 0, "cells": 0}
     id_min: int | None = None
     id_max: int | None = None
+    integer_ids = pa.types.is_integer(schema.field(0).type)  # min / max only mean something for these
     t0 = time.monotonic()
     log.info(
         "chunk %d: rows %d..%d of %d (%s), resolution %d, parents %s, %s containment",
@@ -321,10 +373,12 @@ def hex_chunk(
             n = rb.num_rows
             ids = rb.column(info.id_column)
             idn = ids.to_numpy(zero_copy_only=False)
-            if n:
-                lo, hi = int(np.min(idn)), int(np.max(idn))
-                id_min = lo if id_min is None else min(id_min, lo)
-                id_max = hi if id_max is None else max(id_max, hi)
+            if n and integer_ids:
+                mm = pc.min_max(ids)
+                lo, hi = mm["min"].as_py(), mm["max"].as_py()
+                if lo is not None:
+                    id_min = lo if id_min is None else min(id_min, lo)
+                    id_max = hi if id_max is None else max(id_max, hi)
             wkb = rb.column(info.geometry_column).to_numpy(zero_copy_only=False)
             try:
                 geoms = shapely.from_wkb(wkb)
@@ -353,6 +407,9 @@ def hex_chunk(
                         _emit(writer, schema, ids, attr_table, attrs, idx[a : a + max_rows], cells[a : a + max_rows],
                               res_col, parents)
                     stats["cells"] += len(idx)
+            except h3cells.OutOfRangeError as exc:
+                where = f"feature {info.id_column}={idn[exc.index]}" if exc.index is not None else "a feature"
+                raise DataError(f"{input_url}: {where}: {exc.detail}") from exc
             except BaseException as exc:  # h3ronpy panics are BaseException
                 if isinstance(exc, (KeyboardInterrupt, SystemExit, DataError, MemoryError)):
                     raise

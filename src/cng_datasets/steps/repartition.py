@@ -20,15 +20,31 @@ Completeness is checked before anything is written and again before the chunks a
 Failures raise :class:`~cng_datasets.errors.IncompleteOutputError` naming what is missing; the
 chunks are kept.
 
-Parallel use: ``h0_index=I`` writes only the partition of the I-th of the 122 base cells (sorted
-by index) and deletes nothing but that partition's stale files; ``finalize=True`` then checks the
-whole output against the markers, deletes stale partitions and the chunks. Without either, one
-process does everything. Each chunk part is read exactly once, in bounded memory (row group by row
-group).
+Publication (atomic at the dataset level): the output is complete only when its marker
+``<output>/_SUCCESS.json`` exists. A repartition removes that marker first, writes the partitions
+(overwriting files of an earlier run in place), checks them, removes every file of the output it
+did not write (stale partitions, leftovers of an interrupted run) only after all new files are
+written, and writes the marker last::
+
+    {"format": 1, "id_column": "_cng_fid", "features": <features with cells>, "rows": <all rows>,
+     "resolution": R, "parent_resolutions": [...], "containment": "center", "partitions": <n>,
+     "files": {"h0=<cell>/data_0.parquet": <rows>, ...}}
+
+A reader (and ``cng-datasets validate``) must check the marker exists and read the files it lists;
+without it the output is being written, or its writing failed.
+
+Parallel use: ``h0_index=I`` removes the marker, writes only the partition of the I-th of the 122
+base cells (sorted by index) and then a manifest ``<output>/_partitions/h0=<cell>.json`` of the
+files it wrote (tagged with a digest of the chunk markers); it deletes nothing. ``finalize=True``
+then checks the whole output against the markers and those manifests, deletes stale files and the
+manifests, writes ``_SUCCESS.json`` (only the finalize step does) and deletes the chunks. Without
+either, one process does everything. Each chunk part is read exactly once, in bounded memory (row
+group by row group).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -43,7 +59,7 @@ import numpy as np
 
 from cng_datasets import storage
 from cng_datasets.errors import DataError, IncompleteOutputError, StorageError
-from cng_datasets.steps.hex import MARKER_DIR, open_parquet, source_info
+from cng_datasets.steps.hex import CHUNK_MARKER_RE, MARKER_DIR, open_parquet, source_info
 
 log = logging.getLogger("cng_datasets")
 
@@ -51,7 +67,28 @@ log = logging.getLogger("cng_datasets")
 MAX_FILE_ROWS = 50_000_000
 #: Rows per output row group.
 ROW_GROUP_ROWS = 1 << 20
-_MARKER_RE = re.compile(r"chunk-(\d+)\.json$")
+#: The output's completion marker: written last, removed first (see the module docstring).
+SUCCESS_NAME = "_SUCCESS.json"
+SUCCESS_FORMAT = 1
+#: Per-partition manifests of ``--h0-index`` runs, read by ``--finalize``, then removed.
+PARTITIONS_DIR = "_partitions"
+_DATA_RE = re.compile(r"(?:^|[/\\])h0=(\d+)[/\\]data_\d+\.parquet$")
+
+
+def success_url(output: str) -> str:
+    """Where the completion marker of the hex output ``output`` lives."""
+    return storage.join(output, SUCCESS_NAME)
+
+
+def read_success(output: str) -> dict[str, Any] | None:
+    """The completion marker of ``output`` (None when absent or not a marker of this format)."""
+    try:
+        data = json.loads(storage.read_bytes(success_url(output)))
+    except (StorageError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != SUCCESS_FORMAT or not isinstance(data.get("files"), dict):
+        return None
+    return data
 
 
 def base_cells() -> list[int]:
@@ -71,11 +108,16 @@ class ChunkSet:
     features_with_cells: int = 0
     source_rows: int = 0
 
+    def digest(self) -> str:
+        """Identifies this chunk set: the same for every process of one parallel repartition."""
+        body = json.dumps(self.markers, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(body).hexdigest()[:32]
+
 
 def _read_markers(chunks: str) -> list[dict[str, Any]]:
     out = []
     for url in storage.list_prefix(storage.join(chunks, MARKER_DIR)):
-        if not _MARKER_RE.search(url):
+        if not CHUNK_MARKER_RE.match(storage.parse(url).name):
             continue
         try:
             out.append(json.loads(storage.read_bytes(url)))
@@ -191,7 +233,10 @@ def _ranges(ids: list[int]) -> str:
 
 
 def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, str, int]]) -> dict[str, int]:
-    """Merge the parts of one h0 into ``<output>/h0=<h0>/data_<k>.parquet``; returns {url: rows}."""
+    """Merge the parts of one h0 into ``<output>/h0=<h0>/data_<k>.parquet``; returns {url: rows}.
+
+    Deletes nothing: stale files of the partition go in the final step (see :func:`repartition`).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -260,11 +305,8 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
             except Exception:  # noqa: BLE001
                 pass
         shutil.rmtree(tmpdir, ignore_errors=True)
-    # stale files of this partition from an earlier run
-    keep = {_norm(u) for u in written}
-    for url in storage.list_prefix(pdir):
-        if _norm(url) not in keep:
-            storage.delete(url)
+    # files of an earlier run this one did not overwrite (a data_1 of a partition that shrank) are
+    # removed by the final step, after every new file is written
     return written
 
 
@@ -286,28 +328,84 @@ def _norm(url: str) -> str:
 
 
 def _output_ids_check(output: str, cs: ChunkSet, files: list[str]) -> None:
-    """The distinct ids in the output equal the features with cells the markers promise."""
+    """The distinct ids in the output equal the features with cells the markers promise.
+
+    Integer ids 1..N (the default ``_cng_fid``) are counted in a bitmap; any other id (a text
+    ``--id-column``, integers outside 1..N) is counted with ``pyarrow.compute``.
+    """
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     n = cs.source_rows
     seen = np.zeros(n + 2, dtype=bool)
-    other: list[np.ndarray] = []
+    other: list[Any] = []
     for url in files:
         pf = open_parquet(url)
         for rg in range(pf.metadata.num_row_groups):
             ids = pf.read_row_group(rg, columns=[cs.id_column]).column(0)
-            arr = np.asarray(pc.unique(ids).to_numpy(zero_copy_only=False))
-            inside = (arr >= 1) & (arr <= n)
-            seen[arr[inside].astype(np.int64)] = True
-            if not inside.all():
-                other.append(arr[~inside])
+            uniq = pc.unique(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
+            if pa.types.is_integer(uniq.type) and uniq.null_count == 0:
+                arr = np.asarray(uniq.to_numpy(zero_copy_only=False))
+                inside = (arr >= 1) & (arr <= n)
+                seen[arr[inside].astype(np.int64)] = True
+                if not inside.all():
+                    other.append(uniq.filter(pa.array(~inside)))
+            else:
+                other.append(uniq)
     count = int(seen.sum())
     if other:
-        count += len(np.unique(np.concatenate(other)))
+        typ = other[0].type
+        count += int(pc.count_distinct(pa.chunked_array([o.cast(typ) for o in other], type=typ), mode="all").as_py())
     if count != cs.features_with_cells:
         raise IncompleteOutputError(
             f"{output}: holds {count} distinct features, the chunks promised {cs.features_with_cells}"
         )
+
+
+def _rel(output: str, url: str) -> str:
+    """``url`` relative to ``output``, with ``/`` separators."""
+    base = _norm(output).rstrip("/\\")
+    return _norm(url)[len(base) + 1:].replace("\\", "/")
+
+
+def _partition_manifest_url(output: str, h0: int) -> str:
+    return storage.join(output, PARTITIONS_DIR, f"h0={h0}.json")
+
+
+def _read_partition_manifests(output: str, cs: ChunkSet, problems: list[str]) -> dict[str, int]:
+    """{url: rows} of the partitions ``--h0-index`` runs wrote from this chunk set."""
+    files: dict[str, int] = {}
+    digest = cs.digest()
+    for h0 in sorted(cs.partitions):
+        url = _partition_manifest_url(output, h0)
+        try:
+            man = json.loads(storage.read_bytes(url))
+        except (StorageError, ValueError):
+            problems.append(f"partition h0={h0} is missing (no --h0-index run wrote {PARTITIONS_DIR}/h0={h0}.json)")
+            continue
+        if man.get("chunks") != digest:
+            problems.append(f"partition h0={h0} was written from other chunks than these ({url})")
+            continue
+        for rel, rows in sorted((man.get("files") or {}).items()):
+            files[_norm(storage.join(output, rel))] = int(rows)
+    return files
+
+
+def _write_success(output: str, cs: ChunkSet, files: dict[str, int]) -> dict[str, Any]:
+    ref = cs.markers[0]
+    body = {
+        "format": SUCCESS_FORMAT,
+        "id_column": cs.id_column,
+        "features": cs.features_with_cells,
+        "rows": sum(files.values()),
+        "resolution": ref.get("resolution"),
+        "parent_resolutions": ref.get("parent_resolutions"),
+        "containment": ref.get("containment"),
+        "partitions": len({_rel(output, u).split("/", 1)[0] for u in files}),
+        "files": {_rel(output, u): int(n) for u, n in sorted(files.items(), key=lambda t: _rel(output, t[0]))},
+    }
+    storage.write_bytes(success_url(output), (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
+    return body
 
 
 def repartition(
@@ -322,64 +420,80 @@ def repartition(
     t0 = time.monotonic()
     if h0_index is not None and finalize:
         raise DataError("--h0-index and --finalize exclude each other")
-    cs = check_chunks(chunks, source)
     cells = base_cells()
+    if h0_index is not None and not 0 <= h0_index < len(cells):
+        raise DataError(f"--h0-index must be 0..{len(cells) - 1}, not {h0_index}")
+    # un-publish first: from here until the marker is written again the output is not complete
+    storage.delete(success_url(output))
+    cs = check_chunks(chunks, source)
     if h0_index is not None:
-        if not 0 <= h0_index < len(cells):
-            raise DataError(f"--h0-index must be 0..{len(cells) - 1}, not {h0_index}")
         h0 = cells[h0_index]
         parts = cs.partitions.get(h0, [])
-        if not parts:
-            n = storage.delete_prefix(storage.join(output, f"h0={h0}"))
-            log.info("h0=%d (index %d): no rows; removed %d stale file(s)", h0, h0_index, n)
-            return {"partitions": 0, "rows": 0, "files": {}}
-        written = write_partition(chunks, output, h0, parts)
+        written = write_partition(chunks, output, h0, parts) if parts else {}
+        manifest = {
+            "format": SUCCESS_FORMAT,
+            "chunks": cs.digest(),
+            "h0": h0,
+            "files": {_rel(output, u): n for u, n in sorted(written.items())},
+        }
+        if parts:
+            storage.write_bytes(_partition_manifest_url(output, h0), json.dumps(manifest, sort_keys=True).encode())
         rows = sum(written.values())
         log.info("h0=%d (index %d): %d rows in %d file(s), %.1f s", h0, h0_index, rows, len(written), time.monotonic() - t0)
-        return {"partitions": 1, "rows": rows, "files": written}
+        return {"partitions": 1 if parts else 0, "rows": rows, "files": written}
 
     files: dict[str, int] = {}
-    if not finalize:
+    problems: list[str] = []
+    if finalize:
+        files = _read_partition_manifests(output, cs, problems)
+    else:
         for i, (h0, parts) in enumerate(sorted(cs.partitions.items())):
             written = write_partition(chunks, output, h0, parts)
             files.update({_norm(u): n for u, n in written.items()})
             log.info("partition %d/%d h0=%d: %d rows", i + 1, len(cs.partitions), h0, sum(written.values()))
-    # check the whole output against the markers
+    # check the whole output against the markers: every file exists with its row count, and the
+    # partitions hold what the chunks hold
     expected_rows = {h0: sum(n for _, _, n in parts) for h0, parts in cs.partitions.items()}
-    present = [_norm(u) for u in storage.list_prefix(output)]
+    present = {_norm(u) for u in storage.list_prefix(output)}
     by_part: dict[int, list[str]] = {}
-    stale: list[str] = []
-    for url in present:
-        m = re.search(r"h0=(\d+)[/\\]data_\d+\.parquet$", url)
+    for url, rows in sorted(files.items()):
+        m = _DATA_RE.search(url)
         if not m or int(m.group(1)) not in expected_rows:
-            stale.append(url)
+            problems.append(f"{url} is not a data file of an expected partition")
             continue
+        if url not in present:
+            problems.append(f"{url} (partition h0={m.group(1)}) is missing")
+            continue
+        if finalize:
+            got = open_parquet(url).metadata.num_rows
+            if got != rows:
+                problems.append(f"{url} has {got} rows, its partition manifest says {rows}")
         by_part.setdefault(int(m.group(1)), []).append(url)
-    problems = []
     for h0, rows in sorted(expected_rows.items()):
         urls = by_part.get(h0, [])
         if not urls:
-            problems.append(f"partition h0={h0} is missing")
+            if not any(f"h0={h0} " in p for p in problems):
+                problems.append(f"partition h0={h0} is missing")
             continue
-        got = sum(open_parquet(u).metadata.num_rows for u in urls) if finalize else sum(files.get(u, 0) for u in urls)
-        if not finalize and any(u not in files for u in urls):
-            got = sum(open_parquet(u).metadata.num_rows for u in urls)
+        got = sum(files[u] for u in urls)
         if got != rows:
             problems.append(f"partition h0={h0} has {got} rows, the chunks hold {rows}")
     if problems:
-        raise IncompleteOutputError(f"{output}: " + "; ".join(problems[:10]) + ("" if len(problems) <= 10 else f" (+{len(problems) - 10} more)"))
-    kept = [u for urls in by_part.values() for u in urls]
+        raise IncompleteOutputError(
+            f"{output}: " + "; ".join(problems[:10]) + ("" if len(problems) <= 10 else f" (+{len(problems) - 10} more)")
+        )
+    kept = sorted(u for urls in by_part.values() for u in urls)
     _output_ids_check(output, cs, kept)
+    # only now, with every new file written and checked: remove what this run did not write
+    stale = sorted(present - set(kept) - {_norm(success_url(output))})
     for url in stale:
         storage.delete(url)
     _prune_empty_dirs(output)
     if stale:
         log.info("removed %d stale file(s) from %s", len(stale), output)
+    _write_success(output, cs, {u: files[u] for u in kept})  # last: publishes the output
     if not keep_chunks:
-        try:
-            n = storage.delete_prefix(chunks)
-        except StorageError:
-            raise
+        n = storage.delete_prefix(chunks)
         log.info("completeness check passed; deleted %d chunk file(s) below %s", n, chunks)
     total = sum(expected_rows.values())
     log.info(
