@@ -45,6 +45,21 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     storage._s3_client_cached.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """The CLI's setup_logging sets the package logger's level, propagation and handlers and the
+    warnings display; undo it after every test so no test depends on which ran before it."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("cng_datasets")
+    saved = (list(logger.handlers), logger.propagate, logger.level, warnings.showwarning)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
+    warnings.showwarning = saved[3]
+
+
 def data_file(name: str) -> Path:
     """A sample file from tests/data, or from ../shared/data when it is too big to bundle."""
     for root in (DATA, SHARED_DATA):

@@ -51,7 +51,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
@@ -604,20 +603,6 @@ class FakeCluster:
             if per_index is not None:
                 status["failedIndexes"] = compress(ctl["failed_idx"])
         status["uncountedTerminatedPods"] = {}
-
-
-@pytest.fixture
-def restore_logging():
-    """The CLI's setup_logging replaces handlers of the package logger; undo it after a test."""
-    import logging
-    import warnings
-
-    logger = logging.getLogger("cng_datasets")
-    saved = (list(logger.handlers), logger.propagate, logger.level, warnings.showwarning)
-    yield
-    logger.handlers[:] = saved[0]
-    logger.propagate, logger.level = saved[1], saved[2]
-    warnings.showwarning = saved[3]
 
 
 def write_workflow(

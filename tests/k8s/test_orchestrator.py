@@ -22,9 +22,8 @@ from cng_datasets.k8s.orchestrator import (
     parse_indexes,
     topological_order,
 )
-from tests.k8s.fake import BAD_INPUT, HANG, OOM, FakeCluster, Outcome, compress, restore_logging, step_yamls, write_workflow
+from tests.k8s.fake import BAD_INPUT, HANG, OOM, FakeCluster, Outcome, compress, step_yamls, write_workflow
 
-__all__ = ["restore_logging"]
 
 GRANTED = {(g, r, v) for g, r, verbs in rbac.RULES for v in verbs}
 JOB = {s: f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition")}
@@ -191,6 +190,7 @@ def test_rerun_with_other_settings_fails_naming_the_stale_jobs_instead_of_skippi
     created = list(cluster.created_jobs)
     other = step_yamls(write_workflow(tmp_path / "wf-r11", h3_resolution=11))
     cluster.calls.clear()
+    caplog.clear()  # the first run's lines may be captured when an earlier test left the level at INFO
     with caplog.at_level(logging.INFO, logger="cng_datasets"), pytest.raises(StaleJobError) as err:
         run(cluster, other)
     msg = str(err.value)

@@ -13,9 +13,8 @@ from cng_datasets.errors import ClusterError
 from cng_datasets.k8s import rbac, spechash
 from cng_datasets.k8s.orchestrator import StaleJobError, job_state, orchestrate
 from cng_datasets.k8s.submit import cleanup, format_status, load_workflow, logs, output_urls, status, submit
-from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, restore_logging, write_workflow
+from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, write_workflow
 
-__all__ = ["restore_logging"]
 
 NS = "geo"
 PVC = "demo-places-workflow-yamls"
