@@ -21,6 +21,17 @@ EXIT_BAD_INPUT = 65
 EXIT_FAILURE = 1
 
 
+def first_line(exc: object, fallback: str | None = None) -> str:
+    """The first non-blank line of ``str(exc)``: what a one-line error message quotes.
+
+    When there is none: ``fallback``, or the exception's type name.
+    """
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(exc).__name__ if fallback is None else fallback
+
+
 class CngError(Exception):
     """Base of all errors raised on purpose by cng-datasets."""
 

@@ -21,6 +21,14 @@ from shapely.geometry.base import BaseGeometry
 _SEAM_TOLERANCE = 1e-7
 
 
+def is_lonlat_crs84(crs: Any) -> bool:
+    """Whether a pyproj CRS is OGC:CRS84 up to axis order (EPSG:4326 counts): lon/lat degrees,
+    the CRS GeoParquet means when ``crs`` is omitted."""
+    import pyproj
+
+    return bool(crs.equals(pyproj.CRS.from_user_input("OGC:CRS84"), ignore_axis_order=True))
+
+
 def _crossing_edges(coords: np.ndarray, closed: bool = True) -> np.ndarray:
     """Boolean per edge of one ring (``closed``) or line: which edges cross ±180.
 

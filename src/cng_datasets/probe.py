@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from cng_datasets.errors import CountFallbackWarning
+from cng_datasets.errors import CountFallbackWarning, first_line
 
 DEFAULT_TIMEOUT = 120.0
 def count_source(url: str, layer: str | None = None) -> int:
@@ -61,7 +61,7 @@ def count_features(
         try:
             total += _count_in_subprocess(url, layer, deadline - time.monotonic())
         except Exception as exc:  # noqa: BLE001 - any failure means "unknown count"
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = first_line(exc)
             warnings.warn(
                 CountFallbackWarning(
                     f"could not count the features of {url!r} ({detail}); using default chunking "
@@ -84,7 +84,7 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         n = count_source(args.url, args.layer)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = first_line(exc, "")
         sys.stderr.write(f"{type(exc).__name__}: {text}\n")
         return 1
     sys.stdout.write(f"{n}\n")

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cng_datasets import storage
-from cng_datasets.errors import DataError, SourceError, StorageError
+from cng_datasets.errors import DataError, SourceError, StorageError, first_line
 
 log = logging.getLogger("cng_datasets")
 
@@ -61,12 +61,6 @@ def is_parquet(url: str) -> bool:
 def _is_csv(url: str) -> bool:
     name = storage.parse(url).name.lower()
     return name.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt"))
-
-
-def _gdal_error_text(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # pyogrio repeats the path; keep the message short and about the problem.
-    return text.replace("\n", " ")
 
 
 def _dbf_needs_detection(vsi: str, url: str) -> list[str]:
@@ -139,7 +133,7 @@ def _spatial_layers(vsi: str, url: str, open_options: dict[str, str]) -> list[st
     try:
         layers = pyogrio.list_layers(vsi)
     except Exception as exc:
-        raise SourceError(url, _gdal_error_text(exc)) from exc
+        raise SourceError(url, first_line(exc)) from exc
     if open_options:  # CSV: geometry comes from the open options, list_layers cannot see it
         return [str(name) for name, _ in layers]
     return [str(name) for name, gtype in layers if gtype is not None]
@@ -175,7 +169,7 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
         try:
             all_layers = [str(n) for n, _ in pyogrio.list_layers(vsi)]
         except Exception as exc:  # pragma: no cover - listed above already
-            raise SourceError(url, _gdal_error_text(exc)) from exc
+            raise SourceError(url, first_line(exc)) from exc
         if opts.layer not in all_layers:
             raise SourceError(url, f"no layer {opts.layer!r}; layers: {', '.join(layers) or 'none with geometry'}")
         if opts.layer not in layers:
@@ -208,7 +202,7 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
             )
         )
     except Exception as exc:
-        raise SourceError(url, _gdal_error_text(exc)) from exc
+        raise SourceError(url, first_line(exc)) from exc
     if meta.get("geometry_type") is None and info.get("geometry_type") is None:
         hint = " (no lat/lon columns found: use --lat-column/--lon-column)" if open_options else ""
         raise SourceError(url, f"layer {layer!r} has no geometry{hint}")
@@ -238,7 +232,7 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
         except (DataError, StorageError):
             raise
         except Exception as exc:
-            raise SourceError(url, f"read failed: {_gdal_error_text(exc)}") from exc
+            raise SourceError(url, f"read failed: {first_line(exc)}") from exc
 
     return OpenSource(url, layer, crs, attrs, expected, batches())
 
@@ -278,7 +272,7 @@ def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     except StorageError as exc:
         raise SourceError(url, exc.problem) from exc
     except Exception as exc:
-        raise SourceError(url, f"not a readable Parquet file ({_gdal_error_text(exc)})") from exc
+        raise SourceError(url, f"not a readable Parquet file ({first_line(exc)})") from exc
     meta = pf.schema_arrow.metadata or {}
     if b"geo" not in meta:
         raise SourceError(url, "Parquet file without GeoParquet 'geo' metadata (no geometry)")
@@ -304,7 +298,7 @@ def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
             for batch in pf.iter_batches(batch_size=opts.batch_size, columns=names + [primary]):
                 yield batch.select(names), _wkb_to_numpy(batch.column(primary))
         except Exception as exc:
-            raise SourceError(url, f"read failed: {_gdal_error_text(exc)}") from exc
+            raise SourceError(url, f"read failed: {first_line(exc)}") from exc
 
     return OpenSource(url, "parquet", crs, attrs, pf.metadata.num_rows, batches())
 

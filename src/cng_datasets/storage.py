@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from cng_datasets.errors import StorageError
+from cng_datasets.errors import StorageError, first_line
 
 HTTP_TIMEOUT = 60
 
@@ -546,4 +546,4 @@ def open_input(url: str) -> IO[bytes]:
     except FileNotFoundError as exc:
         raise StorageError(url, "not found") from exc
     except OSError as exc:
-        raise StorageError(url, str(exc).splitlines()[0]) from exc
+        raise StorageError(url, first_line(exc)) from exc

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from cng_datasets import storage
-from cng_datasets.errors import DataError
+from cng_datasets.errors import DataError, first_line
 
 GEOMETRY_TYPES = {
     "Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon", "GeometryCollection",
@@ -131,7 +131,7 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
     try:
         pf = _open_parquet(url)
     except Exception as exc:  # noqa: BLE001 - any reader error is the finding
-        return [f"{url}: not a readable Parquet file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"], stats
+        return [f"{url}: not a readable Parquet file ({first_line(exc)})"], stats
     kv = pf.metadata.metadata or {}
     names = pf.schema_arrow.names
     stats["rows"] = pf.metadata.num_rows
@@ -463,7 +463,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
             wanted = [n for n in pf.schema_arrow.names if n == id_col or _CELL_COLUMN.match(n)]
             table = pf.read(columns=wanted)  # attributes are not checked: skip reading them
         except Exception as exc:  # noqa: BLE001
-            problems.add(f"{url}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            problems.add(f"{url}: unreadable ({first_line(exc)})")
             continue
         stats["rows"] += table.num_rows
         file_rows[rel.lstrip("/")] = table.num_rows

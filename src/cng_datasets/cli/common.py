@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cng_datasets.errors import EXIT_FAILURE, CngError
+from cng_datasets.errors import EXIT_FAILURE, CngError, first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,7 +71,7 @@ def handle_errors(func: F) -> F:
         except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
             if os.environ.get("CNG_DATASETS_DEBUG"):
                 traceback.print_exc()
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            first = first_line(err, "")
             click.echo(f"error: unexpected {type(err).__name__}: {first} (set CNG_DATASETS_DEBUG=1 for details)", err=True)
             sys.exit(EXIT_FAILURE)
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cng_datasets.errors import ClusterError
+from cng_datasets.errors import ClusterError, first_line
 
 SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -178,7 +178,7 @@ class KubeApi:
             raise map_api_error(exc, verb, kind, namespace, name) from None
         except conn_errors as exc:
             reason = getattr(exc, "reason", None) or exc
-            first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(exc).__name__
+            first = first_line(reason, type(exc).__name__)
             raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: {first}") from None
 
     # ---- generic object calls --------------------------------------------------------------
@@ -287,7 +287,7 @@ def connect(context: str | None = None) -> KubeApi:
         else:
             config.load_kube_config(context=context, client_configuration=configuration)
     except (ConfigException, OSError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ClusterError(
             f"no usable Kubernetes configuration (no in-cluster service account, no kubeconfig at "
             f"$KUBECONFIG or ~/.kube/config): {first}"

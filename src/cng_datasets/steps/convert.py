@@ -34,7 +34,7 @@ from cng_datasets.errors import (
     SourceError,
     UsageError,
 )
-from cng_datasets.geometry import split_antimeridian
+from cng_datasets.geometry import is_lonlat_crs84, split_antimeridian
 from cng_datasets.sources import OpenSource, ReadOptions, open_source
 
 log = logging.getLogger("cng_datasets")
@@ -386,15 +386,9 @@ def _geo_metadata(types: set[str], bbox: list[float] | None, target_crs: Any) ->
     }
     if bbox is not None:
         column["bbox"] = bbox
-    if not _is_crs84(target_crs):
+    if not is_lonlat_crs84(target_crs):
         column["crs"] = target_crs.to_json_dict()
     return {"version": GEOPARQUET_VERSION, "primary_column": GEOMETRY_COLUMN, "columns": {GEOMETRY_COLUMN: column}}
-
-
-def _is_crs84(crs: Any) -> bool:
-    import pyproj
-
-    return bool(crs.equals(pyproj.CRS.from_user_input("OGC:CRS84"), ignore_axis_order=True))
 
 
 def _bbox_array(geoms: np.ndarray) -> pa.StructArray:

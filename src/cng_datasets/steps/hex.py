@@ -53,7 +53,8 @@ from typing import Any
 import numpy as np
 
 from cng_datasets import h3cells, storage
-from cng_datasets.errors import DataError, UsageError
+from cng_datasets.errors import DataError, UsageError, first_line
+from cng_datasets.geometry import is_lonlat_crs84
 
 log = logging.getLogger("cng_datasets")
 
@@ -115,7 +116,7 @@ def open_parquet(url: str) -> Any:
     except FileNotFoundError as exc:
         raise DataError(f"{url}: not found") from exc
     except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"{url}: not a readable Parquet file ({str(exc).splitlines()[0]})") from exc
+        raise DataError(f"{url}: not a readable Parquet file ({first_line(exc)})") from exc
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,8 @@ def check_lonlat(pf: Any, url: str, geometry_column: str) -> None:
     try:
         parsed = pyproj.CRS.from_user_input(crs)
     except pyproj.exceptions.CRSError as exc:
-        raise DataError(f"{url}: the geometry CRS in the geo metadata is not readable ({str(exc).splitlines()[0]})") from exc
-    if parsed.equals(pyproj.CRS.from_user_input("OGC:CRS84"), ignore_axis_order=True):
+        raise DataError(f"{url}: the geometry CRS in the geo metadata is not readable ({first_line(exc)})") from exc
+    if is_lonlat_crs84(parsed):
         return
     auth = parsed.to_authority()
     name = f"{auth[0]}:{auth[1]} ({parsed.name})" if auth else parsed.name
@@ -415,7 +416,7 @@ def hex_chunk(
                     raise
                 raise DataError(
                     f"{input_url}: H3 failed on the features {info.id_column}={idn[0]}..{idn[-1]}: "
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    f"{type(exc).__name__}: {first_line(exc, '')}"
                 ) from exc
             missing = np.flatnonzero(~null & ~empty & ~had)
             if len(missing):  # cannot happen by construction; never let it pass silently

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cng_datasets import limits, storage
-from cng_datasets.errors import DataError, StorageError, ToolError
+from cng_datasets.errors import DataError, StorageError, ToolError, first_line
 
 log = logging.getLogger("cng_datasets")
 
@@ -206,8 +206,10 @@ def _to_lonlat(crs: Any) -> Any:
         return None
     import pyproj
 
+    from cng_datasets.geometry import is_lonlat_crs84
+
     source = pyproj.CRS.from_user_input(crs)
-    if source.equals(pyproj.CRS.from_user_input("OGC:CRS84"), ignore_axis_order=True):
+    if is_lonlat_crs84(source):
         return None
     transformer = pyproj.Transformer.from_crs(source, "OGC:CRS84", always_xy=True)
     log.info("pmtiles: reprojecting from %s to lon/lat", source.name)
@@ -235,7 +237,7 @@ def _open_parquet(url: str) -> Any:
     except FileNotFoundError as exc:
         raise StorageError(url, "not found") from exc
     except OSError as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = first_line(exc)
         if "does not exist" in text or "not found" in text.lower() or "NoSuchKey" in text:
             raise StorageError(url, "not found") from exc
         raise StorageError(url, text) from exc
@@ -243,7 +245,7 @@ def _open_parquet(url: str) -> Any:
         return pq.ParquetFile(handle)
     except Exception as exc:  # pyarrow raises ArrowInvalid for a non-Parquet file
         handle.close()
-        raise DataError(f"{url}: not a Parquet file ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+        raise DataError(f"{url}: not a Parquet file ({first_line(exc)})") from exc
 
 
 def _json_default(value: Any) -> Any:
