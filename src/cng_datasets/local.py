@@ -582,8 +582,7 @@ def describe_outputs(config: WorkflowConfig, features: int | None = None) -> lis
     if parts:
         rows, size = 0, 0
         for u in parts:
-            filesystem, path = storage.pyarrow_filesystem(u)
-            with filesystem.open_input_file(path) as f:
+            with storage.open_random_access(u) as f:
                 rows += pq.ParquetFile(f).metadata.num_rows
             size += storage.size(u)
         partitions = len({u.rsplit("/", 2)[-2] for u in parts})

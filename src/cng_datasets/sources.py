@@ -262,11 +262,7 @@ def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     import pyproj
 
     try:
-        if storage.parse(url).scheme in ("http", "https"):
-            pf = pq.ParquetFile(stack.enter_context(storage.open_input(url)))
-        else:
-            filesystem, path = storage.pyarrow_filesystem(url)
-            pf = pq.ParquetFile(stack.enter_context(filesystem.open_input_file(path)))
+        pf = pq.ParquetFile(stack.enter_context(storage.open_random_access(url)))
     except FileNotFoundError as exc:
         raise SourceError(url, "file not found") from exc
     except StorageError as exc:

@@ -533,6 +533,19 @@ class HttpRangeFile(io.RawIOBase):
         return n
 
 
+def open_random_access(url: str) -> Any:
+    """A seekable file for readers that jump around (Parquet footers and row groups): pyarrow's
+    filesystem for local paths and s3://, :func:`open_input`'s range reader for http(s).
+
+    Unlike :func:`open_input`, local and S3 failures surface as pyarrow / OS errors
+    (``FileNotFoundError`` for a missing object), for the caller to word.
+    """
+    if parse(url).scheme in ("http", "https"):
+        return open_input(url)
+    filesystem, path = pyarrow_filesystem(url)
+    return filesystem.open_input_file(path)
+
+
 def open_input(url: str) -> IO[bytes]:
     """A seekable binary file object for ``url`` that reads ranges on demand."""
     loc = parse(url)

@@ -110,10 +110,7 @@ class _Problems:
 def _open_parquet(url: str) -> Any:
     import pyarrow.parquet as pq
 
-    if storage.parse(url).scheme in ("http", "https"):
-        return pq.ParquetFile(storage.open_input(url))
-    filesystem, path = storage.pyarrow_filesystem(url)
-    return pq.ParquetFile(filesystem.open_input_file(path))
+    return pq.ParquetFile(storage.open_random_access(url))
 
 
 def _type_name(t: str) -> str:

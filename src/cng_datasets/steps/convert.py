@@ -558,13 +558,8 @@ def read_dataset_info(url: str) -> dict[str, Any]:
     row count.
     """
     try:
-        if storage.parse(url).scheme in ("http", "https"):
-            with storage.open_input(url) as f:
-                md = pq.ParquetFile(f).metadata
-        else:
-            filesystem, path = storage.pyarrow_filesystem(url)
-            with filesystem.open_input_file(path) as f:
-                md = pq.ParquetFile(f).metadata
+        with storage.open_random_access(url) as f:
+            md = pq.ParquetFile(f).metadata
     except FileNotFoundError as exc:
         raise DataError(f"{url}: not found") from exc
     except (OSError, pa.ArrowInvalid) as exc:

@@ -109,10 +109,7 @@ def open_parquet(url: str) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        if storage.parse(url).scheme in ("http", "https"):
-            return pq.ParquetFile(storage.open_input(url))
-        filesystem, path = storage.pyarrow_filesystem(url)
-        return pq.ParquetFile(filesystem.open_input_file(path))
+        return pq.ParquetFile(storage.open_random_access(url))
     except FileNotFoundError as exc:
         raise DataError(f"{url}: not found") from exc
     except (OSError, pa.ArrowInvalid) as exc:

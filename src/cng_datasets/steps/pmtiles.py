@@ -227,13 +227,8 @@ def _open_parquet(url: str) -> Any:
     """A ``pyarrow.parquet.ParquetFile`` over local, s3:// or https:// without reading it whole."""
     import pyarrow.parquet as pq
 
-    loc = storage.parse(url)
     try:
-        if loc.scheme in ("file", "s3"):
-            filesystem, path = storage.pyarrow_filesystem(url)
-            handle = filesystem.open_input_file(path)
-        else:
-            handle = storage.open_input(url)
+        handle = storage.open_random_access(url)
     except FileNotFoundError as exc:
         raise StorageError(url, "not found") from exc
     except OSError as exc:
