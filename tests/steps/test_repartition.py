@@ -146,19 +146,27 @@ def test_success_marker_lists_every_file_with_its_rows(source: str, tmp_path: Pa
 
 
 def test_failure_midway_leaves_the_output_unpublished(source: str, tmp_path: Path) -> None:
-    """A part missing in a late partition: the partitions written before it are not published."""
+    """A part found short in a late partition: the partitions written before it are not published.
+    A part that is missing altogether is found before the output is touched: it stays published."""
     out = tmp_path / "hex"
     make_chunks(source, str(tmp_path / "c1"))
     repartition(str(tmp_path / "c1"), str(out), source)
     assert check_hex(str(out), source)[0] == []
     old = success(out)
+    old_files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     chunks = tmp_path / "c2"
     make_chunks(source, str(chunks), res=4)  # a new run with other data
     last_h0 = max(int(p.name.split("=")[1]) for p in chunks.glob("h0=*"))
     victim = min(chunks.glob(f"h0={last_h0}/part-*.parquet"))
+    saved = victim.read_bytes()
     victim.unlink()
-    with pytest.raises(IncompleteOutputError, match=victim.name):
+    with pytest.raises(IncompleteOutputError, match=f"{victim.name} listed in its marker is missing"):
+        repartition(str(chunks), str(out), source)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == old_files  # untouched, still published
+
+    pq.write_table(pq.read_table(pa.BufferReader(saved)).slice(0, 1), victim)  # present, but short
+    with pytest.raises(IncompleteOutputError, match=f"{victim.name} has 1 rows"):
         repartition(str(chunks), str(out), source)
     assert not (out / "_SUCCESS.json").exists()  # partitions were rewritten, but nothing claims completeness
     assert len(list(out.glob("h0=*/*.parquet"))) > 1
