@@ -137,21 +137,25 @@ def coverage_problems(markers: list[dict[str, Any]], rows: int) -> list[str]:
     size = sizes.pop() if len(sizes) == 1 else None
     problems: list[str] = []
     gaps: list[tuple[int, int]] = []
-    pos, owner = 0, None
+    overlaps: list[str] = []
+    pos, owner = 0, -1
     for s, e, cid in spans:
         if s < 0 or e > rows:
             problems.append(f"chunk {cid} covers {_rows(s, e)}, outside the source's rows 0..{rows - 1}")
         if s > pos:
             gaps.append((pos, s))
         elif s < pos:
-            problems.append(
-                f"chunks {owner} and {cid} both cover {_rows(s, min(pos, e))} (their features would be "
-                f"duplicated; chunks of two runs with different --chunk-size?): re-run hex into an empty prefix"
-            )
+            a, b = sorted((owner, cid))
+            overlaps.append(f"chunks {a} and {b} both cover {_rows(s, min(pos, e))}")
         if e > pos:
             pos, owner = e, cid
     if pos < rows:
         gaps.append((pos, rows))
+    if overlaps:
+        problems.append(
+            "; ".join(overlaps) + " (their features would be duplicated: chunks of two runs with different "
+            "--chunk-size in one prefix?); run hex again into an empty prefix"
+        )
     for a, b in gaps:
         text = f"source {_rows(a, b)} are in no chunk"
         if size:
