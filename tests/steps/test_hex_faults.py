@@ -8,11 +8,13 @@ point is chosen with the documented test hook ``CNG_DATASETS_TEST_KILL_AT`` (see
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
+from cng_datasets.errors import IncompleteOutputError
 from cng_datasets.steps import hex as hexstep
 from cng_datasets.steps.convert import ConvertOptions, convert
 from cng_datasets.steps.repartition import base_cells, repartition
@@ -206,3 +208,27 @@ def test_chunks_killed_and_rerun_then_repartition_counts_every_feature_once(
     assert files(out) == files(reference / "hex")
     success = json.loads((out / "_SUCCESS.json").read_text())
     assert success["accounting"] == {"unit": "features", "read": 177, "written": 177, "dropped": {}}
+
+
+def test_another_version_of_the_source_is_never_taken_for_the_published_one(
+    source: str, tmp_path: Path, cli_run
+) -> None:
+    """Same row count, other values (a source re-converted in place): the footer digest tells."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    src, chunks, out = tmp_path / "src.parquet", tmp_path / "chunks", tmp_path / "hex"
+    shutil.copyfile(source, src)
+    make_chunks(str(src), chunks)
+    repartition(str(chunks), str(out), str(src))
+    t = pq.read_table(src)
+    i = t.column_names.index("name")
+    pq.write_table(t.set_column(i, "name", pc.utf8_upper(t.column(i))), src, row_group_size=40)
+    assert pq.read_metadata(src).num_rows == 177
+
+    proc = repartition_cli(cli_run, chunks, out, str(src))  # the chunks are gone: nothing to rebuild from
+    assert proc.returncode == 65 and "published from another version of" in proc.stderr, proc.stderr
+    # chunks of the old version are refused as well (a fresh output: nothing published there)
+    make_chunks(source, chunks)
+    with pytest.raises(IncompleteOutputError, match="was made from another version of"):
+        repartition(str(chunks), str(tmp_path / "other"), str(src))

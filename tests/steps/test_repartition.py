@@ -277,6 +277,9 @@ def test_s3_round_trip(source: str, s3: str, tmp_path: Path) -> None:
     make_chunks(src, f"{s3}/ds/chunks")
     repartition(f"{s3}/ds/chunks", f"{s3}/ds/hex", src)
     assert storage.list_prefix(f"{s3}/ds/chunks") == []
+    published = {u: storage.read_bytes(u) for u in storage.list_prefix(f"{s3}/ds/hex")}
+    assert repartition(f"{s3}/ds/chunks", f"{s3}/ds/hex", src)["skipped"]  # run again: a no-op
+    assert {u: storage.read_bytes(u) for u in storage.list_prefix(f"{s3}/ds/hex")} == published
     local_chunks, local_out = tmp_path / "chunks", tmp_path / "hex"
     make_chunks(source, str(local_chunks))
     repartition(str(local_chunks), str(local_out), source)

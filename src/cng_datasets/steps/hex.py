@@ -31,15 +31,16 @@ published; repartition reads exactly the parts a marker lists.
 Marker (JSON)::
 
     {"format": 1, "chunk_id", "chunk_size", "chunk_count", "last", "start_row", "end_row",
-     "source_rows", "features", "features_with_cells", "null_geometries", "empty_geometries",
+     "source_rows", "source_footer_sha256", "features", "features_with_cells", "null_geometries", "empty_geometries",
      "cells", "rows", "resolution", "parent_resolutions", "containment", "id_column",
      "id_min", "id_max", "parts": {"h0=<cell>/part-00003.parquet": <rows>, ...},
      "part_sha256": {"h0=<cell>/part-00003.parquet": "<hex>", ...},
      "accounting": {"unit": "features", "read": <rows start..end>, "written": <features with cells>,
                     "dropped": {"null geometry": k, "empty geometry": e}}}
 
-``[start_row, end_row)`` is the range of source rows the chunk covered and ``source_rows`` the
-source's row count. ``accounting`` follows the shared contract: ``read − Σ dropped == written``,
+``[start_row, end_row)`` is the range of source rows the chunk covered, ``source_rows`` the
+source's row count and ``source_footer_sha256`` a digest of its Parquet footer (:func:`footer_digest`:
+which version of the source it was). ``accounting`` follows the shared contract: ``read − Σ dropped == written``,
 checked before the marker is written (:class:`IncompleteOutputError` otherwise). Every feature
 with a non-empty geometry gets at least one cell (:mod:`cng_datasets.h3cells` gives a polygon
 smaller than a cell, a zero-length line or a degenerate ring the cell of a point on it), and a
@@ -137,6 +138,28 @@ def open_parquet(url: str) -> Any:
 
     try:
         return pq.ParquetFile(storage.open_random_access(url))
+    except FileNotFoundError as exc:
+        raise DataError(f"{url}: not found") from exc
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{url}: not a readable Parquet file ({first_line(exc)})") from exc
+
+
+def footer_digest(url: str) -> str:
+    """A digest of the Parquet footer of ``url``: it names every column chunk's offset, sizes and
+    statistics, so another version of the file (same row count, other values) has another one.
+    Two small range reads, whatever the file size."""
+    import pyarrow as pa
+
+    try:
+        with storage.open_random_access(url) as f:
+            size = f.size() if hasattr(f, "size") else f.seek(0, os.SEEK_END)
+            f.seek(size - 8)
+            tail = f.read(8)
+            n = int.from_bytes(tail[:4], "little")
+            if tail[4:] != b"PAR1" or n + 8 > size:
+                raise DataError(f"{url}: not a readable Parquet file (no footer)")
+            f.seek(size - 8 - n)
+            return hashlib.sha256(f.read(n)).hexdigest()[:32]
     except FileNotFoundError as exc:
         raise DataError(f"{url}: not found") from exc
     except (OSError, pa.ArrowInvalid) as exc:
@@ -414,6 +437,7 @@ def hex_chunk(
     pf = open_parquet(input_url)
     info = source_info(pf, input_url)
     check_lonlat(pf, input_url, info.geometry_column)
+    source_digest = footer_digest(input_url)
     start = chunk_id * chunk_size
     end = info.num_rows if last_chunk else min(info.num_rows, start + chunk_size)
     end = max(end, min(start, info.num_rows))
@@ -520,6 +544,7 @@ def hex_chunk(
         "start_row": start,
         "end_row": end,
         "source_rows": info.num_rows,
+        "source_footer_sha256": source_digest,
         **stats,
         "rows": stats["cells"],
         "resolution": resolution,

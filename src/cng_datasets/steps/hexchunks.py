@@ -3,8 +3,9 @@
 Completeness is decided from the row ranges the markers record, not from how the chunks were
 called (``--chunk-count``, ``--last-chunk`` or seed-style ``--chunk-id`` / ``--chunk-size`` only):
 
-- every marker was made from a source of the same row count ``N`` as the source given, with the
-  same H3 settings (resolution, parents, containment, id column);
+- every marker was made from the source given (its row count ``N`` and, for markers that record it,
+  the digest of its Parquet footer), with the same H3 settings (resolution, parents, containment,
+  id column);
 - the markers' ``[start_row, end_row)`` ranges, empty ones left out, are disjoint (an overlap would
   put the features in it twice: chunks of two different ``--chunk-size`` runs) and their union is
   exactly ``[0, N)`` (a gap names the rows it leaves out and, when the chunk size is known, the
@@ -32,6 +33,7 @@ from cng_datasets.steps.hex import (
     MARKER_DIR,
     NULL_GEOMETRY,
     check_accounting,
+    footer_digest,
     open_parquet,
     source_info,
 )
@@ -71,6 +73,7 @@ class ChunkSet:
     features_with_cells: int = 0
     source_rows: int = 0
     accounting: dict[str, Any] = field(default_factory=dict)
+    source_digest: str = ""
 
     def digest(self) -> str:
         """Identifies this chunk set: the same for every process of one parallel repartition."""
@@ -181,9 +184,12 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
             if m.get(k) != ref.get(k):
                 problems.append(f"chunk {m['chunk_id']} has {k}={m.get(k)!r} but chunk {ref['chunk_id']} has {ref.get(k)!r}")
                 break
+    digest = footer_digest(source)
     for m in markers:
         if int(m["source_rows"]) != rows:
             problems.append(f"chunk {m['chunk_id']} was made from a source of {m['source_rows']} rows, {source} has {rows}")
+        elif m.get("source_footer_sha256", digest) != digest:
+            problems.append(f"chunk {m['chunk_id']} was made from another version of {source} (its Parquet footer differs)")
     if not problems:
         problems = coverage_problems(markers, rows)
     if problems:
@@ -212,7 +218,10 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
     if info.id_column != ref["id_column"]:
         raise IncompleteOutputError(f"{chunks}: the chunks' id column is {ref['id_column']!r}, {source}'s is {info.id_column!r}")
 
-    cs = ChunkSet(markers, id_column=info.id_column, features_with_cells=total["written"], source_rows=rows, accounting=total)
+    cs = ChunkSet(
+        markers, id_column=info.id_column, features_with_cells=total["written"], source_rows=rows, accounting=total,
+        source_digest=digest,
+    )
     start = {int(m["chunk_id"]): int(m["start_row"]) for m in markers}
     for m in markers:
         for rel, n in sorted(m["parts"].items()):

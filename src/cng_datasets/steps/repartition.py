@@ -33,6 +33,7 @@ then deletes the chunks: every other file first, the markers ``_done/`` last::
     {"format": 1, "id_column": "_cng_fid", "features": <features with cells>, "rows": <all rows>,
      "resolution": R, "parent_resolutions": [...], "containment": "center", "partitions": <n>,
      "files": {"h0=<cell>/data_0.parquet": <rows>, ...}, "source_rows": N,
+     "source_footer_sha256": "<digest of the source's Parquet footer>",
      "accounting": {"unit": "features", "read": N, "written": <features with cells>,
                     "dropped": {"null geometry": k, ...}},
      "chunks": {"count": <markers>, "digest": "<digest of the chunk set>",
@@ -44,7 +45,8 @@ without it the output is being written, or its writing failed.
 Running again (a retried pod, a second ``kubectl apply``) is safe: when ``_SUCCESS.json`` exists
 and every chunk marker still present is one it was made from (none left, or some left by a run
 killed while deleting the chunks), the output is published already: repartition checks that the
-files it lists are present and the source's row count is the one recorded, finishes deleting the
+files it lists are present (else, with the chunks still there, it writes the output again) and the
+source is the version recorded (its footer digest), finishes deleting the
 chunks, logs that there was nothing to do and exits 0, never touching the output.
 
 Parallel use: ``h0_index=I`` removes the marker (after the check), writes only the partition of the I-th of the 122
@@ -71,7 +73,7 @@ import numpy as np
 
 from cng_datasets import storage
 from cng_datasets.errors import DataError, IncompleteOutputError, StorageError
-from cng_datasets.steps.hex import MARKER_DIR, check_accounting, open_parquet, source_info
+from cng_datasets.steps.hex import MARKER_DIR, check_accounting, footer_digest, open_parquet
 from cng_datasets.steps.hexchunks import ChunkSet, check_chunks, marker_digest, read_markers
 from cng_datasets.steps.testhook import kill_point
 
@@ -288,6 +290,7 @@ def _write_success(output: str, cs: ChunkSet, files: dict[str, int]) -> dict[str
         "partitions": len({_rel(output, u).split("/", 1)[0] for u in files}),
         "files": {_rel(output, u): int(n) for u, n in sorted(files.items(), key=lambda t: _rel(output, t[0]))},
         "source_rows": cs.source_rows,
+        "source_footer_sha256": cs.source_digest,
         "accounting": cs.accounting,
         "chunks": {"count": len(cs.markers), "digest": cs.digest(), "markers": cs.marker_digests()},
     }
@@ -354,13 +357,12 @@ def _already_published(
     chunks: str, output: str, source: str, success: dict[str, Any], markers: list[dict[str, Any]], delete: bool
 ) -> dict[str, Any]:
     """The no-op of a repartition run again after it finished (see the module docstring)."""
-    recorded = success.get("source_rows")
-    if recorded is not None:
-        rows = open_parquet(source).metadata.num_rows
-        if int(recorded) != rows:
-            raise IncompleteOutputError(
-                f"{output}: published from a source of {recorded} rows, {source} has {rows}: run hex and repartition again"
-            )
+    recorded = success.get("source_footer_sha256")
+    if recorded is not None and recorded != footer_digest(source):
+        raise IncompleteOutputError(
+            f"{output}: published from another version of {source} (its Parquet footer differs): "
+            "run hex and repartition again"
+        )
     n = delete_chunks(chunks) if delete and markers else 0
     leftovers = 0 if markers else len(storage.list_prefix(chunks))
     log.info(
