@@ -73,11 +73,11 @@ import numpy as np
 
 from cng_datasets import storage
 from cng_datasets.errors import DataError, IncompleteOutputError, StorageError
-from cng_datasets.steps.hex import MARKER_DIR, check_accounting, footer_digest, open_parquet
+from cng_datasets.steps.hex import CHUNK_MARKER_RE, MARKER_DIR, check_accounting, footer_digest, open_parquet
 from cng_datasets.steps.hexchunks import ChunkSet, check_chunks, marker_digest, read_markers
 from cng_datasets.steps.testhook import kill_point
 
-__all__ = ["ChunkSet", "base_cells", "check_chunks", "read_success", "repartition", "success_url"]
+__all__ = ["CHUNK_MARKER_RE", "ChunkSet", "base_cells", "check_chunks", "read_success", "repartition", "success_url"]
 
 log = logging.getLogger("cng_datasets")
 
@@ -379,8 +379,10 @@ def _already_published(
 
 
 def _check_parts_present(chunks: str, cs: ChunkSet, h0s: set[int] | None = None) -> None:
-    """Every part the markers list (of the partitions ``h0s``, default all) exists: one listing."""
-    present = {_norm(u) for u in storage.list_prefix(chunks)}
+    """Every part the markers list (of the partitions ``h0s``, default all) exists: one listing
+    (of the partitions' own prefixes only, for an ``--h0-index`` run)."""
+    prefixes = [chunks] if h0s is None else [storage.join(chunks, f"h0={h0}") for h0 in sorted(h0s)]
+    present = {_norm(u) for p in prefixes for u in storage.list_prefix(p)}
     for h0, parts in sorted(cs.partitions.items()):
         if h0s is not None and h0 not in h0s:
             continue
