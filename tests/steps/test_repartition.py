@@ -408,6 +408,9 @@ def test_accounting_is_recorded_checked_and_published(tmp_path: Path) -> None:
         {"unit": "features", "read": 3, "written": 2, "dropped": {"null geometry": 1}},
         {"unit": "features", "read": 3, "written": 2, "dropped": {"null geometry": 1}},
     ]
+    for mode in ("full", "overlap"):  # no cell lies fully inside the tiny polygon: it still gets one
+        m = hexstep.hex_chunk(str(parquet), str(tmp_path / mode), 0, 6, 3, (0,), containment=mode)
+        assert m["accounting"] == {"unit": "features", "read": 6, "written": 4, "dropped": {"null geometry": 2}}
     # a marker whose numbers do not add up: refused, nothing written
     path = chunks / "_done" / "chunk-00001.json"
     good = path.read_text()
