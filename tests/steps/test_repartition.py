@@ -146,19 +146,27 @@ def test_success_marker_lists_every_file_with_its_rows(source: str, tmp_path: Pa
 
 
 def test_failure_midway_leaves_the_output_unpublished(source: str, tmp_path: Path) -> None:
-    """A part missing in a late partition: the partitions written before it are not published."""
+    """A part found short in a late partition: the partitions written before it are not published.
+    A part that is missing altogether is found before the output is touched: it stays published."""
     out = tmp_path / "hex"
     make_chunks(source, str(tmp_path / "c1"))
     repartition(str(tmp_path / "c1"), str(out), source)
     assert check_hex(str(out), source)[0] == []
     old = success(out)
+    old_files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     chunks = tmp_path / "c2"
     make_chunks(source, str(chunks), res=4)  # a new run with other data
     last_h0 = max(int(p.name.split("=")[1]) for p in chunks.glob("h0=*"))
     victim = min(chunks.glob(f"h0={last_h0}/part-*.parquet"))
+    saved = victim.read_bytes()
     victim.unlink()
-    with pytest.raises(IncompleteOutputError, match=victim.name):
+    with pytest.raises(IncompleteOutputError, match=f"{victim.name} listed in its marker is missing"):
+        repartition(str(chunks), str(out), source)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == old_files  # untouched, still published
+
+    pq.write_table(pq.read_table(pa.BufferReader(saved)).slice(0, 1), victim)  # present, but short
+    with pytest.raises(IncompleteOutputError, match=f"{victim.name} has 1 rows"):
         repartition(str(chunks), str(out), source)
     assert not (out / "_SUCCESS.json").exists()  # partitions were rewritten, but nothing claims completeness
     assert len(list(out.glob("h0=*/*.parquet"))) > 1
@@ -269,6 +277,9 @@ def test_s3_round_trip(source: str, s3: str, tmp_path: Path) -> None:
     make_chunks(src, f"{s3}/ds/chunks")
     repartition(f"{s3}/ds/chunks", f"{s3}/ds/hex", src)
     assert storage.list_prefix(f"{s3}/ds/chunks") == []
+    published = {u: storage.read_bytes(u) for u in storage.list_prefix(f"{s3}/ds/hex")}
+    assert repartition(f"{s3}/ds/chunks", f"{s3}/ds/hex", src)["skipped"]  # run again: a no-op
+    assert {u: storage.read_bytes(u) for u in storage.list_prefix(f"{s3}/ds/hex")} == published
     local_chunks, local_out = tmp_path / "chunks", tmp_path / "hex"
     make_chunks(source, str(local_chunks))
     repartition(str(local_chunks), str(local_out), source)
@@ -281,3 +292,154 @@ def test_s3_round_trip(source: str, s3: str, tmp_path: Path) -> None:
         assert storage.read_bytes(u) == p.read_bytes()
     problems, _ = check_hex(f"{s3}/ds/hex", src)
     assert problems == []
+
+
+# --------------------------------------------------------------------------------------------
+# completeness from the row ranges: seed-style chunks, gaps, overlaps
+
+
+def seed_chunks(source: str, chunks: Path, ids: range | list[int], size: int = 50) -> None:
+    """Chunks as an Indexed Job calls them: --chunk-id and --chunk-size, no --chunk-count."""
+    for i in ids:
+        hexstep.hex_chunk(source, str(chunks), i, size, 3, (1, 0))
+
+
+def data_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("h0=*/*.parquet"))}
+
+
+def test_seed_style_chunks_without_a_count_are_complete(source: str, tmp_path: Path, cli_run) -> None:
+    planned = tmp_path / "planned"
+    make_chunks(source, str(tmp_path / "c0"))
+    repartition(str(tmp_path / "c0"), str(planned), source)
+
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    seed_chunks(source, chunks, range(5))  # 177 rows: chunks 0..3 hold them, 4 starts past the end
+    proc = cli_run("hex", "--input", source, "--output", chunks, "--chunk-size", "50", "--resolution", "3",
+                   "--parent-resolutions", "1,0", env={"JOB_COMPLETION_INDEX": "5"})
+    assert proc.returncode == 0, proc.stderr
+    markers = {i: json.loads((chunks / "_done" / f"chunk-{i:05d}.json").read_text()) for i in range(6)}
+    assert [(m["start_row"], m["end_row"]) for m in markers.values()] == [
+        (0, 50), (50, 100), (100, 150), (150, 177), (177, 177), (177, 177)
+    ]
+    assert not any(m["last"] for m in markers.values()) and all(m["chunk_count"] is None for m in markers.values())
+    assert markers[5]["parts"] == {} and markers[5]["accounting"] == {"unit": "features", "read": 0, "written": 0, "dropped": {}}
+
+    proc = cli_run("repartition", "--chunks", chunks, "--output", out, "--source", source)
+    assert proc.returncode == 0, proc.stderr
+    assert data_files(out) == data_files(planned)  # byte for byte what the planned chunks give
+    assert check_hex(str(out), source)[0] == []
+
+
+def test_ranges_decide_not_the_chunk_size(source: str, tmp_path: Path) -> None:
+    """One chunk of 100 rows then seed-style chunks of 50: the ranges tile the source, it is complete."""
+    planned = tmp_path / "planned"
+    make_chunks(source, str(tmp_path / "c0"))
+    repartition(str(tmp_path / "c0"), str(planned), source)
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    hexstep.hex_chunk(source, str(chunks), 0, 100, 3, (1, 0))  # rows 0..99
+    seed_chunks(source, chunks, [2, 3])  # rows 100..149, 150..176
+    repartition(str(chunks), str(out), source)
+    assert data_files(out) == data_files(planned)
+
+
+def test_seed_style_gap_names_the_rows_and_the_chunk(source: str, tmp_path: Path, cli_run) -> None:
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    seed_chunks(source, chunks, [0, 1, 3, 4])
+    proc = cli_run("repartition", "--chunks", chunks, "--output", out, "--source", source)
+    assert proc.returncode == 65
+    assert "missing 1 hex chunk(s): chunk 2 (_done/chunk-00002.json) (source rows 100..149 are in no chunk)" in proc.stderr
+    assert not out.exists() and (chunks / "_done" / "chunk-00000.json").exists()
+    # and a gap at the end: the last chunk of a seed-style run is just one more index
+    (chunks / "_done" / "chunk-00003.json").unlink()
+    seed_chunks(source, chunks, [2])
+    with pytest.raises(IncompleteOutputError, match=r"chunk 3 \(_done/chunk-00003.json\) \(source rows 150..176 are in no chunk\)"):
+        repartition(str(chunks), str(out), source)
+
+
+def test_overlapping_chunks_of_two_chunk_sizes_are_refused(source: str, tmp_path: Path, cli_run) -> None:
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    for i in range(2):  # planned: chunk 1 of 2 reads rows 100..176
+        hexstep.hex_chunk(source, str(chunks), i, 100, 3, (1, 0), chunk_count=2)
+    seed_chunks(source, chunks, [2, 3])  # rows 100..149 and 150..176 again
+    proc = cli_run("repartition", "--chunks", chunks, "--output", out, "--source", source)
+    assert proc.returncode == 65
+    assert "chunks 1 and 2 both cover rows 100..149" in proc.stderr and "duplicated" in proc.stderr
+    assert "chunks 1 and 3 both cover rows 150..176" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_chunk_past_the_count_removes_its_stale_marker(source: str, tmp_path: Path) -> None:
+    """A seed-style run of 50-row chunks, then a planned run of two 100-row chunks into the same prefix:
+    chunks 2 and 3 of the first run would cover rows twice; chunks past the count remove their markers."""
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    seed_chunks(source, chunks, range(4))
+    for i in range(4):  # what an Indexed Job of 4 completions with --chunk-count 2 runs
+        hexstep.hex_chunk(source, str(chunks), i, 100, 3, (1, 0), chunk_count=2)
+    assert sorted(p.name for p in (chunks / "_done").iterdir()) == ["chunk-00000.json", "chunk-00001.json"]
+    repartition(str(chunks), str(out), source)
+    assert check_hex(str(out), source)[0] == []
+
+
+# --------------------------------------------------------------------------------------------
+# accounting
+
+
+def test_accounting_is_recorded_checked_and_published(tmp_path: Path) -> None:
+    """Null geometries are dropped with their reason; a tiny polygon, a zero-length line and a
+    point each get a cell; a marker that does not add up stops repartition before any output."""
+    feats = [
+        {"type": "Feature", "properties": {"k": "null"}, "geometry": None},
+        {"type": "Feature", "properties": {"k": "tiny"},
+         "geometry": {"type": "Polygon", "coordinates": [[[10, 10], [10.000001, 10], [10.000001, 10.000001], [10, 10]]]}},
+        {"type": "Feature", "properties": {"k": "zero-length line"},
+         "geometry": {"type": "LineString", "coordinates": [[3, 3], [3, 3]]}},
+        {"type": "Feature", "properties": {"k": "null"}, "geometry": None},
+        {"type": "Feature", "properties": {"k": "point"}, "geometry": {"type": "Point", "coordinates": [-70, -30]}},
+        {"type": "Feature", "properties": {"k": "box"},
+         "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 5], [0, 0]]]}},
+    ]
+    src = tmp_path / "f.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    parquet, chunks, out = tmp_path / "f.parquet", tmp_path / "chunks", tmp_path / "hex"
+    convert([str(src)], str(parquet), ConvertOptions())
+    markers = [hexstep.hex_chunk(str(parquet), str(chunks), i, 3, 3, (0,), chunk_count=2) for i in range(2)]
+    assert [m["accounting"] for m in markers] == [
+        {"unit": "features", "read": 3, "written": 2, "dropped": {"null geometry": 1}},
+        {"unit": "features", "read": 3, "written": 2, "dropped": {"null geometry": 1}},
+    ]
+    for mode in ("full", "overlap"):  # no cell lies fully inside the tiny polygon: it still gets one
+        m = hexstep.hex_chunk(str(parquet), str(tmp_path / mode), 0, 6, 3, (0,), containment=mode)
+        assert m["accounting"] == {"unit": "features", "read": 6, "written": 4, "dropped": {"null geometry": 2}}
+    # a marker whose numbers do not add up: refused, nothing written
+    path = chunks / "_done" / "chunk-00001.json"
+    good = path.read_text()
+    bad = json.loads(good)
+    bad["accounting"]["written"] = 3
+    path.write_text(json.dumps(bad))
+    with pytest.raises(IncompleteOutputError, match="chunk 1: 3 features read, 3 written and 1 dropped .*-1 unaccounted"):
+        repartition(str(chunks), str(out), str(parquet))
+    assert not out.exists()
+    path.write_text(good)
+    summary = repartition(str(chunks), str(out), str(parquet))
+    acc = {"unit": "features", "read": 6, "written": 4, "dropped": {"null geometry": 2}}
+    assert summary["accounting"] == acc
+    done = success(out)
+    assert done["accounting"] == acc and done["features"] == 4 and done["source_rows"] == 6
+    assert sorted(done["chunks"]["markers"]) == ["0", "1"]
+    assert check_hex(str(out), str(parquet))[0] == []
+
+
+def test_empty_geometries_are_dropped_with_their_reason(tmp_path: Path) -> None:
+    """A GeoParquet not written by convert may hold empty geometries (convert writes null)."""
+    import shapely
+
+    path, chunks, out = tmp_path / "x.parquet", tmp_path / "chunks", tmp_path / "hex"
+    wkb = [shapely.to_wkb(shapely.Point(1, 1)), shapely.to_wkb(shapely.from_wkt("POLYGON EMPTY")), None]
+    pq.write_table(pa.table({"_cng_fid": pa.array([1, 2, 3], pa.int64()), "geometry": pa.array(wkb, pa.binary())}), path)
+    m = hexstep.hex_chunk(str(path), str(chunks), 0, 10, 2, (0,))
+    assert m["accounting"] == {
+        "unit": "features", "read": 3, "written": 1, "dropped": {"empty geometry": 1, "null geometry": 1}
+    }
+    repartition(str(chunks), str(out), str(path))
+    assert success(out)["accounting"]["dropped"] == {"empty geometry": 1, "null geometry": 1}

@@ -22,7 +22,8 @@ from cng_datasets.cli.common import INT_LIST, handle_errors
     "--chunk-count",
     type=int,
     default=None,
-    help="Chunks planned C: chunk C−1 reads to the end of the file; chunks ≥ C do nothing.",
+    help="Chunks planned C: chunk C−1 reads to the end of the file; chunks ≥ C do nothing. "
+    "Optional: without it every chunk reads M rows (one past the end writes an empty marker).",
 )
 @click.option("--last-chunk", is_flag=True, help="This chunk reads from its start to the end of the file.")
 @click.option("--resolution", type=int, default=10, show_default=True, help="H3 resolution R of the h<R> column (0..15).")
@@ -57,7 +58,8 @@ def hex_(
     """H3-index one chunk of a GeoParquet file, written already split by h0.
 
     Writes OUTPUT/h0=<cell>/part-<N>.parquet (id, h<R>, parents, attributes) and, last, the
-    completion marker OUTPUT/_done/chunk-<N>.json. A chunk past the end exits 0.
+    completion marker OUTPUT/_done/chunk-<N>.json (its row range, and features read, written and
+    dropped with the reason). A chunk past the end exits 0. Killed, it is simply run again.
     """
     from cng_datasets.steps.hex import hex_chunk
 
@@ -103,10 +105,11 @@ def repartition(
 ) -> None:
     """Merge hex chunks into OUTPUT/h0=<cell>/data_0.parquet partitions (rows by id, ZSTD).
 
-    Checks first that every chunk is complete and every source feature with a geometry is
-    present; deletes the chunks only after the output passed the check. The output is published
-    by OUTPUT/_SUCCESS.json (removed first, written last, listing every file with its row count):
-    readers must check it exists.
+    Checks first that the chunks' row ranges cover every source row exactly once and that every
+    feature is accounted for (written, or dropped with a reason); deletes the chunks only after
+    the output passed the check. The output is published by OUTPUT/_SUCCESS.json (removed only
+    when there is new work, written last, listing every file with its row count): readers must
+    check it exists. Run again after it finished, it does nothing and exits 0.
     """
     from cng_datasets.steps.repartition import repartition as run
 

@@ -1,17 +1,24 @@
 """``cng-datasets hex``: H3 cells of one chunk of a GeoParquet file, already split by h0.
 
-Chunk ``N`` of size ``M`` covers rows ``N·M .. (N+1)·M−1`` (rows are in id order). The last chunk
-(``last=True``, or ``chunk_id == chunk_count − 1``) reads from its start to the end of the file, so
-an under-estimated feature count never drops features. A chunk with ``chunk_id >= chunk_count``
-does nothing at all (no marker); a chunk that starts past the end of the data writes an empty
-completion marker (0 features) and exits 0.
+Chunk ``N`` of size ``M`` covers rows ``N·M .. (N+1)·M−1`` (rows are in id order). Two ways of
+calling it are equally good, and repartition decides completeness from the row ranges the markers
+record, not from how the chunks were called:
+
+- planned: ``--chunk-count C``; chunk ``C−1`` (or ``--last-chunk``) reads from its start to the end
+  of the file, so an under-estimated feature count never drops features; a chunk with
+  ``chunk_id >= chunk_count`` does nothing (it only removes a stale marker of its own);
+- seed-style (an Indexed Job with ``--chunk-id $JOB_COMPLETION_INDEX --chunk-size M`` only): every
+  chunk reads its ``M`` rows; a chunk that starts at or past the end of the data writes an empty
+  but valid marker (range ``[N, N)``, 0 features) and exits 0.
 
 Output below ``output`` (a local directory or ``s3://`` prefix)::
 
     h0=<h0 cell, unsigned decimal>/part-<chunk id, 5 digits>.parquet   one per h0 the chunk touches
     _done/chunk-<chunk id, 5 digits>.json                               completion marker, written last
-    _tmp/                     (local output only) chunks' private work directories; never removed
-                              while chunks run, it goes with the chunks after repartition
+
+A chunk's private work files live in the system temporary directory (``$TMPDIR``; a pod's
+``emptyDir``), never at the destination; directories left there by a killed run of the same
+chunk (its process is gone) are removed when the chunk starts again.
 
 Each part file holds the id column (int64), ``h<R>`` (uint64), one uint64 column per parent
 resolution (descending, ``h0`` always present) and the feature's attributes (every source column
@@ -24,9 +31,22 @@ published; repartition reads exactly the parts a marker lists.
 Marker (JSON)::
 
     {"format": 1, "chunk_id", "chunk_size", "chunk_count", "last", "start_row", "end_row",
-     "source_rows", "features", "features_with_cells", "null_geometries", "empty_geometries",
+     "source_rows", "source_footer_sha256", "features", "features_with_cells", "null_geometries", "empty_geometries",
      "cells", "rows", "resolution", "parent_resolutions", "containment", "id_column",
-     "id_min", "id_max", "parts": {"h0=<cell>/part-00003.parquet": <rows>, ...}}
+     "id_min", "id_max", "parts": {"h0=<cell>/part-00003.parquet": <rows>, ...},
+     "part_sha256": {"h0=<cell>/part-00003.parquet": "<hex>", ...},
+     "accounting": {"unit": "features", "read": <rows start..end>, "written": <features with cells>,
+                    "dropped": {"null geometry": k, "empty geometry": e}}}
+
+``[start_row, end_row)`` is the range of source rows the chunk covered, ``source_rows`` the
+source's row count and ``source_footer_sha256`` a digest of its Parquet footer (:func:`footer_digest`:
+which version of the source it was). ``accounting`` follows the shared contract: ``read − Σ dropped == written``,
+checked before the marker is written (:class:`IncompleteOutputError` otherwise). Every feature
+with a non-empty geometry gets at least one cell (:mod:`cng_datasets.h3cells` gives a polygon
+smaller than a cell, a zero-length line or a degenerate ring the cell of a point on it), and a
+chunk in which one did not fails naming it: only null and empty geometries are dropped. Dropped
+reasons with a zero count are omitted. ``part_sha256`` makes the marker identify the parts' bytes:
+repartition's ``_SUCCESS.json`` records a digest of each marker it was made from.
 
 ``id_min`` / ``id_max`` are the smallest and largest id of the chunk for an integer id column, and
 ``null`` for any other id type (a text ``--id-column``) or an empty chunk.
@@ -39,6 +59,8 @@ feature with coordinates outside [-180, 180] × [-90, 90] fails the chunk naming
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -46,15 +68,15 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cng_datasets import h3cells, storage
-from cng_datasets.errors import DataError, UsageError, first_line
+from cng_datasets.errors import DataError, IncompleteOutputError, UsageError, first_line
 from cng_datasets.geometry import is_lonlat_crs84
+from cng_datasets.steps.testhook import kill_point
 
 log = logging.getLogger("cng_datasets")
 
@@ -68,6 +90,12 @@ CHUNK_MARKER_RE = re.compile(r"^chunk-(\d+)\.json$")
 FEATURE_BATCH = 8192
 #: Bytes of output rows buffered in memory before they are written out as row groups.
 BUFFER_BYTES = 128 << 20
+#: Prefix of a chunk's private work directory in the system temporary directory; the process id
+#: in the name tells a later run whether its owner is gone.
+WORK_PREFIX = "cng-hex-chunk-"
+#: Accounting reasons of the features a chunk drops (the only ones: see the module docstring).
+NULL_GEOMETRY = "null geometry"
+EMPTY_GEOMETRY = "empty geometry"
 
 
 def marker_name(chunk_id: int) -> str:
@@ -110,6 +138,28 @@ def open_parquet(url: str) -> Any:
 
     try:
         return pq.ParquetFile(storage.open_random_access(url))
+    except FileNotFoundError as exc:
+        raise DataError(f"{url}: not found") from exc
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{url}: not a readable Parquet file ({first_line(exc)})") from exc
+
+
+def footer_digest(url: str) -> str:
+    """A digest of the Parquet footer of ``url``: it names every column chunk's offset, sizes and
+    statistics, so another version of the file (same row count, other values) has another one.
+    Two small range reads, whatever the file size."""
+    import pyarrow as pa
+
+    try:
+        with storage.open_random_access(url) as f:
+            size = f.size() if hasattr(f, "size") else f.seek(0, os.SEEK_END)
+            f.seek(size - 8)
+            tail = f.read(8)
+            n = int.from_bytes(tail[:4], "little")
+            if tail[4:] != b"PAR1" or n + 8 > size:
+                raise DataError(f"{url}: not a readable Parquet file (no footer)")
+            f.seek(size - 8 - n)
+            return hashlib.sha256(f.read(n)).hexdigest()[:32]
     except FileNotFoundError as exc:
         raise DataError(f"{url}: not found") from exc
     except (OSError, pa.ArrowInvalid) as exc:
@@ -225,15 +275,13 @@ class PartWriter:
         self.output = output
         self.chunk_id = chunk_id
         self.schema = schema
-        loc = storage.parse(output)
-        base = os.path.join(loc.path, "_tmp") if loc.is_local else None
-        if base:
-            os.makedirs(base, exist_ok=True)
-        self.tmpdir = tempfile.mkdtemp(prefix=f"chunk-{chunk_id:05d}-{uuid.uuid4().hex[:8]}-", dir=base)
+        # system temp, not the destination: a kill must leave nothing private there
+        self.tmpdir = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{chunk_id:05d}-{os.getpid()}-")
         self.buffers: dict[int, list[Any]] = {}
         self.buffered = 0
         self.writers: dict[int, Any] = {}
         self.rows: dict[int, int] = {}
+        self.sha256: dict[str, str] = {}
 
     def add(self, h0: np.ndarray, table: Any) -> None:
         import pyarrow as pa
@@ -278,8 +326,10 @@ class PartWriter:
         for h0 in sorted(self.writers):
             rel = part_name(h0, self.chunk_id)
             local = os.path.join(self.tmpdir, f"{h0}.parquet")
+            self.sha256[rel] = _file_sha256(local)
             with storage.atomic_output(storage.join(self.output, rel), suffix=".parquet") as tmp:
                 shutil.move(local, tmp)
+                kill_point("hex.part-staged")  # test hook: a kill here leaves a temp file at the destination
             out[rel] = self.rows[h0]
         return out
 
@@ -289,10 +339,57 @@ class PartWriter:
                 w.close()
             except Exception:  # noqa: BLE001 - already failing
                 pass
-        # only this chunk's own directory: <output>/_tmp stays (chunks running side by side share
-        # it; removing it when empty raced with a chunk about to create its directory there) and
-        # goes with the chunks after repartition
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def clean_leftovers(output: str, chunk_id: int) -> None:
+    """Remove what a killed earlier run of this chunk left behind.
+
+    - its work directories in the system temp (``cng-hex-chunk-<id>-<pid>-*``) whose process is gone;
+    - for a local output, its half-published parts (``h0=*/.part-<id>.parquet.<hex>.tmp.parquet``,
+      the temporary names of :func:`storage.atomic_output`) and the work directories earlier versions
+      kept at the destination (``<output>/_tmp/chunk-<id>-*``). S3 uploads leave no partial object.
+    """
+    pattern = os.path.join(tempfile.gettempdir(), f"{WORK_PREFIX}{chunk_id:05d}-*")
+    for path in glob.glob(pattern):
+        fields = os.path.basename(path)[len(WORK_PREFIX):].split("-")  # <id>-<pid>-<random>
+        pid = fields[1] if len(fields) > 2 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    loc = storage.parse(output)
+    if not loc.is_local:
+        return
+    name = part_name(0, chunk_id).split("/", 1)[1]
+    for path in glob.glob(os.path.join(glob.escape(loc.path), "h0=*", f".{name}.*.tmp*")):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    legacy = os.path.join(loc.path, "_tmp")
+    for path in glob.glob(os.path.join(glob.escape(legacy), f"chunk-{chunk_id:05d}-*")):
+        shutil.rmtree(path, ignore_errors=True)
+    try:
+        os.rmdir(legacy)  # only when empty; chunks no longer create it
+    except OSError:
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,20 +420,24 @@ def hex_chunk(
     if containment not in h3cells.MODES:
         raise DataError(f"containment must be one of {', '.join(h3cells.MODES)}, not {containment!r}")
     parents = parent_list(resolution, tuple(parent_resolutions))
+    if chunk_count is not None and chunk_count < 1:
+        raise UsageError(f"--chunk-count must be at least 1, not {chunk_count}")
+
+    marker_url = storage.join(output, MARKER_DIR, marker_name(chunk_id))
+    # a stale marker must not claim this chunk while it is rewritten, nor (past --chunk-count) the
+    # rows of an earlier run with other chunking: repartition would count them twice
+    storage.delete(marker_url)
     if chunk_count is not None:
-        if chunk_count < 1:
-            raise UsageError(f"--chunk-count must be at least 1, not {chunk_count}")
         if chunk_id >= chunk_count:
             log.info("chunk %d: beyond --chunk-count %d, nothing to do", chunk_id, chunk_count)
             return None
         last_chunk = last_chunk or chunk_id == chunk_count - 1
-
-    marker_url = storage.join(output, MARKER_DIR, marker_name(chunk_id))
-    storage.delete(marker_url)  # a stale marker must not claim this chunk while it is rewritten
+    clean_leftovers(output, chunk_id)
 
     pf = open_parquet(input_url)
     info = source_info(pf, input_url)
     check_lonlat(pf, input_url, info.geometry_column)
+    source_digest = footer_digest(input_url)
     start = chunk_id * chunk_size
     end = info.num_rows if last_chunk else min(info.num_rows, start + chunk_size)
     end = max(end, min(start, info.num_rows))
@@ -424,6 +525,16 @@ def hex_chunk(
     finally:
         writer.cleanup()
 
+    dropped = {NULL_GEOMETRY: stats["null_geometries"], EMPTY_GEOMETRY: stats["empty_geometries"]}
+    accounting = {
+        "unit": "features",
+        "read": end - start,
+        "written": stats["features_with_cells"],
+        "dropped": {k: v for k, v in dropped.items() if v},
+    }
+    check_accounting(accounting, f"chunk {chunk_id}")
+    if stats["features"] != end - start:
+        raise IncompleteOutputError(f"chunk {chunk_id}: read {stats['features']} features of rows {start}..{end - 1}")
     marker = {
         "format": MARKER_FORMAT,
         "chunk_id": chunk_id,
@@ -433,6 +544,7 @@ def hex_chunk(
         "start_row": start,
         "end_row": end,
         "source_rows": info.num_rows,
+        "source_footer_sha256": source_digest,
         **stats,
         "rows": stats["cells"],
         "resolution": resolution,
@@ -442,6 +554,8 @@ def hex_chunk(
         "id_min": id_min,
         "id_max": id_max,
         "parts": parts,
+        "part_sha256": writer.sha256,
+        "accounting": accounting,
     }
     storage.write_bytes(marker_url, (json.dumps(marker, indent=1, sort_keys=True) + "\n").encode())
     secs = time.monotonic() - t0
@@ -450,6 +564,18 @@ def hex_chunk(
         chunk_id, stats["features"], stats["cells"], len(parts), secs, stats["cells"] / max(secs, 1e-9),
     )
     return marker
+
+
+def check_accounting(accounting: dict[str, Any], where: str) -> None:
+    """``read − Σ dropped == written`` (the shared accounting contract), else IncompleteOutputError."""
+    read, written = int(accounting["read"]), int(accounting["written"])
+    dropped = sum(int(v) for v in accounting["dropped"].values())
+    if read - dropped != written:
+        reasons = ", ".join(f"{v} {k}" for k, v in sorted(accounting["dropped"].items())) or "none dropped"
+        raise IncompleteOutputError(
+            f"{where}: {read} features read, {written} written and {dropped} dropped ({reasons}): "
+            f"{read - dropped - written} unaccounted for"
+        )
 
 
 def _emit(

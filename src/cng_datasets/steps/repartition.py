@@ -7,44 +7,59 @@ plus the completion markers ``<chunks>/_done/chunk-*.json``). Output::
 
 Rows are ordered by id (chunks are concatenated in chunk order, each part is id-ordered), ZSTD.
 
-Completeness is checked before anything is written and again before the chunks are deleted:
+Completeness (:func:`cng_datasets.steps.hexchunks.check_chunks`) is checked before anything is
+written or removed, and again before the chunks are deleted:
 
-- every chunk 0..L has its marker (L is the chunk that read to the end of the source), the
-  chunks' row ranges tile the source's rows exactly, all with the same H3 settings;
-- every source feature with a non-empty geometry is accounted for (the markers' counts of features
-  with cells, null and empty geometries add up to the source's rows; the source's null-geometry count
-  comes from its ``cng_datasets`` metadata or Parquet statistics);
-- every part a marker lists exists with the row count the marker states (checked while reading it);
-- at the end, the distinct ids found in the output equal the number of features with cells.
+- the markers' row ranges tile the source's rows ``[0, N)`` exactly (a gap names the rows and the
+  chunks missing, an overlap the two chunks; planned ``--chunk-count`` chunks and seed-style
+  ``--chunk-id``/``--chunk-size`` chunks both work), all with the same H3 settings;
+- every chunk's accounting holds (``read − Σ dropped == written``) and so do the sums; the
+  chunks read exactly ``N`` features and dropped as many null geometries as the source holds (its
+  ``cng_datasets`` metadata or Parquet statistics);
+- every part a marker lists exists (one listing, before the output is touched) and has the row
+  count the marker states (checked while reading it);
+- at the end, the distinct ids found in the output equal the features written.
 
 Failures raise :class:`~cng_datasets.errors.IncompleteOutputError` naming what is missing; the
 chunks are kept.
 
 Publication (atomic at the dataset level): the output is complete only when its marker
-``<output>/_SUCCESS.json`` exists. A repartition removes that marker first, writes the partitions
-(overwriting files of an earlier run in place), checks them, removes every file of the output it
-did not write (stale partitions, leftovers of an interrupted run) only after all new files are
-written, and writes the marker last::
+``<output>/_SUCCESS.json`` exists. Only once the chunks passed the check (there is new work to
+publish), a repartition removes that marker, writes the partitions (overwriting files of an earlier
+run in place), checks them, removes every file of the output it did not write (stale partitions,
+temporary files of a killed run) only after all new files are written, writes the marker, and
+then deletes the chunks: every other file first, the markers ``_done/`` last::
 
     {"format": 1, "id_column": "_cng_fid", "features": <features with cells>, "rows": <all rows>,
      "resolution": R, "parent_resolutions": [...], "containment": "center", "partitions": <n>,
-     "files": {"h0=<cell>/data_0.parquet": <rows>, ...}}
+     "files": {"h0=<cell>/data_0.parquet": <rows>, ...}, "source_rows": N,
+     "source_footer_sha256": "<digest of the source's Parquet footer>",
+     "accounting": {"unit": "features", "read": N, "written": <features with cells>,
+                    "dropped": {"null geometry": k, ...}},
+     "chunks": {"count": <markers>, "digest": "<digest of the chunk set>",
+                "markers": {"<chunk id>": "<digest of its marker>", ...}}}
 
 A reader (and ``cng-datasets validate``) must check the marker exists and read the files it lists;
 without it the output is being written, or its writing failed.
 
-Parallel use: ``h0_index=I`` removes the marker, writes only the partition of the I-th of the 122
+Running again (a retried pod, a second ``kubectl apply``) is safe: when ``_SUCCESS.json`` exists
+and every chunk marker still present is one it was made from (none left, or some left by a run
+killed while deleting the chunks), the output is published already: repartition checks that the
+files it lists are present (else, with the chunks still there, it writes the output again) and the
+source is the version recorded (its footer digest), finishes deleting the
+chunks, logs that there was nothing to do and exits 0, never touching the output.
+
+Parallel use: ``h0_index=I`` removes the marker (after the check), writes only the partition of the I-th of the 122
 base cells (sorted by index) and then a manifest ``<output>/_partitions/h0=<cell>.json`` of the
 files it wrote (tagged with a digest of the chunk markers); it deletes nothing. ``finalize=True``
 then checks the whole output against the markers and those manifests, deletes stale files and the
 manifests, writes ``_SUCCESS.json`` (only the finalize step does) and deletes the chunks. Without
 either, one process does everything. Each chunk part is read exactly once, in bounded memory (row
-group by row group).
+group by row group); per chunk only its marker (a few KB) is held, whatever the data size.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -52,14 +67,17 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from cng_datasets import storage
 from cng_datasets.errors import DataError, IncompleteOutputError, StorageError
-from cng_datasets.steps.hex import CHUNK_MARKER_RE, MARKER_DIR, open_parquet, source_info
+from cng_datasets.steps.hex import CHUNK_MARKER_RE, MARKER_DIR, check_accounting, footer_digest, open_parquet
+from cng_datasets.steps.hexchunks import ChunkSet, check_chunks, marker_digest, read_markers
+from cng_datasets.steps.testhook import kill_point
+
+__all__ = ["CHUNK_MARKER_RE", "ChunkSet", "base_cells", "check_chunks", "read_success", "repartition", "success_url"]
 
 log = logging.getLogger("cng_datasets")
 
@@ -96,140 +114,6 @@ def base_cells() -> list[int]:
     import h3
 
     return sorted(int(c, 16) for c in h3.get_res0_cells())
-
-
-@dataclass
-class ChunkSet:
-    """The markers of a complete chunk set and what they promise."""
-
-    markers: list[dict[str, Any]]
-    partitions: dict[int, list[tuple[int, str, int]]] = field(default_factory=dict)  # h0 -> [(chunk, rel, rows)]
-    id_column: str = "_cng_fid"
-    features_with_cells: int = 0
-    source_rows: int = 0
-
-    def digest(self) -> str:
-        """Identifies this chunk set: the same for every process of one parallel repartition."""
-        body = json.dumps(self.markers, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(body).hexdigest()[:32]
-
-
-def _read_markers(chunks: str) -> list[dict[str, Any]]:
-    out = []
-    for url in storage.list_prefix(storage.join(chunks, MARKER_DIR)):
-        if not CHUNK_MARKER_RE.match(storage.parse(url).name):
-            continue
-        try:
-            out.append(json.loads(storage.read_bytes(url)))
-        except ValueError as exc:
-            raise IncompleteOutputError(f"{url}: unreadable chunk marker ({exc})") from exc
-    return sorted(out, key=lambda m: int(m["chunk_id"]))
-
-
-def _source_null_count(pf: Any, geometry_column: str, meta: dict[str, Any]) -> int | None:
-    """Null geometries of the source: metadata, else Parquet statistics, else None."""
-    if "null_geometries" in meta:
-        return int(meta["null_geometries"])
-    md = pf.metadata
-    idx = pf.schema_arrow.names.index(geometry_column)
-    total = 0
-    for rg in range(md.num_row_groups):
-        col = md.row_group(rg).column(idx)
-        st = col.statistics
-        if st is None or st.null_count is None:
-            return None
-        total += st.null_count
-    return total
-
-
-def check_chunks(chunks: str, source: str) -> ChunkSet:
-    """Completeness of the chunk set against the source; raises IncompleteOutputError."""
-    markers = _read_markers(chunks)
-    if not markers:
-        raise IncompleteOutputError(f"{chunks}: no completed hex chunks (no markers in {MARKER_DIR}/)")
-    pf = open_parquet(source)
-    info = source_info(pf, source)
-    rows = info.num_rows
-    by_id = {int(m["chunk_id"]): m for m in markers}
-    lasts = sorted(i for i, m in by_id.items() if m.get("last"))
-    problems: list[str] = []
-    if not lasts:
-        top = max(by_id)
-        problems.append(
-            f"the last chunk (the one that reads to the end) is missing; chunks present: {_ranges(sorted(by_id))}"
-            + (f", highest {top}" if top is not None else "")
-        )
-        last = max(max(by_id), int(markers[0].get("chunk_count") or 0) - 1)
-    else:
-        last = lasts[0]
-    expected_count = markers[0].get("chunk_count")
-    if expected_count:
-        last = max(last, int(expected_count) - 1)
-    missing = [i for i in range(last + 1) if i not in by_id]
-    if missing:
-        names = ", ".join(f"chunk {i} ({MARKER_DIR}/chunk-{i:05d}.json)" for i in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        problems.append(f"missing {len(missing)} hex chunk(s): {names}{more}")
-    keys = ("resolution", "parent_resolutions", "containment", "id_column", "chunk_size")
-    ref = markers[0]
-    for m in markers[1:]:
-        for k in keys:
-            if m.get(k) != ref.get(k):
-                problems.append(f"chunk {m['chunk_id']} has {k}={m.get(k)!r} but chunk {ref['chunk_id']} has {ref.get(k)!r}")
-                break
-    for m in markers:
-        if int(m.get("source_rows", rows)) != rows:
-            problems.append(f"chunk {m['chunk_id']} was made from a source of {m['source_rows']} rows, {source} has {rows}")
-    if not problems:
-        # row ranges tile [0, rows)
-        pos = 0
-        for i in range(last + 1):
-            m = by_id[i]
-            s, e = int(m["start_row"]), int(m["end_row"])
-            if s > pos:
-                problems.append(f"source rows {pos}..{s - 1} are in no chunk (before chunk {i})")
-            pos = max(pos, e)
-        if pos < rows:
-            problems.append(f"source rows {pos}..{rows - 1} are in no chunk (the last chunk {last} ends at row {pos})")
-    if problems:
-        raise IncompleteOutputError(f"{chunks}: incomplete hex chunks: " + "; ".join(problems))
-
-    used = [by_id[i] for i in range(last + 1)]
-    with_cells = sum(int(m["features_with_cells"]) for m in used)
-    nulls = sum(int(m["null_geometries"]) for m in used)
-    empties = sum(int(m["empty_geometries"]) for m in used)
-    if with_cells + nulls + empties != rows:
-        raise IncompleteOutputError(
-            f"{chunks}: the chunks account for {with_cells + nulls + empties} of {rows} source features "
-            f"({with_cells} with cells, {nulls} null and {empties} empty geometries)"
-        )
-    src_nulls = _source_null_count(pf, info.geometry_column, info.metadata)
-    if src_nulls is not None and src_nulls != nulls:
-        raise IncompleteOutputError(
-            f"{chunks}: {source} has {src_nulls} null geometries but the chunks saw {nulls}"
-        )
-    cs = ChunkSet(used, id_column=info.id_column, features_with_cells=with_cells, source_rows=rows)
-    for m in used:
-        for rel, n in sorted(m["parts"].items()):
-            h0 = int(rel.split("/", 1)[0].split("=", 1)[1])
-            cs.partitions.setdefault(h0, []).append((int(m["chunk_id"]), rel, int(n)))
-    for parts in cs.partitions.values():
-        parts.sort()
-    return cs
-
-
-def _ranges(ids: list[int]) -> str:
-    if not ids:
-        return "none"
-    out, a, b = [], ids[0], ids[0]
-    for i in ids[1:]:
-        if i == b + 1:
-            b = i
-            continue
-        out.append(f"{a}" if a == b else f"{a}-{b}")
-        a = b = i
-    out.append(f"{a}" if a == b else f"{a}-{b}")
-    return ",".join(out)
 
 
 def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, str, int]]) -> dict[str, int]:
@@ -270,6 +154,7 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
         url = storage.join(pdir, f"data_{state['k']}.parquet")
         with storage.atomic_output(url, suffix=".parquet") as tmp:
             shutil.move(state["tmp"], tmp)
+            kill_point("repartition.file-staged")  # test hook: a kill here leaves a temp file at the destination
         written[url] = state["rows"]
         state["writer"] = None
         state["k"] += 1
@@ -393,6 +278,7 @@ def _read_partition_manifests(output: str, cs: ChunkSet, problems: list[str]) ->
 
 def _write_success(output: str, cs: ChunkSet, files: dict[str, int]) -> dict[str, Any]:
     ref = cs.markers[0]
+    check_accounting(cs.accounting, output)  # never publish what does not add up
     body = {
         "format": SUCCESS_FORMAT,
         "id_column": cs.id_column,
@@ -403,9 +289,107 @@ def _write_success(output: str, cs: ChunkSet, files: dict[str, int]) -> dict[str
         "containment": ref.get("containment"),
         "partitions": len({_rel(output, u).split("/", 1)[0] for u in files}),
         "files": {_rel(output, u): int(n) for u, n in sorted(files.items(), key=lambda t: _rel(output, t[0]))},
+        "source_rows": cs.source_rows,
+        "source_footer_sha256": cs.source_digest,
+        "accounting": cs.accounting,
+        "chunks": {"count": len(cs.markers), "digest": cs.digest(), "markers": cs.marker_digests()},
     }
     storage.write_bytes(success_url(output), (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
     return body
+
+
+def published_from(success: dict[str, Any], markers: list[dict[str, Any]]) -> bool:
+    """Whether the published output (its ``_SUCCESS.json``) was made from these chunk markers.
+
+    True when no marker is left (the chunks were deleted after publication) or when every marker
+    present is one the success record lists with the same digest (all of them: ``--keep-chunks``,
+    or a run killed while deleting the chunks). A marker it does not list (a chunk re-run on a
+    changed source) means there is new work.
+    """
+    if not markers:
+        return True
+    recorded = (success.get("chunks") or {}).get("markers")
+    if not isinstance(recorded, dict):
+        return False
+    return all(recorded.get(str(int(m["chunk_id"]))) == marker_digest(m) for m in markers)
+
+
+def delete_chunks(chunks: str) -> int:
+    """Delete the chunks below ``chunks``: every other file first, the markers ``_done/`` last.
+
+    So a run killed half-way leaves markers that the published ``_SUCCESS.json`` lists, and the
+    next run recognises the output as published and finishes the deletion.
+    """
+    base = _norm(chunks).rstrip("/\\")
+    tops: dict[str, list[str]] = {}
+    for url in storage.list_prefix(chunks):
+        rel = _norm(url)[len(base) + 1:].replace("\\", "/")
+        tops.setdefault(rel.split("/", 1)[0], []).append(url)
+    n = 0
+    for top in sorted(set(tops) - {MARKER_DIR}) + ([MARKER_DIR] if MARKER_DIR in tops else []):
+        urls = tops[top]
+        if len(urls) == 1 and _rel(chunks, urls[0]) == top:  # a file right below the prefix
+            storage.delete(urls[0])
+        else:
+            storage.delete_prefix(storage.join(chunks, top))
+        n += len(urls)
+        kill_point("repartition.chunks-deleting")  # test hook: a kill between two groups
+    loc = storage.parse(chunks)
+    if loc.is_local:
+        _prune_empty_dirs(chunks)
+        try:
+            os.rmdir(loc.path)
+        except OSError:
+            pass
+    return n
+
+
+def _output_damage(output: str, success: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Files ``_SUCCESS.json`` lists that are missing, and ``.parquet`` files it does not list."""
+    present = {_rel(output, u) for u in storage.list_prefix(output)}
+    listed = set(success["files"])
+    missing = sorted(listed - present)
+    extra = sorted(p for p in present - listed if p.endswith(".parquet"))
+    return missing, extra
+
+
+def _already_published(
+    chunks: str, output: str, source: str, success: dict[str, Any], markers: list[dict[str, Any]], delete: bool
+) -> dict[str, Any]:
+    """The no-op of a repartition run again after it finished (see the module docstring)."""
+    recorded = success.get("source_footer_sha256")
+    if recorded is not None and recorded != footer_digest(source):
+        raise IncompleteOutputError(
+            f"{output}: published from another version of {source} (its Parquet footer differs): "
+            "run hex and repartition again"
+        )
+    n = delete_chunks(chunks) if delete and markers else 0
+    leftovers = 0 if markers else len(storage.list_prefix(chunks))
+    log.info(
+        "%s: already published (%s made from these chunks%s): nothing to do%s",
+        output, SUCCESS_NAME, "" if markers else ", which are deleted",
+        f"; deleted the {n} remaining chunk file(s)" if n else "",
+    )
+    if leftovers:
+        log.warning("%s: %d file(s) without a completion marker left alone (a hex run in progress?)", chunks, leftovers)
+    return {
+        "partitions": success.get("partitions"), "rows": success.get("rows"), "features": success.get("features"),
+        "files": len(success["files"]), "skipped": True,
+    }
+
+
+def _check_parts_present(chunks: str, cs: ChunkSet, h0s: set[int] | None = None) -> None:
+    """Every part the markers list (of the partitions ``h0s``, default all) exists: one listing
+    (of the partitions' own prefixes only, for an ``--h0-index`` run)."""
+    prefixes = [chunks] if h0s is None else [storage.join(chunks, f"h0={h0}") for h0 in sorted(h0s)]
+    present = {_norm(u) for p in prefixes for u in storage.list_prefix(p)}
+    for h0, parts in sorted(cs.partitions.items()):
+        if h0s is not None and h0 not in h0s:
+            continue
+        for chunk_id, rel, _rows in parts:
+            url = storage.join(chunks, rel)
+            if _norm(url) not in present:
+                raise IncompleteOutputError(f"chunk {chunk_id}: part {url} listed in its marker is missing")
 
 
 def repartition(
@@ -423,9 +407,26 @@ def repartition(
     cells = base_cells()
     if h0_index is not None and not 0 <= h0_index < len(cells):
         raise DataError(f"--h0-index must be 0..{len(cells) - 1}, not {h0_index}")
-    # un-publish first: from here until the marker is written again the output is not complete
+    markers = read_markers(chunks)
+    success = read_success(output)
+    if success is not None and published_from(success, markers):
+        missing, extra = _output_damage(output, success)
+        if not missing and not (extra and markers):
+            if extra:
+                log.warning("%s: %d .parquet file(s) not listed in %s (not part of the output; first: %s)",
+                            output, len(extra), SUCCESS_NAME, extra[0])
+            # only the process that publishes deletes chunks: not an --h0-index one
+            return _already_published(chunks, output, source, success, markers, delete=h0_index is None and not keep_chunks)
+        what = f"{len(missing)} file(s) it lists are missing (first: {missing[0]})" if missing else (
+            f"{len(extra)} .parquet file(s) it does not list are present (first: {extra[0]})")
+        if not markers:
+            raise IncompleteOutputError(f"{output}: published, but {what}; the chunks are gone: run hex and repartition again")
+        log.warning("%s: published, but %s: writing it again from the chunks", output, what)
+    cs = check_chunks(chunks, source, markers)
+    _check_parts_present(chunks, cs, None if h0_index is None else {cells[h0_index]})
+    # there is new work to publish: un-publish, from here until the marker is written again the
+    # output is not complete
     storage.delete(success_url(output))
-    cs = check_chunks(chunks, source)
     if h0_index is not None:
         h0 = cells[h0_index]
         parts = cs.partitions.get(h0, [])
@@ -493,11 +494,19 @@ def repartition(
         log.info("removed %d stale file(s) from %s", len(stale), output)
     _write_success(output, cs, {u: files[u] for u in kept})  # last: publishes the output
     if not keep_chunks:
-        n = storage.delete_prefix(chunks)
+        n = delete_chunks(chunks)
         log.info("completeness check passed; deleted %d chunk file(s) below %s", n, chunks)
     total = sum(expected_rows.values())
     log.info(
-        "repartition: %d rows in %d partitions, %d features, %.1f s",
-        total, len(expected_rows), cs.features_with_cells, time.monotonic() - t0,
+        "repartition: %d rows in %d partitions, %d features (%s), %.1f s",
+        total, len(expected_rows), cs.features_with_cells, _accounting_text(cs.accounting), time.monotonic() - t0,
     )
-    return {"partitions": len(expected_rows), "rows": total, "features": cs.features_with_cells, "files": len(kept)}
+    return {
+        "partitions": len(expected_rows), "rows": total, "features": cs.features_with_cells, "files": len(kept),
+        "accounting": cs.accounting,
+    }
+
+
+def _accounting_text(acc: dict[str, Any]) -> str:
+    dropped = ", ".join(f"{v} {k}" for k, v in sorted(acc["dropped"].items()))
+    return f"{acc['read']} read, {acc['written']} with cells" + (f", dropped: {dropped}" if dropped else "")
