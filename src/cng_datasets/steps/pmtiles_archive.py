@@ -111,6 +111,37 @@ def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, i
         raise ValueError("message does not end at its length")
 
 
+def _layer_parts(buf: bytes, start: int, end: int) -> tuple[str | None, list[tuple[int, int]]]:
+    """The name and the feature spans of one Layer message; every other field is skipped by its
+    length (a tile has thousands of keys and values: this loop is the hot path)."""
+    name = None
+    features: list[tuple[int, int]] = []
+    pos = start
+    while pos < end:
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos)
+        wire = key & 7
+        if wire == 2:
+            length = buf[pos]
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = _varint(buf, pos)
+            if key == 0x12:  # field 2, features
+                features.append((pos, pos + length))
+            elif key == 0x0A:  # field 1, name
+                name = buf[pos : pos + length].decode("utf-8", "replace")
+            pos += length
+        else:
+            pos = _skip(buf, pos, wire)
+    if pos != end:
+        raise ValueError("layer does not end at its length")
+    return name, features
+
+
 def mvt_feature_ids(data: bytes, layer: str | None = None) -> tuple[list[int], int]:
     """The feature ids in an (uncompressed) MVT tile, in layer ``layer`` (all layers when None),
     and how many features there have no id."""
@@ -119,13 +150,7 @@ def mvt_feature_ids(data: bytes, layer: str | None = None) -> tuple[list[int], i
     for field, wire, start, end in _fields(data, 0, len(data)):
         if field != 3 or wire != 2:
             continue
-        name: str | None = None
-        features: list[tuple[int, int]] = []
-        for f2, w2, s2, e2 in _fields(data, start, end):
-            if f2 == 1 and w2 == 2:
-                name = data[s2:e2].decode("utf-8", "replace")
-            elif f2 == 2 and w2 == 2:
-                features.append((s2, e2))
+        name, features = _layer_parts(data, start, end)
         if layer is not None and name != layer:
             continue
         for s2, e2 in features:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cng_datasets.accounting import WEB_MERCATOR_MAX_LAT
 from cng_datasets.errors import first_line
 from cng_datasets.validate.common import _open_parquet, _Problems
 
@@ -19,6 +20,21 @@ _TYPE_IDS = {
     0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
     6: "MultiPolygon", 7: "GeometryCollection",
 }
+
+
+def _is_lonlat(meta: dict[str, Any]) -> bool:
+    """Whether the geometry column's CRS is lon/lat degrees (absent or null: taken as such)."""
+    crs = meta.get("crs")
+    if crs is None:
+        return True
+    try:
+        import pyproj
+
+        from cng_datasets.geometry import is_lonlat_crs84
+
+        return bool(is_lonlat_crs84(pyproj.CRS.from_user_input(crs)))
+    except Exception:  # noqa: BLE001 - an unreadable CRS is reported by the CRS check
+        return False
 
 
 def _type_name(t: str) -> str:
@@ -101,6 +117,9 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
     found_types: set[str] = set()
     total = [math.inf, math.inf, -math.inf, -math.inf]
     non_null = 0
+    with_geometry = 0  # non-null and non-empty
+    beyond = 0  # wholly beyond Web Mercator's latitudes (counted for lon/lat data only)
+    lonlat = _is_lonlat(meta)
     read_cols = [primary] + ([cover_col] if cover_col else [])
     row0 = 0
     for batch in pf.iter_batches(batch_size=65536, columns=read_cols):
@@ -119,8 +138,10 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
         if len(g):
             b = shapely.bounds(g)
             nonempty = ~np.isnan(b[:, 0])
+            with_geometry += int(nonempty.sum())
             if nonempty.any():
                 bb = b[nonempty]
+                beyond += int(((bb[:, 1] > WEB_MERCATOR_MAX_LAT) | (bb[:, 3] < -WEB_MERCATOR_MAX_LAT)).sum())
                 total = [min(total[0], bb[:, 0].min()), min(total[1], bb[:, 1].min()),
                          max(total[2], bb[:, 2].max()), max(total[3], bb[:, 3].max())]
         if cover_col:
@@ -145,7 +166,9 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
                     f"{len(bad_rows)} row(s); first row {row0 + r}: {cb[r].tolist()} vs {gb[r].tolist()}"
                 )
         row0 += len(batch)
-    stats.update(geometries=non_null, types=sorted(found_types))
+    stats.update(geometries=non_null, types=sorted(found_types), no_geometry=row0 - with_geometry)
+    if lonlat:
+        stats["beyond_mercator"] = beyond
     if declared:
         decl = {_type_name(str(t)) for t in declared}
         undeclared = found_types - decl
