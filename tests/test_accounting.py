@@ -215,6 +215,8 @@ def test_validate_shows_the_latitude_drop(polar_run: Any) -> None:
     report = validate_dataset(polar_run.root_url, "polar")
     assert report.ok, report.problems
     assert f"pmtiles 7 (3 dropped: 1 null geometry, 2 {LAT})" in report.chain.line()
+    pm = next(c.detail for c in report.checks if c.name == "pmtiles")
+    assert "7 features at zoom" in pm and f"recorded: 3 dropped: 1 null geometry, 2 {LAT}" in pm
     assert "source re-counted: 10 features" in next(c.detail for c in report.checks if c.name == "geoparquet")
 
 

@@ -255,7 +255,7 @@ class Chain:
                 continue
             text = f"{s.name} {r.written:,}"
             if r.dropped_total or s.name != "geoparquet":
-                text += f" ({_drops(r.dropped)})"
+                text += f" ({describe_drops(r.dropped)})"
             if not r.recorded:
                 text += " [derived: no accounting record]"
             out.append(text)
@@ -270,7 +270,8 @@ class Chain:
         return [parts[0]] + [f"→ {p}" for p in parts[1:]]
 
 
-def _drops(dropped: dict[str, int]) -> str:
+def describe_drops(dropped: dict[str, int]) -> str:
+    """``2 dropped: latitude beyond …`` / ``3 dropped: 1 null geometry, 2 latitude …`` / ``0 dropped``."""
     total = sum(dropped.values())
     items = [(k, v) for k, v in dropped.items() if v]
     if not items:

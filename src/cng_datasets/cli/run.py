@@ -200,6 +200,9 @@ def run(workers: int | None, force: bool, quiet: bool, **kwargs: Any) -> None:
     chunks run as parallel processes, pmtiles alongside them. Re-running resumes: finished steps
     and hex chunks are not computed again (--force recomputes all). Kubernetes-only options are
     accepted and ignored.
+    The summary ends with the accounting chain (source features → GeoParquet rows → features in
+    hex → features in the PMTiles at the maximum zoom, with the drops each step recorded and
+    why); a difference that no recorded reason explains fails the run (exit 65).
 
     \b
     Example:

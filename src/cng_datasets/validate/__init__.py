@@ -102,6 +102,11 @@ def dataset_urls(root: str, dataset: str) -> dict[str, str]:
 
 
 def _summary(name: str, stats: dict[str, Any]) -> str:
+    text = _counts_summary(name, stats)
+    return text + (f"; recorded: {stats['dropped_note']}" if stats.get("dropped_note") else "")
+
+
+def _counts_summary(name: str, stats: dict[str, Any]) -> str:
     if name == "geoparquet":
         text = f"{stats.get('rows', 0):,} rows, {stats.get('geometries', 0):,} geometries ({', '.join(stats.get('types', []))})"
         return text + (f"; {stats['source_note']}" if stats.get("source_note") else "")
@@ -158,7 +163,7 @@ def validate_dataset(
         >>> report = validate_dataset("/data/out", "countries")  # doctest: +SKIP
         >>> report.raise_for_problems()  # doctest: +SKIP
     """
-    from cng_datasets.accounting import Counts, read_chain
+    from cng_datasets.accounting import Counts, describe_drops, read_chain
 
     urls = dataset_urls(root, dataset)
     layer = dataset.strip("/").rsplit("/", 1)[-1]
@@ -194,6 +199,9 @@ def validate_dataset(
         report.chain = read_chain(urls["geoparquet"], urls["hex"], urls["pmtiles"], counts)
         for name, text in report.chain.problems:
             chain_problems.setdefault(name, []).append(text)
+        for stage in report.chain.stages:
+            if stage.record is not None and stage.record.dropped_total:
+                results[stage.name][1]["dropped_note"] = describe_drops(stage.record.dropped)
     for name, _ in runs:
         problems, stats = results[name]
         problems = problems + [p for p in chain_problems.get(name, []) if p not in problems]
