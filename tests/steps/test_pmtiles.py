@@ -719,3 +719,41 @@ def test_metadata_rewrite_keeps_every_tile(countries_pmtiles: Any, tmp_path: Pat
     assert meta["extra"] == {"x": "ü" * 5000} and meta["cng_datasets"] == read_metadata(out)["cng_datasets"]
     step.verify_archive(copy, "countries", ["NAME_EN"])
     assert _leftovers(tmp_path) == ["copy.pmtiles"]
+
+
+def test_features_that_were_not_given_to_tippecanoe_fail_the_step(tmp_path: Path) -> None:
+    """The tiles hold an id that was never streamed (tippecanoe fed from elsewhere): refused, nothing published."""
+    src = _convert(_geojson(tmp_path / "two.geojson", [_pt(1, 1), _pt(2, 2)]), tmp_path / "two.parquet")
+    other = tmp_path / "other.geojsons"
+    other.write_text("\n".join(
+        json.dumps({"type": "Feature", "id": fid, "properties": {"n": 0, "_cng_fid": fid}, "geometry": _pt(1.5, 1.5)})
+        for fid in (1, 2, 999)
+    ) + "\n")
+    fake = _fake_tippecanoe(tmp_path, f'cat > /dev/null\nexec {step.find_tippecanoe()} "$@" {other}\n')
+    out = tmp_path / "out" / "two.pmtiles"
+    with pytest.raises(ToolError, match=r"holds 1 feature\(s\) at zoom 2 that were not given to it \(ids \[999\]\)"):
+        step.build_pmtiles(str(src), str(out), max_zoom=2, tippecanoe=fake)
+    assert _leftovers(out.parent) == []
+
+
+def test_distinct_ids_dense_and_sparse(monkeypatch: Any) -> None:
+    import numpy as np
+
+    from cng_datasets.steps import pmtiles_archive as pa_
+
+    monkeypatch.setattr(pa_, "SPARSE_COMPACT", 4)  # compact often
+    dense = pa_.DistinctIds(1, 100, rows=100)
+    sparse = pa_.DistinctIds(0, 2**60, rows=10)
+    assert dense.dense and not sparse.dense
+    for counter in (dense, sparse):
+        counter.add([5, 7, 5, 9])
+        counter.add(np.array([7, 11, 13, 5], dtype=np.uint64))
+        counter.add([])
+        assert counter.count == 5 and counter.values().tolist() == [5, 7, 9, 11, 13]
+    dense.add([0, 101, 101])  # outside the range: counted apart, once each
+    assert (dense.count, dense.outside, dense.outside_examples) == (5, 2, [0, 101])
+    fewer = pa_.DistinctIds(1, 100, rows=100)
+    fewer.add([5, 7])
+    assert fewer.not_in(dense) == 0 and dense.not_in(fewer) == 3 and dense.not_in(sparse) == 0
+    sparse.add([2**59])
+    assert sparse.not_in(dense) == 1

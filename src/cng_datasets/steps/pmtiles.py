@@ -26,8 +26,8 @@ wholly beyond it cannot be shown; it is not given to tippecanoe (which would dro
 depending on the zoom's tile buffer) and is counted under its own reason, with a warning. Polygons
 reaching past it are kept (tippecanoe clips them). After tippecanoe, the distinct feature ids in
 the tiles of the maximum zoom are counted (:mod:`cng_datasets.steps.pmtiles_archive`): features
-given to tippecanoe but absent there are "dropped by tippecanoe" (``--drop-densest-as-needed``),
-also with a warning. The archive's JSON metadata then gets the record ``cng_datasets``::
+given to tippecanoe but absent there are "dropped by tippecanoe" (``--drop-densest-as-needed``;
+polygons that vanish on the tile grid, e.g. Vatican City at zoom 6), also with a warning. The archive's JSON metadata then gets the record ``cng_datasets``::
 
     {"accounting": {"unit": "features", "read": <GeoParquet rows>, "written": <ids at max zoom>,
                     "dropped": {"null geometry": k, "latitude beyond ±85.0511 (Web Mercator)": j,
@@ -386,9 +386,12 @@ def geojson_lines(
             id_part = f'"id":{fid},' if isinstance(fid, int) and fid >= 0 else ""
             out.append(f'{{"type":"Feature",{id_part}"properties":{dumps(props)},"geometry":{texts[i]}}}\n')
         stats.features += len(out)
-        if stats.streamed is not None:
+        if stats.streamed is not None:  # the ids given to tippecanoe, to check the tiles against
             kept = np.flatnonzero(keep)
-            stats.streamed.add(kept + (first_row + 1) if row_ids else [ids[i] for i in kept.tolist()] if ids else [])
+            if row_ids:
+                stats.streamed.add(kept + (first_row + 1))
+            elif ids is not None:
+                stats.streamed.add([ids[i] for i in kept.tolist()])
         yield "".join(out).encode("utf-8")
 
 

@@ -215,14 +215,15 @@ class DistinctIds:
         self.seen = np.zeros(max(0, high - low + 1) if self.dense else 0, dtype=bool)
         self._parts: list[np.ndarray] = []
         self._pending = 0
-        self.outside = 0  # ids outside [low, high]
+        self._outside: np.ndarray = np.zeros(0, np.uint64)  # distinct ids outside [low, high]
 
     def add(self, ids: Any) -> None:
         arr = np.asarray(ids, dtype=np.uint64)
         if not len(arr):
             return
         inside = (arr >= np.uint64(self.low)) & (arr <= np.uint64(self.high))
-        self.outside += int(len(arr) - inside.sum())
+        if not inside.all():  # an anomaly: kept exactly (few)
+            self._outside = np.union1d(self._outside, arr[~inside])
         arr = arr[inside]
         if self.dense:
             self.seen[(arr - np.uint64(self.low)).astype(np.int64)] = True
@@ -245,6 +246,15 @@ class DistinctIds:
         return self._compact()
 
     @property
+    def outside(self) -> int:
+        """Distinct ids seen outside ``[low, high]``."""
+        return len(self._outside)
+
+    @property
+    def outside_examples(self) -> list[int]:
+        return [int(v) for v in self._outside[:5]]
+
+    @property
     def count(self) -> int:
         return int(self.seen.sum()) if self.dense else len(self._compact())
 
@@ -261,7 +271,7 @@ class ZoomCount:
 
     zoom: int
     features: int  # distinct ids within the id range
-    outside: int  # feature occurrences whose id lies outside the id range
+    outside: int  # distinct ids outside the id range
     without_id: int  # feature occurrences without an id
     tiles: int  # tile contents decoded
 
@@ -484,10 +494,13 @@ def account_archive(
     t0 = time.monotonic()
     counter = DistinctIds(streamed.low, streamed.high, rows)
     found = count_features_at_zoom(path, layer, max_zoom, counter)
-    strangers = found.outside + found.without_id + counter.not_in(streamed)
-    if strangers:
+    strangers = found.outside + counter.not_in(streamed)
+    if strangers or found.without_id:
+        examples = f" (ids {counter.outside_examples})" if counter.outside else ""
         raise ToolError(
-            "tippecanoe", f"the archive holds {strangers} feature(s) at zoom {max_zoom} that were not given to it"
+            "tippecanoe",
+            f"the archive holds {strangers + found.without_id} feature(s) at zoom {max_zoom} that were not given "
+            f"to it{examples}" + (f", {found.without_id} of them without an id" if found.without_id else ""),
         )
     distinct = streamed.count
     written = found.features
