@@ -271,3 +271,123 @@ def test_parent_arithmetic_matches_h3py() -> None:
     arr = np.array([int(c, 16) for c in cells], dtype=np.uint64)
     for res in (0, 3, 8, 9):
         assert [format(int(c), "x") for c in v.parents(arr, res)] == [h3.cell_to_parent(c, res) for c in cells]
+
+
+# ---- against the source: what validate said ok to before, and must fail -------------------
+
+
+def _footer(path: Path) -> tuple[pa.Table, dict[bytes, bytes], dict[str, Any]]:
+    pf = pq.ParquetFile(path)
+    md = dict(pf.metadata.metadata)
+    return pf.read(), md, json.loads(md[b"cng_datasets"])
+
+
+def test_real_outputs_pass_against_the_source(good: Path) -> None:
+    report = v.validate_dataset(str(good), "countries")
+    assert report.ok, report.problems
+    details = {c.name: c.detail for c in report.checks}
+    assert "source re-counted: 177 features" in details["geoparquet"]
+    assert "177 features at zoom" in details["pmtiles"]
+    assert report.chain.line().startswith("source 177 → geoparquet 177")
+    assert "pmtiles 177 (0 dropped)" in report.chain.line()
+
+
+def test_hex_missing_features_is_caught_against_the_source(out: Path) -> None:
+    """A partition deleted and _SUCCESS.json fixed up to match: the hex output is consistent in
+    itself, only the comparison with the GeoParquet / the recorded accounting catches it."""
+    hex_dir = out / "countries" / "hex"
+    marker = json.loads((hex_dir / "_SUCCESS.json").read_text())
+    # the partition holding the most features wholly (so features go missing)
+    victim = max(partition_files(out), key=lambda f: pq.read_metadata(f).num_rows)
+    rel = str(victim.relative_to(hex_dir))
+    victim.unlink()
+    ids = pa.chunked_array([pq.read_table(f).column("_cng_fid") for f in partition_files(out)])
+    counted = len(pc.unique(ids))
+    assert counted < 177
+    rows = marker["files"].pop(rel)
+    marker["rows"] -= rows
+    marker["partitions"] -= 1
+    marker["features"] = counted
+    if "accounting" in marker:  # a hex step that records accounting: fix that up too
+        marker["accounting"]["written"] = counted
+    (hex_dir / "_SUCCESS.json").write_text(json.dumps(marker))
+    found = problems(out)
+    assert not any("_SUCCESS.json" in p for p in found), found  # the marker matches the files
+    one_problem(out, "hex:", f"{177 - counted:,} feature(s) lost without a recorded reason")
+
+
+def test_pmtiles_missing_features_is_caught(out: Path, tmp_path: Path) -> None:
+    """The archive built from fewer rows than the GeoParquet holds."""
+    from cng_datasets.steps.pmtiles import build_pmtiles
+
+    table, md, _ = _footer(out / "countries.parquet")
+    fewer = tmp_path / "fewer.parquet"
+    pq.write_table(table.slice(0, 170).replace_schema_metadata(md), fewer)
+    build_pmtiles(str(fewer), str(out / "countries.pmtiles"), layer="countries", max_zoom=2)
+    one_problem(out, "pmtiles:", "pmtiles read 170 features but the GeoParquet has 177 rows")
+
+
+def test_pmtiles_record_that_lies_is_caught_by_counting(out: Path) -> None:
+    """The record claims every feature; the tiles at max zoom hold fewer (counted independently)."""
+    from cng_datasets.steps.pmtiles import build_pmtiles
+    from cng_datasets.steps.pmtiles_archive import read_metadata, set_metadata
+
+    path = out / "countries.pmtiles"
+    fewer = out / "fewer.parquet"
+    table, md, _ = _footer(out / "countries.parquet")
+    pq.write_table(table.slice(7).replace_schema_metadata(md), fewer)
+    build_pmtiles(str(fewer), str(path), layer="countries", max_zoom=2)
+    fewer.unlink()
+    record = read_metadata(path)["cng_datasets"]
+    record["accounting"] = {"unit": "features", "read": 177, "written": 177, "dropped": {}}
+    set_metadata(path, {"cng_datasets": record})
+    one_problem(out, "pmtiles:", "170 features in the tiles of the maximum zoom (counted) but pmtiles recorded 177")
+
+
+def test_pmtiles_without_record_missing_features_is_caught(out: Path) -> None:
+    """An archive of an older version (no accounting in its metadata) missing features."""
+    from cng_datasets.steps.pmtiles import build_pmtiles
+    from cng_datasets.steps.pmtiles_archive import set_metadata
+
+    path = out / "countries.pmtiles"
+    table, md, _ = _footer(out / "countries.parquet")
+    fewer = out / "fewer.parquet"
+    pq.write_table(table.slice(0, 176).replace_schema_metadata(md), fewer)
+    build_pmtiles(str(fewer), str(path), layer="countries", max_zoom=2)
+    fewer.unlink()
+    set_metadata(path, {"cng_datasets": None})
+    one_problem(out, "pmtiles:", "176 features in the tiles of the maximum zoom, the GeoParquet has 177 with a geometry")
+
+
+def test_geoparquet_with_fewer_rows_than_the_source_is_caught(out: Path) -> None:
+    """One row gone and every count in the footer made to agree: only re-counting the source
+    catches it."""
+    path = out / "countries.parquet"
+    table, md, info = _footer(path)
+    info["feature_count"] = 176
+    for s in info["sources"]:
+        s["features"] = 176
+        if "read" in s:
+            s["read"] = 176
+    if "accounting" in info:
+        info["accounting"].update(read=176, written=176)
+    md[b"cng_datasets"] = json.dumps(info).encode()
+    pq.write_table(table.slice(0, 176).replace_schema_metadata(md), path)
+    one_problem(out, "geoparquet:", "the source holds 177 features (re-counted) but convert read 176")
+    # without re-counting, this one is not caught
+    report = v.validate_dataset(str(out), "countries", source_count=False)
+    assert not any("re-counted" in p for p in report.problems)
+    assert "source not re-counted: not asked to" in next(c.detail for c in report.checks if c.name == "geoparquet")
+
+
+def test_unreachable_source_is_said_not_recounted(out: Path) -> None:
+    path = out / "countries.parquet"
+    table, md, info = _footer(path)
+    for s in info["sources"]:
+        s["source"] = str(out / "gone.shp")
+    md[b"cng_datasets"] = json.dumps(info).encode()
+    pq.write_table(table.replace_schema_metadata(md), path)
+    report = v.validate_dataset(str(out), "countries")
+    assert report.ok, report.problems
+    detail = next(c.detail for c in report.checks if c.name == "geoparquet")
+    assert "source not re-counted: " in detail and "gone.shp" in detail

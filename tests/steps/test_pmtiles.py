@@ -577,3 +577,26 @@ def test_dense_data_stays_within_tile_limits(tmp_path: Path, archive: Any) -> No
         assert 0 < count <= 200_000
     # the tile at the maximum zoom kept many points, but not all of them
     assert max(len(mapbox_vector_tile.decode(gzip.decompress(d))["dense"]["features"]) for _, d in tiles if _[0] == 3) < n
+    result_drops = result.accounting["dropped"]
+    assert result.written < n and result_drops == {"dropped by tippecanoe": n - result.written}
+
+
+def test_metadata_rewrite_keeps_every_tile(countries_pmtiles: Any, tmp_path: Path) -> None:
+    import shutil
+
+    from pmtiles.reader import MmapSource, Reader, all_tiles
+
+    from cng_datasets.steps.pmtiles_archive import read_metadata, set_metadata
+
+    _, out, _ = countries_pmtiles
+    copy = tmp_path / "copy.pmtiles"
+    shutil.copy(out, copy)
+    set_metadata(copy, {"extra": {"x": "ü" * 5000}})
+    with open(out, "rb") as f1, open(copy, "rb") as f2:
+        before = dict(all_tiles(Reader(MmapSource(f1)).get_bytes))
+        after = dict(all_tiles(Reader(MmapSource(f2)).get_bytes))
+    assert before == after and len(before) > 100
+    meta = read_metadata(copy)
+    assert meta["extra"] == {"x": "ü" * 5000} and meta["cng_datasets"] == read_metadata(out)["cng_datasets"]
+    step.verify_archive(copy, "countries", ["NAME_EN"])
+    assert _leftovers(tmp_path) == ["copy.pmtiles"]

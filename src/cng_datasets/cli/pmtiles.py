@@ -51,8 +51,10 @@ def pmtiles(
     """Build PMTiles vector tiles from a GeoParquet file with tippecanoe.
 
     Features are streamed to tippecanoe (never loaded whole); every attribute is kept; the densest
-    features are dropped where a tile would exceed tippecanoe's limits. The archive is verified
-    before it appears at OUTPUT.
+    features are dropped where a tile would exceed tippecanoe's limits. Features wholly beyond
+    ±85.0511° latitude (outside Web Mercator) cannot be tiled. Every feature not in the tiles of
+    the maximum zoom is counted with its reason (a warning, and the archive's metadata key
+    `cng_datasets`). The archive is verified before it appears at OUTPUT.
     """
     from cng_datasets.errors import UsageError
     from cng_datasets.steps.pmtiles import build_pmtiles
@@ -69,7 +71,10 @@ def pmtiles(
         tippecanoe=tippecanoe_bin,
         wait_seconds=wait_for_input,
     )
+    dropped = result.accounting.get("dropped") or {}
+    drops = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
     click.echo(
         f"{result.output}: layer {result.layer!r}, zoom {result.min_zoom}..{result.max_zoom}, "
-        f"{result.features} features, {result.tiles} tiles, {result.bytes} bytes"
+        f"{result.written} of {result.accounting.get('read')} features at zoom {result.max_zoom}"
+        f"{f' (dropped: {drops})' if drops else ''}, {result.tiles} tiles, {result.bytes} bytes"
     )

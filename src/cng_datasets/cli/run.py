@@ -200,6 +200,9 @@ def run(workers: int | None, force: bool, quiet: bool, **kwargs: Any) -> None:
     chunks run as parallel processes, pmtiles alongside them. Re-running resumes: finished steps
     and hex chunks are not computed again (--force recomputes all). Kubernetes-only options are
     accepted and ignored.
+    The summary ends with the accounting chain (source features → GeoParquet rows → features in
+    hex → features in the PMTiles at the maximum zoom, with the drops each step recorded and
+    why); a difference that no recorded reason explains fails the run (exit 65).
 
     \b
     Example:
@@ -227,6 +230,24 @@ def run(workers: int | None, force: bool, quiet: bool, **kwargs: Any) -> None:
     if not quiet:
         click.echo(summary_table(summary))
     click.echo(f"outputs: {config.parquet_url}  {config.pmtiles_url}  {config.hex_url}/")
+    check_accounting(config, quiet)
+
+
+def check_accounting(config: Any, quiet: bool) -> None:
+    """Print the accounting chain (source → GeoParquet → hex → PMTiles, one line per output);
+    raise :class:`IncompleteOutputError` on a difference that no recorded reason explains."""
+    from cng_datasets.accounting import read_chain
+    from cng_datasets.errors import IncompleteOutputError
+
+    chain = read_chain(config.parquet_url, config.hex_url, config.pmtiles_url)
+    if not quiet:
+        for i, line in enumerate(chain.lines()):
+            click.echo(f"{'accounting' if i == 0 else '':10}  {line}")
+    if chain.problems:
+        for name, text in chain.problems[1:]:
+            click.echo(f"accounting problem: {name}: {text}", err=True)
+        name, text = chain.problems[0]
+        raise IncompleteOutputError(f"{name}: {text}")
 
 
 for _p in run.params:
@@ -238,8 +259,10 @@ for _p in run.params:
 @click.argument("dest")
 @click.option("--dataset", required=True, help="Dataset name, as given to `run` / `workflow`.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only problems.")
+@click.option("--skip-source-count", is_flag=True,
+              help="Do not re-count the features of the source(s) (e.g. large remote files).")
 @handle_errors
-def validate(dest: str, dataset: str, quiet: bool) -> None:
+def validate(dest: str, dataset: str, quiet: bool, skip_source_count: bool) -> None:
     """Check the three outputs of DATASET below DEST (a local directory or s3://bucket/prefix).
 
     GeoParquet: GeoParquet 1.1 `geo` metadata, WKB, geometry types, bbox and covering column.
@@ -247,7 +270,11 @@ def validate(dest: str, dataset: str, quiet: bool) -> None:
     directories. Hex: each h0=<cell> partition holds only rows with that h0, parent columns are
     the parents of the finest cell, no duplicate (id, cell) rows, every feature with a geometry
     present, and the output published: hex/_SUCCESS.json exists and lists exactly the .parquet
-    files present with their row counts. Exits 65 with one line per problem when a check fails.
+    files present with their row counts. Against the source: what each step recorded it read,
+    wrote and dropped (with a reason) must add up from the source's features (re-counted from
+    the recorded source URLs when reachable) to the GeoParquet rows, the features in hex and the
+    features in the PMTiles tiles at the maximum zoom (each counted again here). Exits 65 with one
+    line per problem when a check fails, including any difference no recorded reason explains.
     """
     from cng_datasets.validate import validate_dataset
 
@@ -258,7 +285,9 @@ def validate(dest: str, dataset: str, quiet: bool) -> None:
             return
         click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}", err=not check.ok)
 
-    report = validate_dataset(local_root(dest), dataset, on_check=show)
+    report = validate_dataset(local_root(dest), dataset, on_check=show, source_count=not skip_source_count)
     if not quiet:
+        if report.chain is not None:
+            click.echo(f"accounting: {report.chain.line()}")
         click.echo(f"{len(report.checks)} checks in {time.monotonic() - start:.1f} s")
     report.raise_for_problems()

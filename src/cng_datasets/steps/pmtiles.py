@@ -20,6 +20,23 @@ Antimeridian: the contract of ``convert`` splits lines and polygons at ±180, so
 globe and tippecanoe clips every part to the tiles it really covers. Input from elsewhere (or
 reprojected here) goes through the same ``geometry.split_antimeridian`` as a safety net; the
 verification checks the archive's bounds stay inside [-180, 180] × [-90, 90].
+
+Accounting (never a silent drop): Web Mercator ends at ±85.0511° latitude, so a feature lying
+wholly beyond it cannot be shown; it is not given to tippecanoe (which would drop it or not
+depending on the zoom's tile buffer) and is counted under its own reason, with a warning. Polygons
+reaching past it are kept (tippecanoe clips them). After tippecanoe, the distinct feature ids in
+the tiles of the maximum zoom are counted (:mod:`cng_datasets.steps.pmtiles_archive`): features
+given to tippecanoe but absent there are "dropped by tippecanoe" (``--drop-densest-as-needed``;
+polygons that vanish on the tile grid, e.g. Vatican City at zoom 6), also with a warning. The archive's JSON metadata then gets the record ``cng_datasets``::
+
+    {"accounting": {"unit": "features", "read": <GeoParquet rows>, "written": <ids at max zoom>,
+                    "dropped": {"null geometry": k, "latitude beyond ±85.0511 (Web Mercator)": j,
+                                "dropped by tippecanoe": d}},
+     "max_zoom": Z, "layer": "...", "feature_ids": "<id column>" | "row numbers", "version": "..."}
+
+with read − Σ dropped = written checked before the archive is published. Feature ids are the id
+column's values when it is a non-negative integer column without nulls (``_cng_fid`` of
+``convert``), otherwise the 1-based row numbers of the GeoParquet (so every feature can be counted).
 """
 
 from __future__ import annotations
@@ -44,7 +61,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from cng_datasets import limits, storage
+from cng_datasets.accounting import WEB_MERCATOR_MAX_LAT
 from cng_datasets.errors import DataError, StorageError, ToolError, first_line
+from cng_datasets.steps.pmtiles_archive import account_archive, feature_id_plan, verify_archive
 
 log = logging.getLogger("cng_datasets")
 
@@ -74,13 +93,15 @@ class PmtilesResult:
     layer: str
     min_zoom: int
     max_zoom: int
-    features: int  # features streamed to tippecanoe (non-null, non-empty geometry)
+    features: int  # features streamed to tippecanoe (non-null, non-empty geometry, inside Web Mercator)
     skipped: int  # rows without a geometry
     tiles: int  # addressed tiles in the archive
     bytes: int
     bounds: tuple[float, float, float, float]  # from the archive header
     fields: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    written: int = 0  # distinct features in the tiles of the maximum zoom
+    accounting: dict[str, Any] = field(default_factory=dict)  # the record in the archive's metadata
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,17 +309,25 @@ def _clean_nested(value: Any) -> Any:
 @dataclass
 class _StreamStats:
     features: int = 0
-    skipped: int = 0
+    skipped: int = 0  # null + empty
+    null: int = 0
+    empty: int = 0
+    beyond_mercator: int = 0  # wholly beyond ±85.0511° latitude: not streamed
+    streamed: Any = None  # pmtiles_archive.DistinctIds of the feature ids streamed, when tracked
     bounds: list[float] = field(default_factory=lambda: [math.inf, math.inf, -math.inf, -math.inf])
     fields_seen: set[str] = field(default_factory=set)
     split: int = 0  # geometries split at ±180 here (input not following the contract)
 
 
-def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: int = BATCH_ROWS) -> Iterator[bytes]:
-    """GeoJSONSeq (one Feature per line) for every row with a geometry, one chunk per record batch.
+def geojson_lines(
+    pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: int = BATCH_ROWS, row_ids: bool = False
+) -> Iterator[bytes]:
+    """GeoJSONSeq (one Feature per line) for every row with a geometry inside Web Mercator's
+    latitudes, one chunk per record batch.
 
-    The id column (a positive integer) is also the feature id; every attribute is kept, null values
-    are omitted (tippecanoe has no null attribute values).
+    The feature id is the id column's value (a non-negative integer), or with ``row_ids`` the
+    1-based row number; every attribute is kept, null values are omitted (tippecanoe has no null
+    attribute values).
     """
     import numpy as np
     import shapely
@@ -309,9 +338,15 @@ def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: 
     id_index = layout.attributes.index(layout.id_column) if layout.id_column in layout.attributes else -1
     to_lonlat = _to_lonlat(layout.crs)
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default, separators=(",", ":")).encode
+    row0 = 0
     for batch in pfile.iter_batches(batch_size=batch_rows, columns=columns):
+        first_row, row0 = row0, row0 + batch.num_rows
         geoms = shapely.from_wkb(batch.column(layout.geometry).to_numpy(zero_copy_only=False), on_invalid="ignore")
-        keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+        missing = shapely.is_missing(geoms)
+        empty = ~missing & shapely.is_empty(geoms)
+        keep = ~(missing | empty)
+        stats.null += int(missing.sum())
+        stats.empty += int(empty.sum())
         stats.skipped += int((~keep).sum())
         if not keep.any():
             continue
@@ -323,7 +358,15 @@ def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: 
         # input). Only geometries wider than 180° are examined, so it costs nothing otherwise.
         geoms, split = split_antimeridian(geoms)
         stats.split += split
-        bounds = shapely.bounds(geoms[keep])
+        # Wholly beyond Web Mercator's latitudes: no tile can show it (counted, not streamed).
+        all_bounds = shapely.bounds(geoms)
+        beyond = keep & ((all_bounds[:, 1] > WEB_MERCATOR_MAX_LAT) | (all_bounds[:, 3] < -WEB_MERCATOR_MAX_LAT))
+        if beyond.any():
+            stats.beyond_mercator += int(beyond.sum())
+            keep &= ~beyond
+            if not keep.any():
+                continue
+        bounds = all_bounds[keep]
         stats.bounds[0] = min(stats.bounds[0], float(np.min(bounds[:, 0])))
         stats.bounds[1] = min(stats.bounds[1], float(np.min(bounds[:, 1])))
         stats.bounds[2] = max(stats.bounds[2], float(np.max(bounds[:, 2])))
@@ -339,10 +382,16 @@ def geojson_lines(pfile: Any, layout: _Layout, stats: _StreamStats, batch_rows: 
         out: list[str] = []
         for i in np.flatnonzero(keep).tolist():
             props = {name: vals[i] for name, vals in zip(names, values) if vals[i] is not None}
-            fid = ids[i] if ids is not None else None
+            fid = first_row + i + 1 if row_ids else ids[i] if ids is not None else None
             id_part = f'"id":{fid},' if isinstance(fid, int) and fid >= 0 else ""
             out.append(f'{{"type":"Feature",{id_part}"properties":{dumps(props)},"geometry":{texts[i]}}}\n')
         stats.features += len(out)
+        if stats.streamed is not None:  # the ids given to tippecanoe, to check the tiles against
+            kept = np.flatnonzero(keep)
+            if row_ids:
+                stats.streamed.add(kept + (first_row + 1))
+            elif ids is not None:
+                stats.streamed.add([ids[i] for i in kept.tolist()])
         yield "".join(out).encode("utf-8")
 
 
@@ -427,70 +476,6 @@ def _run_tippecanoe(argv: list[str], chunks: Iterator[bytes], env: dict[str, str
 
 
 # --------------------------------------------------------------------------------------------
-# Verification
-
-
-def verify_archive(
-    path: str | os.PathLike[str],
-    layer: str,
-    fields: Sequence[str] = (),
-    data_bounds: Sequence[float] | None = None,
-) -> dict[str, Any]:
-    """Check a PMTiles archive; return its header. Raises :class:`ToolError` when it is wrong.
-
-    Checked: spec version 3, tile type MVT, addressed tiles > 0, bounds inside the world and
-    consistent with ``data_bounds`` (lon/lat), metadata ``vector_layers`` holding ``layer`` with
-    every name of ``fields``.
-    """
-    from pmtiles.reader import MmapSource, Reader
-    from pmtiles.tile import TileType
-
-    def bad(problem: str) -> ToolError:
-        return ToolError("tippecanoe", f"the archive it wrote is invalid: {problem}")
-
-    try:
-        with open(path, "rb") as fh:
-            reader = Reader(MmapSource(fh))
-            header = reader.header()
-            metadata = reader.metadata()
-    except Exception as exc:  # magic number / spec version / truncated file / bad JSON
-        raise bad(f"cannot read it as PMTiles v3 ({type(exc).__name__}: {exc})") from exc
-    if header["version"] != 3:
-        raise bad(f"spec version {header['version']}, expected 3")
-    if header["tile_type"] != TileType.MVT:
-        raise bad(f"tile type {header['tile_type'].name}, expected MVT")
-    if header["addressed_tiles_count"] <= 0:
-        raise bad("no tiles")
-    west, south = header["min_lon_e7"] / 1e7, header["min_lat_e7"] / 1e7
-    east, north = header["max_lon_e7"] / 1e7, header["max_lat_e7"] / 1e7
-    if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
-        raise bad(f"bounds {west}, {south}, {east}, {north} are not inside the world")
-    if data_bounds is not None and all(math.isfinite(v) for v in data_bounds):
-        # tippecanoe quantises coordinates to its 32-bit world grid and clamps latitude to
-        # Web Mercator (±85.0511); allow for both.
-        tol = 1e-3
-        dw, ds, de, dn = data_bounds
-        ds, dn = max(ds, -85.0511287798), min(dn, 85.0511287798)
-        if west < dw - tol or east > de + tol or south < ds - tol or north > dn + tol:
-            raise bad(f"bounds {west}, {south}, {east}, {north} exceed the data's {dw}, {ds}, {de}, {dn}")
-        if west > dw + 1 or east < de - 1 or (dn > ds and (south > ds + 1 or north < dn - 1)):
-            raise bad(f"bounds {west}, {south}, {east}, {north} do not cover the data's {dw}, {ds}, {de}, {dn}")
-    layers = metadata.get("vector_layers")
-    if isinstance(layers, str):  # some writers nest it as JSON text
-        layers = json.loads(layers)
-    if not layers and isinstance(metadata.get("json"), str):
-        layers = json.loads(metadata["json"]).get("vector_layers")
-    entry = next((lyr for lyr in layers or [] if lyr.get("id") == layer), None)
-    if entry is None:
-        raise bad(f"metadata vector_layers has no layer {layer!r}")
-    missing = [f for f in fields if f not in (entry.get("fields") or {})]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise bad(f"layer {layer!r} lacks the fields {shown}")
-    return dict(header)
-
-
-# --------------------------------------------------------------------------------------------
 # The step
 
 
@@ -544,7 +529,10 @@ def build_pmtiles(
         "pmtiles: %s (%d rows, %d attributes) -> %s, layer %r, zoom %d..%d, %d threads, open-file limit %d",
         input_url, rows, len(layout.attributes), output_url, layer, min_zoom, max_zoom, threads, nofile,
     )
-    stats = _StreamStats()
+    from cng_datasets.steps.pmtiles_archive import DistinctIds
+
+    row_ids, id_low, id_high, id_label = feature_id_plan(pfile, layout.id_column)
+    stats = _StreamStats(streamed=DistinctIds(id_low, id_high, rows))
     with storage.atomic_output(output_url, suffix=".pmtiles") as tmp:
         with tempfile.TemporaryDirectory(prefix=".cng-tippecanoe-", dir=tmp.parent) as work, tempfile.TemporaryFile(
             dir=work
@@ -555,15 +543,21 @@ def build_pmtiles(
             argv = tippecanoe_argv(executable, built, layer, min_zoom, max_zoom, work, extra_args)
             log.debug("running %s", " ".join(argv))
             try:
-                chunks = geojson_lines(pfile, layout, stats, batch_rows)
+                chunks = geojson_lines(pfile, layout, stats, batch_rows, row_ids)
                 first = next(chunks, None)  # tippecanoe fails on empty input: say why instead
                 if first is None:
-                    raise DataError(f"{input_url}: no features with a geometry to tile ({rows} rows)")
+                    beyond = f", {stats.beyond_mercator} wholly beyond ±85.0511° latitude" if stats.beyond_mercator else ""
+                    raise DataError(f"{input_url}: no features with a geometry to tile ({rows} rows{beyond})")
                 _run_tippecanoe(argv, itertools.chain([first], chunks), env, stderr_file)
             finally:
                 pfile.close()
             if not built.exists():
                 raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
+            verify_archive(built, layer, sorted(stats.fields_seen), stats.bounds)  # before reading its tiles
+            accounting, written = account_archive(
+                built, layer, max_zoom, rows, stats.streamed, id_label,
+                null=stats.null, empty=stats.empty, beyond=stats.beyond_mercator, streamed_features=stats.features,
+            )
             os.replace(built, tmp)
         if stats.split:
             log.warning("pmtiles: %d geometries crossed ±180 unsplit and were split there", stats.split)
@@ -583,9 +577,11 @@ def build_pmtiles(
         bounds=bounds,
         fields=fields,
         seconds=time.monotonic() - started,
+        written=written,
+        accounting=accounting,
     )
     log.info(
-        "pmtiles: wrote %s: %d features, %d tiles, %.1f MB in %.1f s",
-        output_url, result.features, result.tiles, size / 1e6, result.seconds,
+        "pmtiles: wrote %s: %d features at zoom %d, %d tiles, %.1f MB in %.1f s",
+        output_url, result.written, max_zoom, result.tiles, size / 1e6, result.seconds,
     )
     return result
