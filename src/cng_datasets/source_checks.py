@@ -5,7 +5,8 @@
   answers 403/404 or does not answer at all (bounded timeout).
 - :func:`explain_gdal_error`: GDAL's open errors reworded (truncated GeoPackage, missing .shx).
 - :func:`guarded`: iterate a GDAL Arrow stream and fail on any CE_Failure that GDAL logged while
-  producing it (pyogrio swallows those unless the call also returns an error code).
+  producing it (pyogrio swallows those unless the call also returns an error code); GDAL
+  warnings are logged.
 - :class:`CsvCoordinates`: the raw text of a CSV's lon/lat columns, for the rows where GDAL made
   no point, so an unparseable coordinate is told apart from an empty one.
 """
@@ -67,6 +68,7 @@ def _head(url: str) -> bytes | None:
         with urllib.request.urlopen(req, timeout=SNIFF_TIMEOUT) as resp:
             return bytes(resp.read(SNIFF_BYTES))
     except urllib.error.HTTPError as exc:
+        exc.close()
         if exc.code == 416:  # nothing to give from byte 0: the object is empty
             return b""
         raise SourceError(url, f"the server answered HTTP {exc.code} {exc.reason}".rstrip()) from None
@@ -129,19 +131,23 @@ def _capture() -> Any:
 def guarded(url: str, reader: Any) -> Iterator[pa.RecordBatch]:
     """Batches of ``reader``; raise :class:`SourceError` on any GDAL ERROR logged meanwhile.
 
-    Each ``next`` runs under pyogrio's error capture in the thread that reads; warnings are
-    passed on as Python ``RuntimeWarning`` as pyogrio does.
+    Each ``next`` runs under pyogrio's error capture in the thread that reads (the capture is
+    per thread); GDAL warnings are logged.
     """
     capture_errors, stack = _capture()
     it = iter(reader)
     while True:
-        with capture_errors():
-            batch = next(it, None)
-            captured = list(stack.get())
+        # pyogrio's capture also re-emits GDAL warnings as RuntimeWarning from inside its C
+        # callback, where a raising filter would be unraisable; they are logged below instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with capture_errors():
+                batch = next(it, None)
+                captured = list(stack.get())
         failures = [e for e in captured if getattr(e, "error", 3) >= 3]
         for e in captured:
             if getattr(e, "error", 3) < 3:
-                warnings.warn(f"GDAL: {first_line(e)}", RuntimeWarning, stacklevel=2)
+                log.warning("source %r: GDAL warning: %s", url, first_line(e))
         if failures:
             raise SourceError(url, f"GDAL error while reading: {first_line(failures[0])}")
         if batch is None:

@@ -305,7 +305,8 @@ def _wkb_to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     import pyproj
 
-    if storage.parse(url).is_local and os.path.isfile(storage.parse(url).path):
+    loc = storage.parse(url)
+    if (loc.is_local and os.path.isfile(loc.path)) or loc.scheme in ("http", "https"):
         source_checks.sniff(url)
     try:
         pf = pq.ParquetFile(stack.enter_context(storage.open_random_access(url)))
