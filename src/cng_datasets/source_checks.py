@@ -96,6 +96,8 @@ def sniff(url: str) -> None:
     start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if start.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) and kind not in ("KML", "GML", "OSM XML"):
         raise SourceError(url, f"looks like an HTML page (an error or login page?), not {kind}")
+    if start.startswith(b"<?xml") and kind in ("GeoJSON", "GeoJSONSeq", "TopoJSON", "CSV"):
+        raise SourceError(url, f"looks like an XML document (a server's error answer?), not {kind}")
     if kind == "zip" and not head.startswith(b"PK"):
         raise SourceError(url, "is not a zip archive (corrupt, or another format named .zip)")
     if kind == "GeoPackage" and not head.startswith(b"SQLite format 3\x00"):
@@ -110,7 +112,12 @@ def explain_gdal_error(url: str, exc: BaseException) -> SourceError:
     low = text.lower()
     kind = kind_of(url)
     if "not recognized as being in a supported file format" in low or "not recognized as a supported dataset name" in low:
+        if kind == "zip":
+            return SourceError(url, "no readable vector data in this zip (truncated or corrupt, or no data file inside)")
         return SourceError(url, f"not a readable {kind} file (GDAL does not recognize its content)")
+    if "failed to read geojson data" in low:
+        detail = text.split(";", 1)[1].strip() if ";" in text else text
+        return SourceError(url, f"is not valid GeoJSON, truncated or corrupt? ({detail})")
     if "database disk image is malformed" in low or "file is not a database" in low:
         return SourceError(url, f"is corrupt or truncated ({kind}: SQLite database disk image is malformed)")
     m = re.search(r"unable to open (\S+)\.shx", text, flags=re.IGNORECASE)

@@ -148,6 +148,17 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
     elif case == "not-a-zip":
         p = tmp_path / "data.zip"
         p.write_text("this is not a zip archive\n")
+    elif case == "cut-geojson":
+        p = tmp_path / "cut.geojson"
+        p.write_bytes((DATA / "earthquakes.json").read_bytes()[:30_000])
+    elif case == "cut-shp":
+        for ext in ("shx", "dbf", "prj"):
+            (tmp_path / f"cut.{ext}").write_bytes(LOWRES.with_suffix(f".{ext}").read_bytes())
+        (tmp_path / "cut.shp").write_bytes(LOWRES.read_bytes()[:50_000])
+        p = tmp_path / "cut.shp"
+    elif case == "xml":
+        p = tmp_path / "denied.geojson"
+        p.write_text('<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code></Error>')
     elif case == "empty-parquet":
         p = tmp_path / "nothing.parquet"
         p.write_bytes(b"")
@@ -163,6 +174,11 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
     ("no-shx", ["cut.shp", ".shx index is missing"]),
     ("not-a-zip", ["data.zip", "is not a zip archive"]),
     ("empty-parquet", ["nothing.parquet", "is empty (0 bytes)"]),
+    ("cut-geojson", ["cut.geojson", "is not valid GeoJSON, truncated or corrupt?"]),
+    # GDAL logs the short read as an ERROR and ends the stream early: without the guard this
+    # wrote the first features only, exit 0
+    ("cut-shp", ["cut.shp", "GDAL error while reading", "fread"]),
+    ("xml", ["denied.geojson", "looks like an XML document"]),
 ])
 def test_bad_file_is_one_line(tmp_path: Path, cli_run, case: str, words: list[str]) -> None:
     src = _corrupt(tmp_path, case)
