@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -183,7 +184,12 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     if _is_osm(url):
         # GDAL's default node index assumes ascending node ids; on an unsorted extract it logs
         # "Non increasing node id" and returns no lines or polygons. The SQLite index reads any order.
-        pyogrio.set_gdal_config_options({"OSM_USE_CUSTOM_INDEXING": "NO"})
+        # That index lives in a temporary SQLite file (above 100 MB) in CPL_TMPDIR, else in the
+        # current directory, which in a container may be read-only.
+        pyogrio.set_gdal_config_options({
+            "OSM_USE_CUSTOM_INDEXING": "NO",
+            "CPL_TMPDIR": os.environ.get("CPL_TMPDIR") or tempfile.gettempdir(),
+        })
     vsi = storage.vsi_path(url)
     open_options: dict[str, str] = {}
     if _is_csv(url):

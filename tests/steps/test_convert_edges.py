@@ -243,6 +243,19 @@ def test_url_that_does_not_answer(tmp_path: Path, cli_run) -> None:
     _one_line_error(proc, url, "cannot be reached")
 
 
+def test_url_that_accepts_but_never_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that takes the connection and says nothing: bounded by the sniff timeout."""
+    monkeypatch.setattr(source_checks, "SNIFF_TIMEOUT", 0.5)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # the kernel completes the handshake; nobody ever reads or answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/data.geojson"
+        with pytest.raises(SourceError, match="no answer within"):
+            convert([url], str(tmp_path / "o.parquet"))
+
+
 # --------------------------------------------------------------------------------------------
 # 5. our own GeoParquet round-trips; a foreign `_cng_fid` is renamed
 
