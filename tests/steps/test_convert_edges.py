@@ -462,3 +462,14 @@ def test_expect_features_checked_after_reading_when_the_driver_cannot_count(tmp_
     with pytest.raises(DataError, match="read 6 features from the sources, not the 5"):
         convert([str(OSM)], str(out), ConvertOptions(layer="lines", expect_features=5))
     assert not out.exists()
+
+
+def test_csv_coordinate_text_is_matched_across_batches(tmp_path: Path) -> None:
+    """Small batches: the raw-text reader skips ahead and keeps rows it read past a batch."""
+    bad = {3: ("", ""), 5: ("x", "1"), 40: ("", ""), 41: ("y", "2"), 97: ("z", "3"), 100: ("1", "w")}
+    src = _points_csv(tmp_path / "pts.csv", n=100, bad=bad)
+    out = tmp_path / "o.parquet"
+    s = convert([str(src)], str(out), ConvertOptions(on_invalid="skip", source_crs="EPSG:4326", batch_size=7))
+    assert (s.read, s.skipped, s.null_geometries) == (100, 4, 2)
+    with (tmp_path / "o.skipped.csv").open() as f:
+        assert [int(r["feature"]) for r in csv.DictReader(f)] == [5, 41, 97, 100]
