@@ -61,8 +61,10 @@ def _head(url: str) -> bytes | None:
             return None
         with open(path, "rb") as f:
             return f.read(SNIFF_BYTES)
+    if loc.scheme == "s3":
+        return _s3_head(loc.bucket, loc.key)
     if loc.scheme not in ("http", "https"):
-        return None  # S3: GDAL / pyarrow report missing objects and denied access in one line
+        return None
     req = urllib.request.Request(loc.url, headers={"Range": f"bytes=0-{SNIFF_BYTES - 1}"})
     try:
         with urllib.request.urlopen(req, timeout=SNIFF_TIMEOUT) as resp:
@@ -82,6 +84,17 @@ def _head(url: str) -> bytes | None:
         raise SourceError(url, f"cannot be reached ({text})") from None
     except OSError as exc:
         raise SourceError(url, f"cannot be reached ({first_line(exc)})") from None
+
+
+def _s3_head(bucket: str, key: str) -> bytes | None:
+    """First bytes of an S3 object; ``None`` on any error but an empty object (GDAL and pyarrow
+    word missing objects and denied access themselves, in one line)."""
+    try:
+        resp = storage.s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}")
+        return bytes(resp["Body"].read())
+    except Exception as exc:  # noqa: BLE001 - only an empty object is decided here
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        return b"" if code == "InvalidRange" else None
 
 
 def sniff(url: str) -> None:

@@ -18,9 +18,9 @@ Note:
     pyogrio's error capture, and any ERROR fails the read. OSM files are read with
     ``OSM_USE_CUSTOM_INDEXING=NO`` so unsorted extracts are read fully.
 
-    Before GDAL sees a file, its first bytes are checked (:func:`sniff`), so an empty file, an
-    HTML error page saved under a data name or a zip that is not a zip is named in one line
-    instead of GDAL's "not recognized as being in a supported file format".
+    Before GDAL sees a file, its first bytes are checked (:func:`source_checks.sniff`): an empty
+    file, an HTML error page saved under a data name or a zip that is not a zip is named in one
+    line instead of GDAL's "not recognized as being in a supported file format".
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     import pyproj
 
     loc = storage.parse(url)
-    if (loc.is_local and os.path.isfile(loc.path)) or loc.scheme in ("http", "https"):
+    if (loc.is_local and os.path.isfile(loc.path)) or not loc.is_local:
         source_checks.sniff(url)
     try:
         pf = pq.ParquetFile(stack.enter_context(storage.open_random_access(url)))

@@ -256,6 +256,22 @@ def test_url_that_accepts_but_never_answers(tmp_path: Path, monkeypatch: pytest.
             convert([url], str(tmp_path / "o.parquet"))
 
 
+@pytest.mark.s3
+def test_s3_empty_and_html_objects(s3: str) -> None:
+    from cng_datasets import storage
+
+    client = storage.s3_client()
+    bucket = storage.parse(s3).bucket
+    client.put_object(Bucket=bucket, Key="in/empty.geojson", Body=b"")
+    client.put_object(Bucket=bucket, Key="in/page.geojson", Body=b"<html><body>Access denied</body></html>")
+    client.put_object(Bucket=bucket, Key="in/empty.parquet", Body=b"")
+    for key, words in (("empty.geojson", "is empty"), ("page.geojson", "looks like an HTML page"),
+                       ("empty.parquet", "is empty")):
+        with pytest.raises(SourceError, match=words):
+            convert([f"{s3}/in/{key}"], f"{s3}/out/x.parquet")
+    assert storage.list_prefix(f"{s3}/out") == []
+
+
 # --------------------------------------------------------------------------------------------
 # 5. our own GeoParquet round-trips; a foreign `_cng_fid` is renamed
 
