@@ -354,7 +354,7 @@ def test_on_invalid_skip_writes_the_rest_and_lists_the_skipped(tmp_path: Path, c
     assert rows[0]["source"] == str(src)
     assert "lat '4O.5' is not a number" in rows[0]["reason"]
     assert "lon '12°E' is not a number" in rows[1]["reason"]
-    assert "outside the lon/lat range" in rows[2]["reason"]
+    assert rows[2]["reason"] == "coordinates outside the lon/lat range (lon/lat (10, 95.5))"
 
     # the CLI summary says how many were skipped and where they are listed
     proc = cli_run("convert", "--on-invalid", "skip", src, tmp_path / "cli.parquet")
@@ -489,3 +489,12 @@ def test_csv_coordinate_text_is_matched_across_batches(tmp_path: Path) -> None:
     assert (s.read, s.skipped, s.null_geometries) == (100, 4, 2)
     with (tmp_path / "o.skipped.csv").open() as f:
         assert [int(r["feature"]) for r in csv.DictReader(f)] == [5, 41, 97, 100]
+
+
+def test_one_bad_latitude_in_a_small_file_is_not_called_a_swap(tmp_path: Path) -> None:
+    src = tmp_path / "few.csv"
+    src.write_text("name,lat,lon\na,48.1,11.5\nb,95.0,11.6\nc,48.3,11.7\nd,48.4,11.8\n")
+    with pytest.raises(DataError, match=r"row 2 \(line 3\): coordinates outside the lon/lat range"):
+        convert([str(src)], str(tmp_path / "o.parquet"), LONLAT)
+    s = convert([str(src)], str(tmp_path / "o.parquet"), ConvertOptions(on_invalid="skip", source_crs="EPSG:4326"))
+    assert (s.read, s.skipped, s.features) == (4, 1, 3)

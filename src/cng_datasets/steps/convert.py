@@ -344,7 +344,9 @@ class _GeometryPipeline:
             out = self._check_range(geoms, empty, summary)
             for i in np.flatnonzero(out):
                 b = shapely.bounds(geoms[i])
-                problems[int(i)] = f"coordinates outside the lon/lat range (x {b[0]:.6g}..{b[2]:.6g}, y {b[1]:.6g}..{b[3]:.6g})"
+                where = (f"lon/lat ({b[0]:.6g}, {b[1]:.6g})" if b[0] == b[2] and b[1] == b[3]
+                         else f"x {b[0]:.6g}..{b[2]:.6g}, y {b[1]:.6g}..{b[3]:.6g}")
+                problems[int(i)] = f"coordinates outside the lon/lat range ({where})"
             geoms[out] = None
             empty = empty | out
             # before any validity repair: a ring crossing ±180 looks self-intersecting in the plane
@@ -391,7 +393,7 @@ class _GeometryPipeline:
         n_present, n_out = int(present.sum()), int(out.sum())
         extent = f"x {p[:, 0].min():.6g}..{p[:, 2].max():.6g}, y {p[:, 1].min():.6g}..{p[:, 3].max():.6g}"
         swapped = (
-            n_out >= max(1, n_present // 10)
+            n_out >= max(2, n_present // 10)  # one bad latitude is a typo, not a swap
             and np.abs(p[:, [0, 2]]).max() <= 90 + eps
             and np.abs(p[:, [1, 3]]).max() <= 180 + eps
         )
