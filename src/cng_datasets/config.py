@@ -99,10 +99,25 @@ class WorkflowConfig:
     max_parallelism: int = 50
     chunk_size: int | None = None
     k8s_version: str = DEFAULT_K8S_VERSION
+    #: convert's read options (passed on to ``cng-datasets convert`` only when set)
+    lat_column: str | None = None
+    lon_column: str | None = None
+    encoding: str | None = None
+    source_crs: str | None = None
+    #: ``fail`` or ``skip`` features whose geometry is unusable
+    on_invalid: str = "fail"
+    #: fail convert unless the sources hold exactly this many features
+    expect_features: int | None = None
 
     def __post_init__(self) -> None:
         if not self.source_urls:
             raise UsageError("at least one --source-url is needed")
+        if self.on_invalid not in ("fail", "skip"):
+            raise UsageError("--on-invalid must be fail or skip")
+        if (self.lat_column is None) != (self.lon_column is None):
+            raise UsageError("--lat-column and --lon-column go together")
+        if self.expect_features is not None and self.expect_features < 0:
+            raise UsageError("--expect-features must not be negative")
         ds = self.dataset.strip("/")
         if not ds or any(part in ("", ".", "..") for part in ds.split("/")):
             raise UsageError(f"--dataset {self.dataset!r} must be a non-empty path without '.', '..' or '//'")

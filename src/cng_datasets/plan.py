@@ -137,6 +137,14 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
         convert += ("--layer", c.layer)
     if c.id_column:
         convert += ("--id-column", c.id_column)
+    for flag, value in (("--lat-column", c.lat_column), ("--lon-column", c.lon_column),
+                        ("--encoding", c.encoding), ("--source-crs", c.source_crs)):
+        if value:
+            convert += (flag, value)
+    if c.on_invalid != "fail":
+        convert += ("--on-invalid", c.on_invalid)
+    if c.expect_features is not None:
+        convert += ("--expect-features", str(c.expect_features))
     # "--" ends the options: a source URL that starts with "-" stays a source.
     convert += ("--", *c.source_urls, c.parquet_url)
 

@@ -11,6 +11,16 @@ Note:
     writer validates every string column). GDAL's Arrow stream also keeps curved geometries,
     which shapely cannot read: those features are re-read through GDAL's feature reader, which
     linearizes them.
+
+    pyogrio silences GDAL's CE_Failure messages and raises only when a call returns an error
+    code, but a driver may log an ERROR and simply end its stream early (the OSM driver on an
+    extract whose node ids are not sorted: 0 lines, exit 0). Every batch is therefore read under
+    pyogrio's error capture, and any ERROR fails the read. OSM files are read with
+    ``OSM_USE_CUSTOM_INDEXING=NO`` so unsorted extracts are read fully.
+
+    Before GDAL sees a file, its first bytes are checked (:func:`source_checks.sniff`): an empty
+    file, an HTML error page saved under a data name or a zip that is not a zip is named in one
+    line instead of GDAL's "not recognized as being in a supported file format".
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -29,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cng_datasets import storage
+from cng_datasets import source_checks, storage
 from cng_datasets.errors import DataError, SourceError, StorageError, first_line
 
 log = logging.getLogger("cng_datasets")
@@ -56,6 +67,10 @@ class ReadOptions:
 def is_parquet(url: str) -> bool:
     """True when ``url`` names a (Geo)Parquet file (query string ignored)."""
     return storage.parse(url).name.lower().endswith((".parquet", ".geoparquet", ".parq", ".pq"))
+
+
+def _is_osm(url: str) -> bool:
+    return storage.parse(url).name.lower().endswith((".osm.pbf", ".pbf", ".osm", ".osm.bz2"))
 
 
 def _is_csv(url: str) -> bool:
@@ -116,6 +131,19 @@ def _detect_dbf_encoding(url: str, member: str, sample_bytes: int = 64 * 1024 * 
 
 
 @dataclass
+class SourceBatch:
+    """One batch of features: attributes, ISO WKB geometries (``None`` where absent), the feature
+    numbers as the source counts them (GDAL FID; 1-based row for Parquet; CSV: data row, so
+    line = row + 1), and ``problems``: row index → why its geometry is unusable (a CSV
+    coordinate that does not parse)."""
+
+    attrs: pa.RecordBatch
+    wkb: np.ndarray
+    fids: np.ndarray
+    problems: dict[int, str]
+
+
+@dataclass
 class OpenSource:
     """A source opened for streaming."""
 
@@ -124,7 +152,10 @@ class OpenSource:
     crs: Any  # pyproj.CRS | None
     schema: pa.Schema  # attributes only
     expected: int | None  # feature count the driver reports, or None
-    batches: Iterator[tuple[pa.RecordBatch, np.ndarray]]
+    batches: Iterator[SourceBatch]
+    is_csv: bool = False
+    #: the ``cng_datasets`` footer when the source is a GeoParquet this tool wrote
+    own_info: dict[str, Any] | None = None
 
 
 def _spatial_layers(vsi: str, url: str, open_options: dict[str, str]) -> list[str]:
@@ -133,7 +164,7 @@ def _spatial_layers(vsi: str, url: str, open_options: dict[str, str]) -> list[st
     try:
         layers = pyogrio.list_layers(vsi)
     except Exception as exc:
-        raise SourceError(url, first_line(exc)) from exc
+        raise source_checks.explain_gdal_error(url, exc) from exc
     if open_options:  # CSV: geometry comes from the open options, list_layers cannot see it
         return [str(name) for name, _ in layers]
     return [str(name) for name, gtype in layers if gtype is not None]
@@ -149,6 +180,16 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
         raise SourceError(url, "file not found")
     if not loc.is_local and loc.name.lower().endswith(".gdb"):
         raise SourceError(url, "a FileGDB is a directory and cannot be read over HTTP/S3; zip it (x.gdb.zip)")
+    source_checks.sniff(url)
+    if _is_osm(url):
+        # GDAL's default node index assumes ascending node ids; on an unsorted extract it logs
+        # "Non increasing node id" and returns no lines or polygons. The SQLite index reads any order.
+        # That index lives in a temporary SQLite file (above 100 MB) in CPL_TMPDIR, else in the
+        # current directory, which in a container may be read-only.
+        pyogrio.set_gdal_config_options({
+            "OSM_USE_CUSTOM_INDEXING": "NO",
+            "CPL_TMPDIR": os.environ.get("CPL_TMPDIR") or tempfile.gettempdir(),
+        })
     vsi = storage.vsi_path(url)
     open_options: dict[str, str] = {}
     if _is_csv(url):
@@ -202,7 +243,7 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
             )
         )
     except Exception as exc:
-        raise SourceError(url, first_line(exc)) from exc
+        raise source_checks.explain_gdal_error(url, exc) from exc
     if meta.get("geometry_type") is None and info.get("geometry_type") is None:
         hint = " (no lat/lon columns found: use --lat-column/--lon-column)" if open_options else ""
         raise SourceError(url, f"layer {layer!r} has no geometry{hint}")
@@ -216,25 +257,34 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     count = info.get("features")
     expected = int(count) if count is not None and int(count) >= 0 else None
 
-    def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    coords = None
+    if open_options:
+        coords = source_checks.CsvCoordinates(
+            url, vsi, layer, attrs.names, open_options["Y_POSSIBLE_NAMES"].split(","),
+            open_options["X_POSSIBLE_NAMES"].split(","), open_options, opts.batch_size,
+        )
+        stack.callback(coords.close)
+
+    def batches() -> Iterator[SourceBatch]:
         try:
-            for batch in reader:
+            for batch in source_checks.guarded(url, reader):
                 wkb = _wkb_to_numpy(batch.column(geom_name))
+                fids = np.asarray(batch.column(fid_name).to_numpy(), dtype=np.int64)
                 curved = _curved(wkb)
                 if curved.any():
                     # GDAL's Arrow stream keeps curves; its feature reader linearizes them.
-                    fids = batch.column(fid_name).to_numpy()[curved]
                     _, _, linear, _ = pyogrio.raw.read(
-                        vsi, layer=layer, fids=fids, columns=[], encoding=encoding, **open_options
+                        vsi, layer=layer, fids=fids[curved], columns=[], encoding=encoding, **open_options
                     )
                     wkb[curved] = linear
-                yield batch.drop_columns([geom_name, fid_name]), wkb
+                problems = coords.problems(fids, wkb) if coords is not None else {}
+                yield SourceBatch(batch.drop_columns([geom_name, fid_name]), wkb, fids, problems)
         except (DataError, StorageError):
             raise
         except Exception as exc:
             raise SourceError(url, f"read failed: {first_line(exc)}") from exc
 
-    return OpenSource(url, layer, crs, attrs, expected, batches())
+    return OpenSource(url, layer, crs, attrs, expected, batches(), is_csv=bool(open_options))
 
 
 _CURVE_TYPES = frozenset((8, 9, 10, 11, 12, 13, 14, 15, 16, 17))
@@ -261,6 +311,9 @@ def _wkb_to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     import pyproj
 
+    loc = storage.parse(url)
+    if (loc.is_local and os.path.isfile(loc.path)) or not loc.is_local:
+        source_checks.sniff(url)
     try:
         pf = pq.ParquetFile(stack.enter_context(storage.open_random_access(url)))
     except FileNotFoundError as exc:
@@ -289,14 +342,28 @@ def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     names = [n for n in pf.schema_arrow.names if n not in drop]
     attrs = pa.schema([pf.schema_arrow.field(n) for n in names])
 
-    def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    def batches() -> Iterator[SourceBatch]:
+        row = 1
         try:
             for batch in pf.iter_batches(batch_size=opts.batch_size, columns=names + [primary]):
-                yield batch.select(names), _wkb_to_numpy(batch.column(primary))
+                fids = np.arange(row, row + batch.num_rows, dtype=np.int64)
+                row += batch.num_rows
+                yield SourceBatch(batch.select(names), _wkb_to_numpy(batch.column(primary)), fids, {})
         except Exception as exc:
             raise SourceError(url, f"read failed: {first_line(exc)}") from exc
 
-    return OpenSource(url, "parquet", crs, attrs, pf.metadata.num_rows, batches())
+    source = OpenSource(url, "parquet", crs, attrs, pf.metadata.num_rows, batches())
+    source.own_info = _own_info(meta)
+    return source
+
+
+def _own_info(meta: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """The ``cng_datasets`` footer of a GeoParquet this tool wrote, or ``None``."""
+    try:
+        info = json.loads(meta[b"cng_datasets"]) if b"cng_datasets" in meta else None
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("id_column"), str) else None
 
 
 def open_source(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:

@@ -22,6 +22,11 @@ from cng_datasets.cli.common import handle_errors
 @click.option("--lat-column", help="CSV latitude column (auto-detected otherwise).")
 @click.option("--lon-column", help="CSV longitude column (auto-detected otherwise).")
 @click.option("--encoding", help="Text encoding of Shapefiles without .cpg (detected otherwise).")
+@click.option("--on-invalid", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Features whose geometry is unusable (bad CSV coordinates, out of range, unreadable): "
+                   "fail, or skip them and list them in DEST's .skipped.csv.")
+@click.option("--expect-features", type=click.IntRange(min=0), default=None,
+              help="Fail unless the sources hold exactly this many features.")
 @click.option("--quiet", is_flag=True, help="Only errors and warnings.")
 @handle_errors
 def convert(sources: tuple[str, ...], dest: str, quiet: bool, row_group_mb: int, **kwargs: object) -> None:
@@ -39,8 +44,9 @@ def convert(sources: tuple[str, ...], dest: str, quiet: bool, row_group_mb: int,
 
     opts = ConvertOptions(row_group_bytes=row_group_mb * 1024 * 1024, **kwargs)  # type: ignore[arg-type]
     s = run_convert(list(sources), dest, opts)
+    skipped = f", {s.skipped} invalid skipped (listed in {s.skipped_report})" if s.skipped else ""
     click.echo(
-        f"wrote {s.output}: {s.features} features from {len(s.sources)} source(s), "
+        f"wrote {s.output}: {s.features} features from {len(s.sources)} source(s){skipped}, "
         f"{s.null_geometries} null/empty geometries, {s.made_valid} made valid, "
         f"{s.split_at_antimeridian} split at ±180, {s.bytes / 1e6:.1f} MB in {s.seconds:.1f} s"
     )

@@ -48,6 +48,14 @@ def workflow_options(func: F) -> F:
         click.option("--bucket", required=True, help="Output bucket (name or s3://bucket/prefix)."),
         click.option("--layer", default=None, help="Layer of multi-layer sources."),
         click.option("--id-column", default=None, help="Name of the feature id column (default _cng_fid)."),
+        click.option("--lat-column", default=None, help="CSV latitude column (auto-detected otherwise)."),
+        click.option("--lon-column", default=None, help="CSV longitude column (auto-detected otherwise)."),
+        click.option("--encoding", default=None, help="Text encoding of Shapefiles without .cpg (detected otherwise)."),
+        click.option("--source-crs", default=None, help="CRS of the sources, overriding their metadata."),
+        click.option("--on-invalid", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+                     help="Features whose geometry is unusable: fail, or skip and list them (convert)."),
+        click.option("--expect-features", type=click.IntRange(min=0), default=None,
+                     help="Fail convert unless the sources hold exactly this many features."),
         click.option("--h3-resolution", type=click.IntRange(0, 15), default=10, show_default=True),
         click.option(
             "--parent-resolutions", type=INT_LIST, default="9,8,0", show_default=True,
@@ -100,6 +108,7 @@ _DIRECT = (
     "dataset", "bucket", "layer", "id_column", "h3_resolution", "containment", "max_zoom", "min_zoom",
     "max_completions", "max_parallelism", "chunk_size", "s3_endpoint", "s3_region", "namespace", "image",
     "s3_secret", "s3_access_key_key", "s3_secret_key_key", "k8s_version",
+    "lat_column", "lon_column", "encoding", "source_crs", "on_invalid", "expect_features",
 )
 
 

@@ -8,7 +8,6 @@ string column is validated as UTF-8 before it is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -17,7 +16,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,16 +32,22 @@ from cng_datasets.errors import (
     SourceError,
     UsageError,
 )
-from cng_datasets.geometry import is_lonlat_crs84, split_antimeridian
+from cng_datasets.geometry import split_antimeridian
 from cng_datasets.sources import OpenSource, ReadOptions, open_source
+from cng_datasets.steps.geoparquet_write import (
+    BBOX_COLUMN,
+    GEOMETRY_COLUMN,
+    _bbox_array,
+    _check_unique,
+    _geo_metadata,
+    _RowGroupWriter,
+)
+from cng_datasets.steps.invalid_rows import SKIPPED_REASON, SkippedReport, feature_label
 
 log = logging.getLogger("cng_datasets")
 
 DEFAULT_ID_COLUMN = "_cng_fid"
-GEOMETRY_COLUMN = "geometry"
-BBOX_COLUMN = "bbox"
 METADATA_KEY = b"cng_datasets"
-GEOPARQUET_VERSION = "1.1.0"
 
 _GEOM_TYPE_NAMES = {
     0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
@@ -69,6 +73,11 @@ class ConvertOptions:
     - ``lat_column`` / ``lon_column``: CSV coordinate columns (auto-detected otherwise).
     - ``encoding``: text encoding of Shapefile DBFs without ``.cpg`` (detected otherwise).
     - ``batch_size``: features read per batch.
+    - ``on_invalid``: ``"fail"`` (default) stops at the first feature whose geometry is unusable
+      (a CSV coordinate that does not parse, lon/lat out of range, WKB that GEOS cannot read);
+      ``"skip"`` leaves such features out, counts them and lists them in
+      ``<dest without .parquet>.skipped.csv`` (see :mod:`cng_datasets.steps.invalid_rows`).
+    - ``expect_features``: fail unless the sources hold exactly this many features.
     """
 
     layer: str | None = None
@@ -84,8 +93,14 @@ class ConvertOptions:
     lon_column: str | None = None
     encoding: str | None = None
     batch_size: int = 8192
+    on_invalid: str = "fail"
+    expect_features: int | None = None
 
     def __post_init__(self) -> None:
+        if self.on_invalid not in ("fail", "skip"):
+            raise UsageError("--on-invalid must be fail or skip")
+        if self.expect_features is not None and self.expect_features < 0:
+            raise UsageError("--expect-features must not be negative")
         if self.row_group_size < 1:
             raise UsageError("--row-group-size must be at least 1")
         if not 1 <= self.compression_level <= 22:
@@ -102,7 +117,12 @@ class SourceSummary:
 
     source: str
     layer: str
+    #: features written (read - skipped)
     features: int = 0
+    #: features read from the source
+    read: int = 0
+    #: features left out by ``--on-invalid skip``
+    skipped: int = 0
     null_geometries: int = 0
     made_valid: int = 0
     split_at_antimeridian: int = 0
@@ -115,6 +135,10 @@ class ConvertSummary:
 
     output: str
     features: int = 0
+    read: int = 0
+    skipped: int = 0
+    #: where the skipped features are listed (None when none were skipped)
+    skipped_report: str | None = None
     null_geometries: int = 0
     made_valid: int = 0
     split_at_antimeridian: int = 0
@@ -152,10 +176,14 @@ class _Schema:
     id_column: str
     attrs: pa.Schema
     renames: list[dict[str, str]]  # per source: source name -> output name
+    #: the id is numbered here (``_cng_fid`` 1..N); False when it comes from a source column
+    generated: bool = True
+    #: the id column must be checked unique after writing (a source column)
+    check_unique: bool = False
 
     def arrow(self, metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
         fields = []
-        if self.id_column == DEFAULT_ID_COLUMN:
+        if self.generated:
             fields.append(pa.field(DEFAULT_ID_COLUMN, pa.int64(), nullable=False))
         fields.extend(self.attrs)
         fields.append(pa.field(GEOMETRY_COLUMN, pa.binary()))
@@ -168,8 +196,17 @@ def _bbox_type() -> pa.DataType:
 
 
 def _merge_schemas(sources: list[OpenSource], id_column: str | None) -> _Schema:
+    own = sources[0].own_info if len(sources) == 1 else None
+    if id_column is None and own is not None and own["id_column"] in sources[0].schema.names:
+        # Our own output, converted again: its id column stays the id, values and all. With
+        # several sources the ids could clash, so there a source `_cng_fid` is renamed as usual.
+        id_column = own["id_column"]
+        schema = _merge_schemas(sources, id_column)
+        schema.generated = False
+        return schema
     out_id = id_column or DEFAULT_ID_COLUMN
-    reserved = {GEOMETRY_COLUMN, BBOX_COLUMN} | ({DEFAULT_ID_COLUMN} if id_column is None else set())
+    reserved = {GEOMETRY_COLUMN, BBOX_COLUMN} | ({DEFAULT_ID_COLUMN} if id_column in (None, DEFAULT_ID_COLUMN) else set())
+    reserved.discard(id_column or "")
     merged: dict[str, pa.DataType] = {}
     renames: list[dict[str, str]] = []
     for src in sources:
@@ -202,7 +239,7 @@ def _merge_schemas(sources: list[OpenSource], id_column: str | None) -> _Schema:
             raise DataError(f"--id-column {id_column!r} must be an integer or text column, not {merged[id_column]}")
     order = ([id_column] if id_column else []) + [n for n in merged if n != id_column]
     attrs = pa.schema([pa.field(n, merged[n]) for n in order])
-    return _Schema(out_id, attrs, renames)
+    return _Schema(out_id, attrs, renames, generated=id_column is None, check_unique=id_column is not None)
 
 
 def _conform(batch: pa.RecordBatch, schema: _Schema, mapping: dict[str, str], trim: bool, url: str) -> list[pa.Array]:
@@ -244,6 +281,7 @@ class _GeometryPipeline:
     target_crs: Any
     simplify: float | None
     assumed: bool = False  # the source had no CRS and was taken as lon/lat
+    csv: bool = False  # coordinates come from CSV columns (the swap hint names the options)
     transformer: Any = None
     lonlat: bool = True
 
@@ -274,12 +312,22 @@ class _GeometryPipeline:
                     poles[k] = lat
         return out
 
-    def run(self, wkb: np.ndarray, summary: SourceSummary) -> np.ndarray:
+    def run(self, wkb: np.ndarray, summary: SourceSummary, problems: dict[int, str]) -> np.ndarray:
+        """Process one batch; rows whose geometry is unusable are added to ``problems`` (row →
+        reason) and come back as None, not counted as null geometries."""
         geoms = shapely.from_wkb(wkb, on_invalid="fix")
+        # "fix" repairs what it can (unclosed rings); what GEOS cannot read at all comes back
+        # None: an unusable feature, not a null geometry
+        unreadable = shapely.is_missing(geoms) & np.array([v is not None for v in wkb], dtype=bool)
+        for i in np.flatnonzero(unreadable):
+            problems.setdefault(int(i), "geometry cannot be read (invalid WKB)")
+        bad = np.zeros(len(geoms), dtype=bool)
+        bad[list(problems)] = True
+        geoms[bad] = None
         geoms = shapely.force_2d(geoms)
         empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
         geoms[empty] = None
-        summary.null_geometries += int(empty.sum())
+        summary.null_geometries += int((empty & ~bad).sum())
         pole_parts = self._pole_parts(geoms) if self.poles else {}
         if self.transformer is not None:
             tr = self.transformer
@@ -293,7 +341,14 @@ class _GeometryPipeline:
             if bad.any():
                 raise DataError(f"{int(bad.sum())} geometries cannot be projected to the target CRS (outside its area of use?)")
         if self.lonlat:
-            self._check_range(geoms, empty, summary)
+            out = self._check_range(geoms, empty, summary)
+            for i in np.flatnonzero(out):
+                b = shapely.bounds(geoms[i])
+                where = (f"lon/lat ({b[0]:.6g}, {b[1]:.6g})" if b[0] == b[2] and b[1] == b[3]
+                         else f"x {b[0]:.6g}..{b[2]:.6g}, y {b[1]:.6g}..{b[3]:.6g}")
+                problems[int(i)] = f"coordinates outside the lon/lat range ({where})"
+            geoms[out] = None
+            empty = empty | out
             # before any validity repair: a ring crossing ±180 looks self-intersecting in the plane
             geoms, n = split_antimeridian(geoms, pole_parts)
             summary.split_at_antimeridian += n
@@ -317,141 +372,52 @@ class _GeometryPipeline:
             summary.null_geometries += int(newly_empty.sum())
         return geoms
 
-    def _check_range(self, geoms: np.ndarray, empty: np.ndarray, summary: SourceSummary) -> None:
-        """Lon/lat output must lie in [-180, 180] × [-90, 90]: anything else is a wrong or missing
-        source CRS (metres read as degrees), which would otherwise be clamped into nonsense."""
-        b = shapely.bounds(geoms[~empty])
-        if not len(b):
-            return
+    def _check_range(self, geoms: np.ndarray, empty: np.ndarray, summary: SourceSummary) -> np.ndarray:
+        """Rows outside [-180, 180] × [-90, 90] (returned as a mask when they are a few bad rows).
+
+        Most of a batch out of range is a wrong or missing source CRS (metres read as degrees),
+        and y beyond ±90 with every x within ±90 is lat/lon swapped: both fail the source,
+        whatever ``--on-invalid`` says, instead of being clamped or skipped into nonsense.
+        """
+        out = np.zeros(len(geoms), dtype=bool)
+        present = ~empty
+        if not present.any():
+            return out
+        b = shapely.bounds(geoms)
         eps = 1e-6
-        if b[:, 0].min() < -180 - eps or b[:, 2].max() > 180 + eps or b[:, 1].min() < -90 - eps or b[:, 3].max() > 90 + eps:
-            extent = f"x {b[:, 0].min():.6g}..{b[:, 2].max():.6g}, y {b[:, 1].min():.6g}..{b[:, 3].max():.6g}"
+        with np.errstate(invalid="ignore"):
+            out = present & ((b[:, 0] < -180 - eps) | (b[:, 2] > 180 + eps) | (b[:, 1] < -90 - eps) | (b[:, 3] > 90 + eps))
+        if not out.any():
+            return out
+        p = b[present]
+        n_present, n_out = int(present.sum()), int(out.sum())
+        extent = f"x {p[:, 0].min():.6g}..{p[:, 2].max():.6g}, y {p[:, 1].min():.6g}..{p[:, 3].max():.6g}"
+        swapped = (
+            n_out >= max(2, n_present // 10)  # one bad latitude is a typo, not a swap
+            and np.abs(p[:, [0, 2]]).max() <= 90 + eps
+            and np.abs(p[:, [1, 3]]).max() <= 180 + eps
+        )
+        if swapped:
+            fix = ("give --lat-column and --lon-column the other way round" if self.csv
+                   else "check the source's axis order, or give --source-crs")
+            raise SourceError(
+                summary.source,
+                f"latitude and longitude look swapped: {n_out} of {n_present} latitudes are beyond ±90 while every "
+                f"longitude is within ±90 ({extent}); {fix}",
+            )
+        if 2 * n_out > n_present:
             hint = "give the source's CRS with --source-crs" if self.assumed else "its CRS metadata looks wrong (override with --source-crs)"
             raise SourceError(summary.source, f"coordinates outside the lon/lat range ({extent}); {hint}")
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-
-
-class _RowGroupWriter:
-    """Buffers batches and writes a row group when rows or bytes reach the bound."""
-
-    def __init__(self, path: Path, schema: pa.Schema, opts: ConvertOptions) -> None:
-        self.writer = pq.ParquetWriter(
-            path, schema, compression="zstd", compression_level=opts.compression_level,
-            write_statistics=True, use_dictionary=True,
-            # no ARROW:schema: its (empty) metadata would hide the footer "geo" key from pyarrow readers
-            store_schema=False,
-            # the geometry is incompressible by dictionary; skip it there
-            column_encoding=None,
-        )
-        self.max_rows = opts.row_group_size
-        self.max_bytes = opts.row_group_bytes
-        self.pending: list[pa.RecordBatch] = []
-        self.rows = 0
-        self.bytes = 0
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        start = 0
-        while start < batch.num_rows:
-            take = min(batch.num_rows - start, self.max_rows - self.rows)
-            part = batch.slice(start, take)
-            self.pending.append(part)
-            self.rows += take
-            self.bytes += part.nbytes
-            start += take
-            if self.rows >= self.max_rows or self.bytes >= self.max_bytes:
-                self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            table = pa.Table.from_batches(self.pending)
-            self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        self.pending, self.rows, self.bytes = [], 0, 0
-
-    def close(self, metadata: dict[str, str]) -> None:
-        self.flush()
-        self.writer.add_key_value_metadata(metadata)
-        self.writer.close()
-
-
-def _geo_metadata(types: set[str], bbox: list[float] | None, target_crs: Any) -> dict[str, Any]:
-    column: dict[str, Any] = {
-        "encoding": "WKB",
-        "geometry_types": sorted(types),
-        "covering": {
-            "bbox": {k: [BBOX_COLUMN, k] for k in ("xmin", "ymin", "xmax", "ymax")},
-        },
-    }
-    if bbox is not None:
-        column["bbox"] = bbox
-    if not is_lonlat_crs84(target_crs):
-        column["crs"] = target_crs.to_json_dict()
-    return {"version": GEOPARQUET_VERSION, "primary_column": GEOMETRY_COLUMN, "columns": {GEOMETRY_COLUMN: column}}
-
-
-def _bbox_array(geoms: np.ndarray) -> pa.StructArray:
-    b = shapely.bounds(geoms)
-    mask = pa.array(np.isnan(b[:, 0]))
-    return pa.StructArray.from_arrays(
-        [pa.array(b[:, i], mask=np.isnan(b[:, i])) for i in range(4)],
-        names=["xmin", "ymin", "xmax", "ymax"],
-        mask=mask,
-    )
-
-
-def _id_keys(col: pa.Array) -> np.ndarray:
-    """64-bit keys of non-null ids: the integers themselves, or a hash of the text."""
-    values = col.drop_null()
-    if pa.types.is_integer(col.type):
-        return np.asarray(values.to_numpy(), dtype=np.int64).view(np.uint64)
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little") for v in values.to_pylist()),
-        dtype=np.uint64, count=len(values),
-    )
-
-
-def _check_unique(path: Path, column: str) -> None:
-    """Raise DataError if ``column`` of the written file has duplicates or nulls.
-
-    Memory: 8 bytes per feature (the ids, or 64-bit hashes of text ids, sorted once); a hash
-    collision is confirmed against the text itself before it is reported.
-    """
-    pf = pq.ParquetFile(path)
-    keys: list[np.ndarray] = []
-    nulls = 0
-    for batch in pf.iter_batches(columns=[column], batch_size=1 << 16):
-        nulls += batch.column(0).null_count
-        keys.append(_id_keys(batch.column(0)))
-    if nulls:
-        raise DataError(f"--id-column {column!r} has {nulls} null values")
-    if not keys:
-        return
-    ids = np.sort(np.concatenate(keys))
-    dup_keys = np.unique(ids[1:][ids[1:] == ids[:-1]])
-    if not len(dup_keys):
-        return
-    text = not pa.types.is_integer(pf.schema_arrow.field(column).type)
-    if not text:
-        raise DataError(f"--id-column {column!r} is not unique (e.g. {int(dup_keys[0].view(np.int64))} appears twice)")
-    suspects = set(dup_keys.tolist())
-    seen: set[str] = set()
-    for batch in pf.iter_batches(columns=[column], batch_size=1 << 16):
-        col = batch.column(0).drop_null()
-        for value, key in zip(col.to_pylist(), _id_keys(col).tolist()):
-            if key in suspects:
-                if value in seen:
-                    raise DataError(f"--id-column {column!r} is not unique (e.g. {value!r} appears twice)")
-                seen.add(value)
+        return out
 
 
 def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -> ConvertSummary:
     """Convert ``sources`` to one GeoParquet 1.1 file at ``dest`` (local path or ``s3://``).
 
-    Every feature of every source appears exactly once, in source order; unless
-    ``opts.id_column`` is given, ``_cng_fid`` (int64, 1..N) is the first column. Nothing appears at
-    ``dest`` unless the whole conversion succeeds.
+    Every feature of every source appears exactly once, in source order (or, with
+    ``on_invalid="skip"``, is listed in the skipped report); unless ``opts.id_column`` is given,
+    ``_cng_fid`` (int64, 1..N) is the first column — a GeoParquet this tool wrote keeps its id.
+    Nothing appears at ``dest`` unless the whole conversion succeeds and wrote at least one row.
 
     Example:
         >>> convert(["countries.zip"], "out/countries.parquet")  # doctest: +SKIP
@@ -474,10 +440,12 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
     with ExitStack() as stack:
         read = ReadOptions(opts.layer, opts.lat_column, opts.lon_column, opts.encoding, opts.batch_size)
         opened = [open_source(url, read, stack) for url in sources]
+        _check_counts_before_writing(opened, opts.expect_features)
         schema = _merge_schemas(opened, opts.id_column)
         arrow_schema = schema.arrow()
         types: set[str] = set()
         bbox = [np.inf, np.inf, -np.inf, -np.inf]
+        report = stack.enter_context(SkippedReport(dest))
         with storage.atomic_output(dest, suffix=".parquet") as tmp:
             writer = _RowGroupWriter(tmp, arrow_schema, opts)
             next_fid = 1
@@ -489,12 +457,27 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
                         f"source {src.url!r} has no CRS; taken as EPSG:4326 (lon/lat)", AssumedCrsWarning, stacklevel=2
                     )
                 source_crs = source_override or src.crs or pyproj.CRS.from_user_input("OGC:CRS84")
-                pipeline = _GeometryPipeline(source_crs, target, opts.simplify_tolerance, assumed)
-                for attrs, wkb in _prefetch(src.batches):
-                    geoms = pipeline.run(wkb, s)
+                pipeline = _GeometryPipeline(source_crs, target, opts.simplify_tolerance, assumed, csv=src.is_csv)
+                for batch in _prefetch(src.batches):
+                    problems = dict(batch.problems)
+                    geoms = pipeline.run(batch.wkb, s, problems)
+                    s.read += len(geoms)
+                    attrs = batch.attrs
+                    if problems:
+                        if opts.on_invalid == "fail":
+                            i = min(problems)
+                            raise DataError(
+                                f"source {src.url!r}: {feature_label(batch.fids[i], src.is_csv)}: {problems[i]} "
+                                "(--on-invalid skip writes the other features and lists the skipped ones)"
+                            )
+                        report.add(src.url, batch.fids, problems, src.is_csv)
+                        keep = np.ones(len(geoms), dtype=bool)
+                        keep[list(problems)] = False
+                        attrs, geoms = attrs.filter(pa.array(keep)), geoms[keep]
+                        s.skipped += len(problems)
                     n = len(geoms)
                     cols: list[pa.Array] = []
-                    if schema.id_column == DEFAULT_ID_COLUMN:
+                    if schema.generated:
                         cols.append(pa.array(np.arange(next_fid, next_fid + n, dtype=np.int64)))
                     cols.extend(_conform(attrs, schema, mapping, opts.trim_strings, src.url))
                     cols.append(pa.array(shapely.to_wkb(geoms, output_dimension=2, flavor="iso"), type=pa.binary()))
@@ -507,23 +490,36 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
                         bbox = [min(bbox[0], b[0]), min(bbox[1], b[1]), max(bbox[2], b[2]), max(bbox[3], b[3])]
                     next_fid += n
                     s.features += n
-                if src.expected is not None and src.expected != s.features:
+                if src.expected is not None and src.expected != s.read:
                     raise IncompleteOutputError(
-                        f"source {src.url!r}: read {s.features} features but the driver reports {src.expected}"
+                        f"source {src.url!r}: read {s.read} features but the driver reports {src.expected}"
                     )
-                log.info("%s [%s]: %d features (%d null/empty geometries, %d made valid)",
-                         src.url, src.layer, s.features, s.null_geometries, s.made_valid)
+                log.info("%s [%s]: %d features (%d null/empty geometries, %d made valid%s)",
+                         src.url, src.layer, s.read, s.null_geometries, s.made_valid,
+                         f", {s.skipped} skipped as invalid" if s.skipped else "")
                 summary.sources.append(s)
             summary.features = next_fid - 1
+            summary.read = sum(s.read for s in summary.sources)
+            summary.skipped = sum(s.skipped for s in summary.sources)
+            _check_counts_after_reading(summary, opts.expect_features)
             summary.null_geometries = sum(s.null_geometries for s in summary.sources)
             summary.made_valid = sum(s.made_valid for s in summary.sources)
             summary.split_at_antimeridian = sum(s.split_at_antimeridian for s in summary.sources)
             summary.geometry_types = sorted(types)
             summary.bbox = [float(v) for v in bbox] if np.isfinite(bbox).all() else None
+            accounting = {
+                "unit": "features", "read": summary.read, "written": summary.features,
+                "dropped": {SKIPPED_REASON: summary.skipped} if summary.skipped else {},
+            }
+            if accounting["read"] - sum(accounting["dropped"].values()) != accounting["written"]:  # type: ignore[attr-defined]
+                raise IncompleteOutputError(
+                    f"{dest}: read {summary.read} features, skipped {summary.skipped}, but wrote {summary.features}"
+                )
             info = {
                 "id_column": schema.id_column,
                 "feature_count": summary.features,
                 "null_geometries": summary.null_geometries,
+                "accounting": accounting,
                 "sources": [asdict(s) for s in summary.sources],
                 "version": __version__,
             }
@@ -531,11 +527,35 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
                 "geo": json.dumps(_geo_metadata(types, summary.bbox, target)),
                 METADATA_KEY.decode(): json.dumps(info),
             })
-            if opts.id_column:
-                _check_unique(tmp, opts.id_column)
+            if schema.check_unique:
+                _check_unique(tmp, schema.id_column)
             summary.bytes = tmp.stat().st_size
+            # the report is published first: a published GeoParquet always has its list beside it
+            summary.skipped_report = report.publish()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _check_counts_before_writing(opened: list[OpenSource], expect: int | None) -> None:
+    """Fail before any output when the drivers' own counts already tell the sources are empty or
+    do not hold ``expect`` features."""
+    counts = [src.expected for src in opened]
+    if all(c == 0 for c in counts):
+        names = ", ".join(f"{src.url!r} [{src.layer}]" for src in opened)
+        raise DataError(f"no features in {names}: nothing to convert (an empty layer or file?)")
+    if expect is not None and all(c is not None for c in counts):
+        total = sum(c for c in counts if c is not None)
+        if total != expect:
+            raise DataError(f"the sources hold {total} features, not the {expect} that --expect-features says")
+
+
+def _check_counts_after_reading(summary: ConvertSummary, expect: int | None) -> None:
+    if expect is not None and summary.read != expect:
+        raise DataError(f"read {summary.read} features from the sources, not the {expect} that --expect-features says")
+    if summary.read == 0:
+        raise DataError("no features in the sources: nothing to convert (an empty layer or file?)")
+    if summary.features == 0:
+        raise DataError(f"all {summary.read} features were invalid and skipped: nothing written")
 
 
 def _prefetch(it: Iterator[Any]) -> Iterator[Any]:
@@ -553,7 +573,8 @@ def _prefetch(it: Iterator[Any]) -> Iterator[Any]:
 def read_dataset_info(url: str) -> dict[str, Any]:
     """The ``cng_datasets`` metadata of a GeoParquet written by :func:`convert`.
 
-    Keys: ``id_column``, ``feature_count``, ``null_geometries``, ``sources``, ``version``. For a
+    Keys: ``id_column``, ``feature_count``, ``null_geometries``, ``accounting`` (features read,
+    written and dropped with a reason), ``sources``, ``version``. For a
     GeoParquet from elsewhere, ``id_column`` is ``_cng_fid`` if present and ``feature_count`` the
     row count.
     """
