@@ -193,7 +193,7 @@ class _LocalLease(Lease):
                 return {}
             if holder:
                 try:
-                    holder["_age"] = time.time() - os.stat(self.path).st_mtime
+                    holder["_age"] = max(0.0, time.time() - os.stat(self.path).st_mtime)
                 except OSError:
                     pass
                 return holder
@@ -287,7 +287,8 @@ class _S3Lease(Lease):
         modified = obj.get("LastModified")
         if holder and modified is not None and server_now:
             try:
-                holder["_age"] = email.utils.parsedate_to_datetime(server_now).timestamp() - modified.timestamp()
+                age = email.utils.parsedate_to_datetime(server_now).timestamp() - modified.timestamp()
+                holder["_age"] = max(0.0, age)  # both in whole seconds
             except (TypeError, ValueError):
                 pass
         return holder, str(obj.get("ETag", ""))
