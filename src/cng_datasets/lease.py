@@ -257,6 +257,8 @@ def _s3_code(exc: Exception) -> str:
 
 
 _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+#: What an S3 server without conditional writes (older MinIO / Ceph) answers to If-None-Match.
+_UNSUPPORTED = ("NotImplemented", "501")
 
 
 class _S3Lease(Lease):
@@ -265,9 +267,12 @@ class _S3Lease(Lease):
         loc = storage.parse(url)
         self.bucket, self.key = loc.bucket, loc.key
         self.etag: str | None = None
+        self.conditional = True  # False on a server that refuses conditional requests
 
     def _put(self, **cond: str) -> str:
         data = json.dumps(_body(self.token, self.started), indent=1).encode()
+        if not self.conditional:
+            cond = {}
         answer = storage.s3_client().put_object(
             Bucket=self.bucket, Key=self.key, Body=data, ContentType="application/json", **cond
         )
@@ -293,19 +298,36 @@ class _S3Lease(Lease):
                 pass
         return holder, str(obj.get("ETag", ""))
 
+    @staticmethod
+    def _stale(holder: dict[str, Any]) -> bool:
+        return not holder or _holder_gone_on_this_host(holder) or holder.get("_age", 0) > STALE_SECONDS
+
     def _try(self) -> tuple[bool, dict[str, Any]]:
         from botocore.exceptions import ClientError
 
+        if not self.conditional:  # look, then write, then read back: a narrow race remains
+            holder, etag = self._get()
+            if etag is not None and not self._stale(holder):
+                return False, holder
+            self.etag = self._put()
+            mine, _ = self._get()
+            return (True, {}) if mine.get("token") == self.token else (False, mine)
         try:
             self.etag = self._put(IfNoneMatch="*")
         except ClientError as exc:
+            if _s3_code(exc) in _UNSUPPORTED and self.conditional:
+                log.warning(
+                    "%s: this S3 server does not support conditional writes; another run into this "
+                    "dataset at the same time is only noticed when the lease is read back", self.url,
+                )
+                self.conditional = False
+                return self._try()
             if _s3_code(exc) not in _PRECONDITION:
                 raise storage._s3_error(self.url, exc) from exc
             holder, etag = self._get()
             if etag is None:  # released meanwhile
                 return self._try()
-            stale = _holder_gone_on_this_host(holder) or holder.get("_age", 0) > STALE_SECONDS or not holder
-            if not stale:
+            if not self._stale(holder):
                 return False, holder
             try:
                 self.etag = self._put(IfMatch=etag)
@@ -324,6 +346,10 @@ class _S3Lease(Lease):
     def _beat(self) -> None:
         from botocore.exceptions import ClientError
 
+        if not self.conditional:
+            holder, _ = self._get()
+            if holder.get("token") != self.token:
+                raise LeaseLostError(f"the lease {self.url} was taken over by another run ({describe(holder)})")
         try:
             self.etag = self._put(IfMatch=self.etag or "*")
         except ClientError as exc:
@@ -338,7 +364,8 @@ class _S3Lease(Lease):
         if self.etag is None:
             return
         try:
-            storage.s3_client().delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+            cond = {"IfMatch": self.etag} if self.conditional else {}
+            storage.s3_client().delete_object(Bucket=self.bucket, Key=self.key, **cond)
         except ClientError as exc:
             if _s3_code(exc) not in _PRECONDITION + ("NoSuchKey", "404"):
                 raise
