@@ -493,8 +493,6 @@ def run_local(
         >>> cfg = WorkflowConfig(dataset="countries", source_urls=("ne.shp",), bucket="/tmp/out")
         >>> summary = run_local(cfg)  # doctest: +SKIP
     """
-    t0 = time.monotonic()
-    n_workers = max(1, workers or limits.cpu_count())
     destination.check_destination(config)  # before anything is written
     destination.make_root(config)
 
@@ -515,36 +513,10 @@ def run_local(
         removed = destination.remove_stale_temporaries(config)
         if removed:
             emit("cleaned", f"removed {len(removed)} temporary file(s) of an interrupted run", paths=removed)
-        if force:
-            destination.clean(config)
-        temp_logs = False
-        if log_dir is not None:
-            logs = Path(log_dir)
-        elif config.is_local:
-            logs = Path(storage.join(config.root_url, config.dataset_path, "_cng", "logs"))
-        else:
-            logs = Path(tempfile.mkdtemp(prefix="cng-run-logs-"))
-            temp_logs = True
-        logs.mkdir(parents=True, exist_ok=True)
         tmpdir = children.private_tempdir()
         child_env = dict(env if env is not None else os.environ)
         child_env["TMPDIR"] = tmpdir  # the steps' work files: outside the destination
-        runner = _Runner(config, force, n_workers, on_event, child_env, logs, held)
-        try:
-            plan = build_plan(config, None)
-            _plan_event(runner, plan, None)
-            runner.run_convert(plan)
-
-            from cng_datasets.steps.convert import read_dataset_info
-
-            features = int(read_dataset_info(config.parquet_url)["feature_count"])
-            plan = build_plan(config, features)  # pure: only the hex chunking changes
-            _plan_event(runner, plan, features)
-            runner.run_rest(plan)
-        except BaseException:
-            runner.stop_all()
-            raise
-        outputs = describe_outputs(config, features)
+        return _run_leased(config, force, workers, on_event, child_env, log_dir, held)
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -552,6 +524,49 @@ def run_local(
             destination.remove_stale_temporaries(config)
         finally:
             held.release()
+
+
+def _run_leased(
+    config: WorkflowConfig,
+    force: bool,
+    workers: int | None,
+    on_event: EventCallback | None,
+    env: Mapping[str, str],
+    log_dir: str | os.PathLike[str] | None,
+    lease: Lease,
+) -> RunSummary:
+    t0 = time.monotonic()
+    n_workers = max(1, workers or limits.cpu_count())
+    temp_logs = False
+    if log_dir is not None:
+        logs = Path(log_dir)
+    elif config.is_local:
+        logs = Path(storage.join(config.root_url, config.dataset_path, "_cng", "logs"))
+    else:
+        logs = Path(tempfile.mkdtemp(prefix="cng-run-logs-"))
+        temp_logs = True
+    if force:
+        clean(config)
+    if config.is_local:
+        Path(config.root_url).mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    runner = _Runner(config, force, n_workers, on_event, env, logs, lease)
+
+    try:
+        plan = build_plan(config, None)
+        _plan_event(runner, plan, None)
+        runner.run_convert(plan)
+
+        from cng_datasets.steps.convert import read_dataset_info
+
+        features = int(read_dataset_info(config.parquet_url)["feature_count"])
+        plan = build_plan(config, features)  # pure: only the hex chunking changes
+        _plan_event(runner, plan, features)
+        runner.run_rest(plan)
+    except BaseException:
+        runner.stop_all()
+        raise
+    outputs = describe_outputs(config, features)
     steps = [runner.results[n] for n in plan.names if n in runner.results]
     if temp_logs:
         shutil.rmtree(logs, ignore_errors=True)
