@@ -401,6 +401,9 @@ def resume_and_check(out: Path, tmp: Path) -> str:
     m = re.search(r"^hex\s+ran\s+[\d.]+ s\s+(\d+) chunk\(s\) run, (\d+) resumed$", proc.stdout, re.M)
     assert m and int(m.group(1)) + int(m.group(2)) == 18, proc.stdout
     assert re.search(r"^convert\s+skipped \(done earlier\)", proc.stdout, re.M)
+    # the resumed chunks are one progress line, not one each
+    assert f"hex: started, {m.group(2)} of 18 chunk(s) done in an earlier run" in proc.stderr or m.group(2) == "0"
+    assert not re.search(r"^hex: chunk \d+ skipped", proc.stderr, re.M)
     return proc.stderr
 
 

@@ -151,6 +151,9 @@ class Display:
                 return f"run: {', '.join(d['steps'])} into {d.get('root')} with {d.get('workers')} worker(s)"
             return f"plan: {d['features']:,} features, hex in {d['chunks']} chunk(s) of {d['chunk_size']:,}"
         if k == "step-started":
+            p = self.progress
+            if ev.step == "hex" and p.chunks_skipped:  # one line, not one per resumed chunk
+                return f"hex: started, {p.chunks_skipped} of {p.chunks_total} chunk(s) done in an earlier run"
             return f"{ev.step}: started"
         if k == "step-finished":
             return f"{ev.step}: done in {d.get('seconds', 0):.1f} s"
@@ -159,8 +162,6 @@ class Display:
         if k == "chunk-finished" and not self.live:
             p = self.progress
             return f"hex: chunk {ev.chunk} done in {d.get('seconds', 0):.1f} s ({p.chunks_done}/{p.chunks_total})"
-        if k == "chunk-skipped" and not self.live:
-            return f"hex: chunk {ev.chunk} skipped, done in an earlier run"
         if k == "lease-waiting":
             return f"run: waiting for the run that holds this dataset ({ev.message})"
         if k == "cleaned":
