@@ -267,5 +267,6 @@ def test_failing_step_names_step_and_keeps_finished_outputs(tmp_path: Path) -> N
     err = info.value
     assert err.step == "convert" and err.chunk is None and err.exit_code == 65
     assert "step convert failed (exit 65)" in str(err) and "broken.shp" in str(err)
-    # what earlier runs finished is still there
+    # what earlier runs finished is still there; the failed run gave its lease back
     assert (root / "countries.pmtiles").exists() and (root / "countries.parquet").exists()
+    assert not (root / "countries" / "_cng" / "lease.json").exists()
