@@ -138,6 +138,9 @@ def test_run_into_directory_then_resume_skips_everything(tmp_path: Path) -> None
         assert tuple(marker["argv"]) == step.argv
     # logs of every process
     assert (root / "countries" / "_cng" / "logs" / "convert.err").exists()
+    # the lease is released, and the steps' work files were not at the destination
+    assert not (root / "countries" / "_cng" / "lease.json").exists()
+    assert not [p for p in root.rglob("*") if p.name.startswith(".") or p.name == "_tmp"]
 
     stamp = {p: p.stat().st_mtime_ns for p in [root / "countries.parquet", root / "countries.pmtiles"]}
     again = Recorder()
@@ -241,6 +244,7 @@ def test_run_into_s3(s3: str, tmp_path: Path) -> None:
     assert f"{s3}/prefix/countries.parquet" in keys and f"{s3}/prefix/countries.pmtiles" in keys
     assert any("/countries/hex/h0=" in k for k in keys)
     assert f"{s3}/prefix/countries/_cng/repartition.json" in keys
+    assert f"{s3}/prefix/countries/_cng/lease.json" not in keys  # released at the end
     report = validate_dataset(f"{s3}/prefix", "countries")
     assert report.ok, report.problems
     # resumes from the markers on S3 too
@@ -263,5 +267,6 @@ def test_failing_step_names_step_and_keeps_finished_outputs(tmp_path: Path) -> N
     err = info.value
     assert err.step == "convert" and err.chunk is None and err.exit_code == 65
     assert "step convert failed (exit 65)" in str(err) and "broken.shp" in str(err)
-    # what earlier runs finished is still there
+    # what earlier runs finished is still there; the failed run gave its lease back
     assert (root / "countries.pmtiles").exists() and (root / "countries.parquet").exists()
+    assert not (root / "countries" / "_cng" / "lease.json").exists()

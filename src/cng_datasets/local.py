@@ -20,8 +20,10 @@ Order and parallelism::
 
 Resuming: when a step succeeds the runner writes a marker ``<root>/<dataset>/_cng/<step>.json``
 (atomically, through :mod:`cng_datasets.storage`; see :mod:`cng_datasets.markers`) with the step's
-argv, the identity of its inputs (size + mtime locally, size + ETag on S3) and of its outputs, and
-its run time. On a re-run a step is skipped when its marker exists, the argv equals the current
+argv, the identity of its inputs and outputs *by content* (a SHA-256 of local files, Shapefile
+side files and every file of a directory; ETag, size and Last-Modified on S3 and HTTP, taken before
+the step starts), and its run time. An input whose identity cannot be known (an HTTP server
+without ETag / Last-Modified) is never taken as unchanged. On a re-run a step is skipped when its marker exists, the argv equals the current
 plan's, and its inputs and outputs are still the ones recorded; ``repartition`` moreover only
 when the hex output's own completion marker ``<hex>/_SUCCESS.json`` exists (the output is
 published). A finished ``repartition`` makes ``hex`` unneeded. Hex resumes per chunk: the hex
@@ -30,6 +32,17 @@ step writes a completion marker per chunk under ``<chunks>/_done/`` (exactly
 the same argv from the same GeoParquet (recorded in ``_cng/hex-chunks.json`` before the first chunk
 starts; otherwise the chunks prefix is emptied first). ``force=True`` removes markers, chunks and
 hex partitions and recomputes everything.
+
+Faults: the run first checks the destination (a ``--bucket`` that is a file is refused in one
+line, :mod:`cng_datasets.destination`), then takes the dataset's lease
+(``<root>/<dataset>/_cng/lease.json``, :mod:`cng_datasets.lease`): a second run into the same
+dataset says who holds it and stops, or waits (``wait=True``); a lease whose holder is gone is
+taken over. Under the lease it removes what interrupted writes left at the destination (only our
+own temporary names), and again when it ends, also on failure or Ctrl-C. The steps' work files
+go to a private directory in the system temp dir (their ``TMPDIR``), removed at the end (after a
+``kill -9``, by the next run on this host). Every step process, and tippecanoe started by the
+pmtiles step, is killed by the kernel when its parent dies (``PR_SET_PDEATHSIG``, Linux), so a
+re-run after ``kill -9`` never races an orphan; Ctrl-C stops them through their process groups.
 
 Progress is reported through ``on_event`` (:class:`~cng_datasets.progress.Event`), never printed;
 an exception raised by the callback (e.g. ``KeyboardInterrupt``) stops the run, terminates the
@@ -41,23 +54,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cng_datasets import limits, storage
+from cng_datasets import children, destination, limits, storage
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.errors import EXIT_BAD_INPUT, CngError
+from cng_datasets.lease import Lease, describe
+from cng_datasets.lease import acquire as acquire_lease
 from cng_datasets.markers import (
     DONE_DIR,
     chunk_done_markers,
     chunk_stats,
+    forget_hashes,
     hex_published,
     identity,
     marker_url,
@@ -65,7 +79,7 @@ from cng_datasets.markers import (
     read_marker,
     write_marker,
 )
-from cng_datasets.plan import PROGRAM, Plan, Step, build_plan
+from cng_datasets.plan import Plan, Step, build_plan
 from cng_datasets.progress import Event, EventCallback
 from cng_datasets.steps.repartition import success_url
 
@@ -148,66 +162,8 @@ def _step_inputs(plan: Plan, step: Step) -> list[str]:
 # Subprocesses
 
 
-def resolve_argv(argv: Sequence[str]) -> list[str]:
-    """``cng-datasets …`` → ``<this python> -m cng_datasets …``; anything else unchanged."""
-    if argv and argv[0] == PROGRAM:
-        return [sys.executable, "-m", "cng_datasets", *argv[1:]]
-    return list(argv)
-
-
-@dataclass
-class _Task:
-    step: Step
-    chunk: int | None
-    argv: list[str]
-    log_base: Path
-    proc: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    out: Any = None
-    err: Any = None
-
-    @property
-    def label(self) -> str:
-        return self.step.name if self.chunk is None else f"{self.step.name}.{self.chunk:05d}"
-
-    def start(self, env: Mapping[str, str]) -> None:
-        self.log_base.parent.mkdir(parents=True, exist_ok=True)
-        self.out = open(f"{self.log_base}.out", "wb")
-        self.err = open(f"{self.log_base}.err", "wb")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.argv, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL, env=dict(env),
-            start_new_session=True,  # our Ctrl-C handling decides when children stop
-        )
-
-    def close(self) -> None:
-        for f in (self.out, self.err):
-            if f is not None:
-                f.close()
-
-    def last_line(self, which: str) -> str:
-        try:
-            text = Path(f"{self.log_base}.{which}").read_text(errors="replace")
-        except OSError:
-            return ""
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        return lines[-1] if lines else ""
-
-    def terminate(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def kill(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+resolve_argv = children.resolve_argv
+_Task = children.Task
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +179,7 @@ class _Runner:
         on_event: EventCallback | None,
         env: Mapping[str, str],
         log_dir: Path,
+        lease: Lease | None = None,
     ) -> None:
         self.config = config
         self.force = force
@@ -232,6 +189,7 @@ class _Runner:
         self.log_dir = log_dir
         self.results: dict[str, StepResult] = {}
         self.running: list[_Task] = []
+        self.lease = lease
 
     def emit(self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", **data: Any) -> None:
         if self.on_event is not None:
@@ -239,14 +197,19 @@ class _Runner:
 
     # ---- markers ------------------------------------------------------------------------
 
-    def _marker_ok(self, plan: Plan, step: Step) -> tuple[bool, str]:
+    def _marker_ok(self, plan: Plan, step: Step, inputs: dict[str, Any] | None = None) -> tuple[bool, str]:
+        """Whether ``step`` may be skipped, and why. ``inputs``: the current input identities, when
+        already known (they are what the step's marker will record if it runs)."""
         marker = read_marker(marker_url(self.config, step.name))
         if marker is None:
             return False, "no marker"
         if tuple(marker.get("argv", ())) != step.argv:
             return False, "its command changed"
         for url in _step_inputs(plan, step):
-            if marker.get("inputs", {}).get(url) != identity(url):
+            now = inputs[url] if inputs is not None and url in inputs else identity(url)
+            if now is None:
+                return False, f"cannot tell whether input {url} changed"
+            if marker.get("inputs", {}).get(url) != now:
                 return False, f"input {url} changed"
         for url in step.outputs:
             recorded = marker.get("outputs", {}).get(url)
@@ -273,6 +236,8 @@ class _Runner:
 
     def _poll(self) -> list[_Task]:
         """Return the tasks that ended since the last poll (failures raise)."""
+        if self.lease is not None:
+            self.lease.check()  # taken over by another run: stop before writing more
         ended = []
         for t in list(self.running):
             assert t.proc is not None
@@ -317,11 +282,12 @@ class _Runner:
 
     def run_convert(self, plan: Plan) -> None:
         step = plan.step("convert")
-        ok, why = (False, "") if self.force else self._marker_ok(plan, step)
+        # the sources' identities before convert reads them: what its marker records
+        inputs = {u: identity(u) for u in _step_inputs(plan, step)}
+        ok, why = (False, "") if self.force else self._marker_ok(plan, step, inputs)
         if ok:
             self._skip(step, why)
             return
-        inputs = {u: identity(u) for u in _step_inputs(plan, step)}
         self.emit("step-started", "convert")
         task = self._task(step, None)
         task.start(self.env)
@@ -344,29 +310,30 @@ class _Runner:
         """pmtiles in parallel with the hex chunks, then repartition."""
         pm, hx, rp = plan.step("pmtiles"), plan.step("hex"), plan.step("repartition")
         c = self.config
+        parquet_id = identity(c.parquet_url)
+        ids = {c.parquet_url: parquet_id}
 
         pm_todo = True
         if not self.force:
-            ok, why = self._marker_ok(plan, pm)
+            ok, why = self._marker_ok(plan, pm, ids)
             if ok:
                 self._skip(pm, why)
                 pm_todo = False
 
         rp_todo, hex_todo = True, True
         if not self.force:
-            ok, why = self._marker_ok(plan, rp)
+            ok, why = self._marker_ok(plan, rp, ids)
             if ok:
                 self._skip(rp, why)
                 rp_todo = False
                 self._skip(hx, "not needed: repartition is done", seconds=self._marker_seconds("hex"))
                 hex_todo = False
             else:
-                ok, why = self._marker_ok(plan, hx)
+                ok, why = self._marker_ok(plan, hx, ids)
                 if ok:
                     self._skip(hx, why)
                     hex_todo = False
 
-        parquet_id = identity(c.parquet_url)
         pending_chunks: list[int] = []
         if hex_todo:
             pending_chunks = self._prepare_chunks(plan, hx, parquet_id)
@@ -439,6 +406,7 @@ class _Runner:
         session = None if self.force else read_marker(session_url)
         resumable = (
             session is not None
+            and parquet_id is not None
             and tuple(session.get("argv", ())) == hx.argv
             and session.get("inputs", {}).get(c.parquet_url) == parquet_id
         )
@@ -488,11 +456,8 @@ def _plan_event(runner: _Runner, plan: Plan, features: int | None) -> None:
     )
 
 
-def clean(config: WorkflowConfig) -> None:
-    """Remove the markers, hex chunks and hex partitions of ``config``'s dataset (``--force``)."""
-    storage.delete_prefix(storage.join(config.root_url, config.dataset_path, "_cng"))
-    storage.delete_prefix(config.chunks_url)
-    storage.delete_prefix(config.hex_url)
+#: ``run --force``'s clean-up (kept here for callers of the former name).
+clean = destination.clean
 
 
 def run_local(
@@ -503,6 +468,7 @@ def run_local(
     on_event: EventCallback | None = None,
     env: Mapping[str, str] | None = None,
     log_dir: str | os.PathLike[str] | None = None,
+    wait: bool = False,
 ) -> RunSummary:
     """Run the whole workflow of ``config`` on this machine; return what was done.
 
@@ -516,13 +482,59 @@ def run_local(
       ``<root>/<dataset>/_cng/logs`` for a local root; a temporary directory for S3 (removed when
       the run succeeds).
 
-    Raises :class:`StepFailedError` when a step fails (exit code 65 if the step exited 65).
+    - ``wait``: when another run holds the dataset's lease, wait for it (``lease-waiting`` event)
+      instead of raising :class:`~cng_datasets.lease.LeaseHeldError`.
+
+    Raises :class:`StepFailedError` when a step fails (exit code 65 if the step exited 65),
+    :class:`~cng_datasets.errors.UsageError` for a destination that cannot hold the outputs.
 
     Example:
         >>> from cng_datasets.config import WorkflowConfig
         >>> cfg = WorkflowConfig(dataset="countries", source_urls=("ne.shp",), bucket="/tmp/out")
         >>> summary = run_local(cfg)  # doctest: +SKIP
     """
+    destination.check_destination(config)  # before anything is written
+    destination.make_root(config)
+
+    def emit(kind: str, message: str = "", **data: Any) -> None:
+        if on_event is not None:
+            on_event(Event(kind, None, None, message, data))
+
+    held = acquire_lease(
+        destination.lease_url(config),
+        wait=wait,
+        label=storage.join(config.root_url, config.dataset_path),
+        on_wait=lambda holder: emit("lease-waiting", describe(holder)),
+    )
+    tmpdir: str | None = None
+    try:
+        forget_hashes()  # this run hashes every input again
+        children.remove_stale_tempdirs()
+        removed = destination.remove_stale_temporaries(config)
+        if removed:
+            emit("cleaned", f"removed {len(removed)} temporary file(s) of an interrupted run", paths=removed)
+        tmpdir = children.private_tempdir()
+        child_env = dict(env if env is not None else os.environ)
+        child_env["TMPDIR"] = tmpdir  # the steps' work files: outside the destination
+        return _run_leased(config, force, workers, on_event, child_env, log_dir, held)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        try:  # the steps are stopped: whatever temporaries they left are stale
+            destination.remove_stale_temporaries(config)
+        finally:
+            held.release()
+
+
+def _run_leased(
+    config: WorkflowConfig,
+    force: bool,
+    workers: int | None,
+    on_event: EventCallback | None,
+    env: Mapping[str, str],
+    log_dir: str | os.PathLike[str] | None,
+    lease: Lease,
+) -> RunSummary:
     t0 = time.monotonic()
     n_workers = max(1, workers or limits.cpu_count())
     temp_logs = False
@@ -538,7 +550,7 @@ def run_local(
     if config.is_local:
         Path(config.root_url).mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    runner = _Runner(config, force, n_workers, on_event, env if env is not None else os.environ, logs)
+    runner = _Runner(config, force, n_workers, on_event, env, logs, lease)
 
     try:
         plan = build_plan(config, None)

@@ -6,11 +6,16 @@ A finished step leaves ``<root>/<dataset>/_cng/<step>.json`` (:func:`marker_url`
 hex step leaves one marker per finished chunk under ``<chunks>/_done/``
 (:func:`chunk_done_markers`); repartition publishes the hex output with ``<hex>/_SUCCESS.json``
 (:func:`hex_published`). Deciding whether a step may be skipped is the runner's.
+
+Identities are of content, not of size and mtime (which ``cp -p`` and ``rsync -t`` keep while the
+bytes change): a hash of local files, ETags on S3 and HTTP.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,52 +26,115 @@ from cng_datasets.steps.hex import CHUNK_MARKER_RE, MARKER_DIR
 from cng_datasets.steps.repartition import read_success
 
 #: Marker format version (a marker of another version is ignored: the step runs again).
-MARKER_VERSION = 1
+MARKER_VERSION = 2  # 2: identities by content (hash / ETag), not size and mtime
 
 
-def _stat_local(path: str) -> dict[str, Any] | None:
+#: Content digest of local files: SHA-256 runs at ~1.4 GB/s on one core here (SHA-NI through
+#: OpenSSL; BLAKE2b 0.8 GB/s, MD5 0.65 GB/s): 0.5 s for a 700 MB source in the page cache.
+HASH = "sha256"
+_BLOCK = 1 << 20
+
+#: (path, dev, inode, size, mtime, ctime) → digest, within one run (:func:`forget_hashes`): the
+#: runner asks for the same file's identity several times in a run; each run hashes it again.
+_digests: dict[tuple[Any, ...], str] = {}
+
+
+def forget_hashes() -> None:
+    """Forget the digests computed so far, so the next :func:`identity` reads every file again."""
+    _digests.clear()
+
+
+def file_digest(path: str | Path) -> str:
+    """The :data:`HASH` hex digest of a local file's content (streamed in 1 MiB blocks)."""
+    st = os.stat(path)
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _digests:
+        h = hashlib.new(HASH)
+        buf = bytearray(_BLOCK)
+        view = memoryview(buf)
+        with open(path, "rb") as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def _tree_digest(items: list[tuple[str, int, str]]) -> str:
+    h = hashlib.new(HASH)
+    for name, size, digest in sorted(items):
+        h.update(f"{name}\0{size}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
+def _identity_local(path: str) -> dict[str, Any] | None:
     p = Path(path)
-    if p.is_dir():
-        files = [f for f in p.rglob("*") if f.is_file()]
-        return {"files": len(files), "size": sum(f.stat().st_size for f in files)}
-    if not p.exists():
+    if p.is_dir():  # a FileGDB source, the hex output: every file's content
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+        items = [(f.relative_to(p).as_posix(), f.stat().st_size, file_digest(f)) for f in files]
+        return {"files": len(items), "size": sum(i[1] for i in items), HASH: _tree_digest(items)}
+    if not p.is_file():
         return None
-    st = p.stat()
-    ident: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    # A Shapefile is several files: its .dbf / .prj changing changes the source.
+    ident: dict[str, Any] = {"size": p.stat().st_size, HASH: file_digest(p)}
+    # A Shapefile is several files: its .dbf / .prj / .cpg changing changes the source.
     if p.suffix.lower() == ".shp":
-        for side in sorted(p.parent.glob(p.stem + ".*")):
-            if side != p and side.is_file():
-                s2 = side.stat()
-                ident[side.suffix.lower()] = [s2.st_size, s2.st_mtime_ns]
+        prefix = p.stem + "."
+        for side in sorted(p.parent.iterdir()):
+            if side != p and side.name.startswith(prefix) and side.is_file():
+                ident[side.name[len(p.stem):].lower()] = [side.stat().st_size, file_digest(side)]
     return ident
 
 
-def identity(url: str) -> dict[str, Any] | None:
-    """What identifies the current content of ``url`` (None when absent or unknowable).
+def _identity_s3(url: str, bucket: str, key: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
 
-    Local file: size and mtime (and the Shapefile's side files); local directory: file count and
-    total size; S3 object: size and ETag; S3 prefix: object count; http(s): size, ETag and
-    Last-Modified from a HEAD request.
+    client = storage.s3_client()
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+        modified = head.get("LastModified")
+        return {
+            "size": int(head["ContentLength"]),
+            "etag": head.get("ETag"),
+            "modified": modified.isoformat() if modified is not None else None,
+        }
+    except ClientError:
+        pass
+    # a prefix (a FileGDB directory, the hex output): every object's size and ETag
+    prefix = key.rstrip("/") + "/" if key else ""
+    items = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                items.append((obj["Key"][len(prefix):], int(obj["Size"]), str(obj.get("ETag", ""))))
+    except ClientError as exc:
+        raise storage._s3_error(url, exc) from exc
+    if not items:
+        return None
+    return {"files": len(items), "size": sum(i[1] for i in items), "etags": _tree_digest(items)}
+
+
+def identity(url: str) -> dict[str, Any] | None:
+    """What identifies the current *content* of ``url``; None when absent or unknowable.
+
+    Local file: size and :data:`HASH` of its bytes (a Shapefile also of its side files), so a
+    different content copied over it with the same size and mtime (``cp -p``, ``rsync -t``) is
+    seen; local directory: the digest of every file's name, size and hash. S3 object: size, ETag
+    and Last-Modified; S3 prefix: the digest of every object's key, size and ETag. http(s): size,
+    ETag and Last-Modified from a HEAD request, or None when the server sends neither validator
+    (then nothing proves the content unchanged: the step runs again).
     """
     loc = storage.parse(url)
     try:
         if loc.is_local:
-            return _stat_local(loc.path)
+            return _identity_local(loc.path)
         if loc.scheme == "s3":
-            from botocore.exceptions import ClientError
-
-            try:
-                head = storage.s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
-                return {"size": int(head["ContentLength"]), "etag": head.get("ETag")}
-            except ClientError:
-                n = len(storage.list_prefix(url))
-                return {"files": n} if n else None
+            return _identity_s3(url, loc.bucket, loc.key)
         import urllib.request
 
         req = urllib.request.Request(loc.url, method="HEAD")
         with urllib.request.urlopen(req, timeout=storage.HTTP_TIMEOUT) as resp:
             h = resp.headers
+            if not h.get("ETag") and not h.get("Last-Modified"):
+                return None
             return {"size": h.get("Content-Length"), "etag": h.get("ETag"), "modified": h.get("Last-Modified")}
     except (OSError, StorageError):
         return None

@@ -23,7 +23,9 @@ class Event:
       why) / ``step-failed`` (``message``: the error);
     - ``chunk-started`` / ``chunk-finished`` (``data``: ``seconds``, ``features``, ``cells`` when
       the chunk's marker tells) / ``chunk-skipped`` (done in an earlier run) / ``chunk-failed``;
-    - ``output``: a step's output line on stdout (``message``).
+    - ``output``: a step's output line on stdout (``message``);
+    - ``lease-waiting``: another run holds the dataset and ``wait`` was asked (``message``: who);
+    - ``cleaned``: temporaries of an interrupted run were removed (``data["paths"]``).
     """
 
     kind: str

@@ -473,7 +473,11 @@ def atomic_output(url: str, suffix: str = "") -> Iterator[Path]:
             tmpdir = Path(tempfile.mkdtemp(prefix="cng-"))
             tmp = tmpdir / (uuid.uuid4().hex[:12] + suffix)
     except OSError as exc:
-        raise StorageError(url, f"cannot write here ({exc.strerror or exc})") from exc
+        why = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):  # a file where a folder must be
+            blocker = next((q for q in Path(loc.path).parents if q.exists() and not q.is_dir()), None)
+            why = f"{blocker} is a file, not a directory" if blocker else why
+        raise StorageError(url, f"cannot write here ({why})") from exc
     try:
         yield tmp
         if not tmp.exists():

@@ -22,7 +22,7 @@ def test_help_is_fast_and_complete() -> None:
     proc = subprocess.run([sys.executable, "-m", "cng_datasets", "run", "--help"], capture_output=True, text=True)
     took = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
-    for flag in ("--dataset", "--source-url", "--bucket", "--h3-resolution", "--force", "--quiet", "--workers"):
+    for flag in ("--dataset", "--source-url", "--bucket", "--h3-resolution", "--force", "--wait", "--quiet", "--workers"):
         assert flag in proc.stdout
     assert "--namespace" not in proc.stdout  # accepted for symmetry with `workflow`, hidden
     assert took < 5

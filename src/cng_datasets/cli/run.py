@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 
 import click
@@ -149,6 +151,9 @@ class Display:
                 return f"run: {', '.join(d['steps'])} into {d.get('root')} with {d.get('workers')} worker(s)"
             return f"plan: {d['features']:,} features, hex in {d['chunks']} chunk(s) of {d['chunk_size']:,}"
         if k == "step-started":
+            p = self.progress
+            if ev.step == "hex" and p.chunks_skipped:  # one line, not one per resumed chunk
+                return f"hex: started, {p.chunks_skipped} of {p.chunks_total} chunk(s) done in an earlier run"
             return f"{ev.step}: started"
         if k == "step-finished":
             return f"{ev.step}: done in {d.get('seconds', 0):.1f} s"
@@ -157,8 +162,10 @@ class Display:
         if k == "chunk-finished" and not self.live:
             p = self.progress
             return f"hex: chunk {ev.chunk} done in {d.get('seconds', 0):.1f} s ({p.chunks_done}/{p.chunks_total})"
-        if k == "chunk-skipped" and not self.live:
-            return f"hex: chunk {ev.chunk} skipped, done in an earlier run"
+        if k == "lease-waiting":
+            return f"run: waiting for the run that holds this dataset ({ev.message})"
+        if k == "cleaned":
+            return f"run: {ev.message}"
         return None
 
 
@@ -183,23 +190,45 @@ def summary_table(summary: Any) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    """``kill`` (SIGTERM) stops the run as Ctrl-C does: steps stopped, temporaries and the lease
+    removed (Python's default ends the process at once and leaves them)."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @click.command("run")
 @workflow_options
 @kubernetes_options
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes at once (hex chunks and pmtiles).  [default: CPUs available]")
 @click.option("--force", is_flag=True, help="Recompute everything, ignoring what earlier runs finished.")
+@click.option("--wait", is_flag=True,
+              help="If another run is writing this dataset, wait for it to end instead of stopping.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress; only errors, warnings and the output locations.")
 @handle_errors
-def run(workers: int | None, force: bool, quiet: bool, **kwargs: Any) -> None:
+def run(workers: int | None, force: bool, wait: bool, quiet: bool, **kwargs: Any) -> None:
     """Run the whole workflow (convert, pmtiles, hex, repartition) on this machine.
 
     --bucket is a local directory (a bare name such as `out` means ./out) or s3://bucket/prefix.
     Outputs: BUCKET/DATASET.parquet, BUCKET/DATASET.pmtiles and BUCKET/DATASET/hex/h0=*/.
     Each step runs as the same `cng-datasets <step>` command a Kubernetes Job would run; hex
     chunks run as parallel processes, pmtiles alongside them. Re-running resumes: finished steps
-    and hex chunks are not computed again (--force recomputes all). Kubernetes-only options are
-    accepted and ignored.
+    and hex chunks are not computed again (--force recomputes all); a step runs again when its
+    input's content changed. One run at a time per dataset: a second one stops, naming the run
+    that holds it, or waits with --wait. Kubernetes-only options are accepted and ignored.
     The summary ends with the accounting chain (source features → GeoParquet rows → features in
     hex → features in the PMTiles at the maximum zoom, with the drops each step recorded and
     why); a difference that no recorded reason explains fails the run (exit 65).
@@ -225,8 +254,8 @@ def run(workers: int | None, force: bool, quiet: bool, **kwargs: Any) -> None:
         os.environ.update(env)
         storage._s3_client_cached.cache_clear()
     config = config_from_options(**kwargs)
-    with Display(sys.stderr, quiet, live=sys.stderr.isatty()) as display:
-        summary = run_local(config, force=force, workers=workers, on_event=display, env=env)
+    with _terminate_like_ctrl_c(), Display(sys.stderr, quiet, live=sys.stderr.isatty()) as display:
+        summary = run_local(config, force=force, workers=workers, on_event=display, env=env, wait=wait)
     if not quiet:
         click.echo(summary_table(summary))
     click.echo(f"outputs: {config.parquet_url}  {config.pmtiles_url}  {config.hex_url}/")

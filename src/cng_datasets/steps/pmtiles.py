@@ -445,8 +445,13 @@ def _stderr_summary(text: str, limit: int = 400) -> str:
 
 
 def _run_tippecanoe(argv: list[str], chunks: Iterator[bytes], env: dict[str, str], stderr_file: IO[bytes]) -> None:
+    from cng_datasets.children import die_with_parent
+
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stderr_file, stderr=stderr_file, env=env)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=stderr_file, stderr=stderr_file, env=env,
+            preexec_fn=die_with_parent(),  # dies with this step, even on kill -9: never an orphan writer
+        )
     except OSError as exc:
         raise ToolError("tippecanoe", f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
     assert proc.stdin is not None
@@ -534,7 +539,9 @@ def build_pmtiles(
     row_ids, id_low, id_high, id_label = feature_id_plan(pfile, layout.id_column)
     stats = _StreamStats(streamed=DistinctIds(id_low, id_high, rows))
     with storage.atomic_output(output_url, suffix=".pmtiles") as tmp:
-        with tempfile.TemporaryDirectory(prefix=".cng-tippecanoe-", dir=tmp.parent) as work, tempfile.TemporaryFile(
+        # the work directory is in the system temp dir, not at the destination, where a killed
+        # step would leave it
+        with tempfile.TemporaryDirectory(prefix="cng-tippecanoe-") as work, tempfile.TemporaryFile(
             dir=work
         ) as stderr_file:
             # tippecanoe writes into the private work directory (it keeps an SQLite journal next to
@@ -558,7 +565,7 @@ def build_pmtiles(
                 built, layer, max_zoom, rows, stats.streamed, id_label,
                 null=stats.null, empty=stats.empty, beyond=stats.beyond_mercator, streamed_features=stats.features,
             )
-            os.replace(built, tmp)
+            shutil.move(built, tmp)  # another filesystem, maybe
         if stats.split:
             log.warning("pmtiles: %d geometries crossed ±180 unsplit and were split there", stats.split)
         fields = sorted(stats.fields_seen)
