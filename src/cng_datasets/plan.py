@@ -18,7 +18,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Set
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +149,7 @@ class Plan:
         """The steps that depend on ``name`` directly."""
         return tuple(s for s in self.steps if name in s.depends_on)
 
-    def ready(self, done: Set[str]) -> tuple[Step, ...]:
+    def ready(self, done: AbstractSet[str]) -> tuple[Step, ...]:
         """The steps not in ``done`` whose dependencies all are, in declaration order."""
         return tuple(s for s in self.steps if s.name not in done and all(d in done for d in s.depends_on))
 
