@@ -67,7 +67,7 @@ from typing import Any
 
 from cng_datasets import children, destination, limits, storage
 from cng_datasets.config import WorkflowConfig
-from cng_datasets.errors import EXIT_BAD_INPUT, CngError
+from cng_datasets.errors import StepFailedError
 from cng_datasets.lease import Lease, describe
 from cng_datasets.lease import acquire as acquire_lease
 from cng_datasets.markers import (
@@ -86,33 +86,14 @@ from cng_datasets.plan import Plan, Step, build_plan
 from cng_datasets.progress import Event, EventCallback
 from cng_datasets.steps.repartition import success_url
 
+__all__ = [
+    "OutputInfo", "RunSummary", "StepFailedError", "StepResult", "clean", "describe_outputs", "resolve_argv", "run_local",
+]
+
 #: Seconds between two polls of the running subprocesses.
 POLL_SECONDS = 0.05
 #: Seconds a terminated subprocess gets before it is killed.
 TERMINATE_GRACE = 5.0
-
-
-class StepFailedError(CngError):
-    """A step (or one hex chunk) of a local run exited non-zero.
-
-    ``step`` and ``chunk`` name it, ``returncode`` is the subprocess's exit code, ``detail`` its
-    last stderr line and ``log`` the file holding its whole stderr. The exit code of ``run`` is the
-    step's: 65 (bad input) when the step exited 65, 1 otherwise.
-    """
-
-    def __init__(self, step: str, chunk: int | None, returncode: int, detail: str, log: str | None) -> None:
-        self.step = step
-        self.chunk = chunk
-        self.returncode = returncode
-        self.detail = detail
-        self.log = log
-        self.exit_code = EXIT_BAD_INPUT if returncode == EXIT_BAD_INPUT else 1
-        where = step if chunk is None else f"{step} chunk {chunk}"
-        how = f"exit {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
-        text = f"step {where} failed ({how}): {detail or 'no error message'}"
-        if log:
-            text += f" [log: {log}]"
-        super().__init__(text)
 
 
 # --------------------------------------------------------------------------------------------
