@@ -422,3 +422,26 @@ def test_index_ranges_and_conditions() -> None:
     assert job_state(job(("FailureTarget", "True"))).phase == "failed"
     assert job_state(job(("Failed", "False"))).phase == "pending"
     assert job_state(None).phase == "absent"
+
+
+def test_waits_return_typed_outcomes(cluster: FakeCluster, yamls: Path) -> None:
+    from cng_datasets.k8s.jobs import poll_until, wait_for_jobs
+
+    answers = iter([None, None, "pod"])
+    polled = poll_until(lambda: next(answers), 100, cluster.sleep, 10, lambda: cluster.now)
+    assert (polled.value, polled.timed_out) == ("pod", False)
+    start = cluster.now
+    polled = poll_until(lambda: None, 30, cluster.sleep, 10, lambda: cluster.now)
+    assert (polled.value, polled.timed_out) == (None, True) and cluster.now - start >= 30
+
+    api = cluster.api()
+    cluster.script["hex"] = {0: [BAD_INPUT]}
+    cluster.script["pmtiles"] = {None: [HANG]}
+    for step in ("convert", "hex", "pmtiles"):
+        api.create("geo", yaml.safe_load((yamls / f"{step}-job.yaml").read_text()))
+    outcome = wait_for_jobs(api, "geo", [JOB["convert"], JOB["hex"]], 10_000, cluster.sleep, 10, lambda: cluster.now)
+    assert outcome.succeeded == {JOB["convert"]} and set(outcome.failed) == {JOB["hex"]}
+    assert outcome.failed[JOB["hex"]].failed_indexes == "0" and not outcome.timed_out
+    outcome = wait_for_jobs(api, "geo", [JOB["convert"], JOB["pmtiles"], "absent"], 60, cluster.sleep, 10,
+                            lambda: cluster.now)
+    assert outcome.timed_out and outcome.succeeded == {JOB["convert"]} and not outcome.failed
