@@ -17,7 +17,8 @@ though their own commands did not change. The orchestrator Job's hash covers eve
 writes the annotation), the orchestrator (which compares the live Job's annotation with the hash it
 recomputes from the YAML it is about to apply or skip) and ``submit`` (the orchestrator and upload
 Jobs). Labels, names, deadlines, retries, security settings and the annotation itself are not
-part of it: they do not change what a finished Job produced.
+part of it: they do not change what a finished Job produced. :func:`find_stale` /
+:func:`stale_error` compare a live Job with the hash it should carry and word the error.
 """
 
 from __future__ import annotations
