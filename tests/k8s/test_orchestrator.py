@@ -22,8 +22,16 @@ from cng_datasets.k8s.folder import load_step_jobs
 from cng_datasets.k8s.jobs import job_state, parse_indexes
 from cng_datasets.k8s.orchestrator import orchestrate
 from cng_datasets.plan import Plan, Step, choose_chunking
-from tests.k8s.fake import BAD_INPUT, HANG, OOM, FakeCluster, Outcome, compress, step_yamls, write_workflow
-
+from tests.k8s.fake import (
+    BAD_INPUT,
+    HANG,
+    OOM,
+    FakeCluster,
+    Outcome,
+    compress,
+    step_yamls,
+    write_workflow,
+)
 
 GRANTED = {(g, r, v) for g, r, verbs in rbac.RULES for v in verbs}
 JOB = {s: f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition")}
@@ -401,6 +409,10 @@ def test_an_invalid_plan_stops_before_any_call(
 
 
 def test_a_folder_without_plan_or_with_a_step_job_missing(tmp_path: Path, cluster: FakeCluster, yamls: Path) -> None:
+    hex_job = (yamls / "hex-job.yaml").read_text()
+    (yamls / "hex-job.yaml").write_text(hex_job + "---\n" + hex_job)
+    with pytest.raises(UsageError, match=r"hex-job.yaml: expected the one Job of step 'hex', found 2 Jobs"):
+        run(cluster, yamls)
     (yamls / "hex-job.yaml").unlink()
     with pytest.raises(UsageError, match="the plan has a step 'hex' but there is no hex-job.yaml"):
         run(cluster, yamls)
