@@ -270,3 +270,40 @@ def test_failing_step_names_step_and_keeps_finished_outputs(tmp_path: Path) -> N
     # what earlier runs finished is still there; the failed run gave its lease back
     assert (root / "countries.pmtiles").exists() and (root / "countries.parquet").exists()
     assert not (root / "countries" / "_cng" / "lease.json").exists()
+
+
+@pytest.mark.slow
+def test_the_runner_schedules_from_the_plan_not_from_the_step_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps declared backwards (and every re-built plan too): the order still comes from
+    depends_on, each step reads step.inputs, and the result is the same."""
+    from cng_datasets.plan import Plan
+
+    real = local.build_plan
+    built: list[Plan] = []
+
+    def backwards(cfg: WorkflowConfig, features: int | None) -> Plan:
+        plan = real(cfg, features)
+        built.append(Plan(plan.config, plan.chunking, tuple(reversed(plan.steps))))
+        return built[-1]
+
+    monkeypatch.setattr(local, "build_plan", backwards)
+    cfg = config(str(tmp_path / "out"), chunk_size=50)
+    rec = Recorder()
+    summary = local.run_local(cfg, workers=1, on_event=rec)
+    assert [p.data["features"] for p in rec.of("plan")] == [None, 177]
+    assert built[-1].step("hex").completions == 4  # refined: 177 features in chunks of 50
+    order = [(e.kind, e.step) for e in rec.events if e.kind in ("step-started", "step-finished")]
+    assert order[:2] == [("step-started", "convert"), ("step-finished", "convert")]
+    assert order[-2:] == [("step-started", "repartition"), ("step-finished", "repartition")]
+    hex_done = order.index(("step-finished", "hex"))
+    assert all(order.index(("step-started", s)) > 1 for s in ("pmtiles", "hex"))
+    assert order.index(("step-started", "repartition")) > hex_done
+    assert sorted(e.chunk for e in rec.of("chunk-finished")) == [0, 1, 2, 3]
+    assert [s.name for s in summary.steps] == ["repartition", "hex", "pmtiles", "convert"]  # plan order
+    assert validate_dataset(cfg.root_url, "countries").ok
+    # resumed from the markers whatever the declaration order
+    again = Recorder()
+    local.run_local(cfg, workers=1, on_event=again)
+    assert not again.of("step-started") and len(again.of("step-skipped")) == 4

@@ -1,18 +1,24 @@
-"""The chunking rule and the plan: every feature covered, bounded fan-out, exact argv."""
+"""The chunking rule and the plan: every feature covered, bounded fan-out, exact argv; the DAG
+(order, readiness, refusal of cycles and unknown dependencies) and its JSON round trip."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import pytest
 
-from cng_datasets.config import WorkflowConfig
+from cng_datasets.config import Resources, WorkflowConfig
+from cng_datasets.errors import UsageError
 from cng_datasets.plan import (
     FALLBACK_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
+    PLAN_FORMAT,
     PMTILES_WAIT_FOR_INPUT,
     PROGRAM,
+    Plan,
+    Step,
     build_plan,
     choose_chunking,
 )
@@ -115,3 +121,94 @@ def test_plan_with_unknown_count_and_several_sources() -> None:
     assert plan.step("hex").completions == 200
     argv = plan.step("convert").argv
     assert argv[argv.index("--") + 1 :] == ("s3://a/x.gpkg", "-starts-with-dash.gpkg", "s3://public-wdpa/wdpa/2024.parquet")
+
+
+# ---- the DAG -----------------------------------------------------------------------------------
+
+
+def _steps(**deps: tuple[str, ...]) -> tuple[Step, ...]:
+    return tuple(Step(name, (PROGRAM, name), Resources(), depends_on=d) for name, d in deps.items())
+
+
+def test_the_plan_is_a_dag_in_dependency_order() -> None:
+    plan = build_plan(_config(), 1_000_000)
+    assert [s.name for s in plan.order()] == ["convert", "pmtiles", "hex", "repartition"]
+    assert [s.name for s in plan.ready(set())] == ["convert"]
+    assert [s.name for s in plan.ready({"convert"})] == ["pmtiles", "hex"]
+    assert [s.name for s in plan.ready({"convert", "hex"})] == ["pmtiles", "repartition"]
+    assert plan.ready(set(plan.names)) == ()
+    assert [s.name for s in plan.dependents("convert")] == ["pmtiles", "hex"]
+    c = plan.config
+    assert plan.step("convert").inputs == c.source_urls
+    assert all(plan.step(s).inputs == (c.parquet_url,) for s in ("pmtiles", "hex", "repartition"))
+    assert plan.step("hex").consumed and not plan.step("repartition").consumed
+
+
+def test_declaration_order_does_not_matter() -> None:
+    built = build_plan(_config(), 1000)
+    shuffled = Plan(built.config, built.chunking, tuple(reversed(built.steps)))
+    assert [s.name for s in shuffled.order()] == ["convert", "hex", "pmtiles", "repartition"]
+    plan = Plan(built.config, built.chunking, _steps(d=("b", "c"), c=("a",), b=("a",), a=()))
+    assert [s.name for s in plan.order()] == ["a", "c", "b", "d"]  # peers in declaration order
+
+
+@pytest.mark.parametrize(
+    ("deps", "match"),
+    [
+        ({"a": ("b",), "b": ("a",)}, "the dependencies of a, b form a cycle"),
+        ({"a": (), "b": ("c",), "c": ("b",), "d": ("a",)}, "the dependencies of b, c form a cycle"),
+        ({"a": ("a",)}, "of a form a cycle"),
+        ({"a": (), "b": ("missing",)}, "step 'b' depends on 'missing', which is not a step of the plan"),
+    ],
+)
+def test_an_invalid_dag_is_refused(deps: dict[str, tuple[str, ...]], match: str) -> None:
+    built = build_plan(_config(), 1000)
+    with pytest.raises(UsageError, match=match):
+        Plan(built.config, built.chunking, _steps(**deps))
+
+
+def test_two_steps_of_one_name_are_refused() -> None:
+    built = build_plan(_config(), 1000)
+    with pytest.raises(UsageError, match="two steps named 'a'"):
+        Plan(built.config, built.chunking, (*_steps(a=()), *_steps(a=())))
+
+
+@pytest.mark.parametrize("count", [None, 0, 1_000_000])
+def test_json_round_trip(count: int | None) -> None:
+    cfg = _config(
+        layer="it's \"a\" layer", max_zoom=9, chunk_size=777, lat_column="lat", lon_column="lon",
+        resources={"hex": Resources(cpu="3", memory="1Gi", ephemeral_storage="2Gi")}, parent_resolutions=(5, 0),
+    )
+    plan = build_plan(cfg, count)
+    text = plan.to_json()
+    again = Plan.from_json(text)
+    assert again == plan
+    assert isinstance(again.config.source_urls, tuple) and isinstance(again.steps[0].argv, tuple)
+    assert again.config.resources["hex"] == Resources(cpu="3", memory="1Gi", ephemeral_storage="2Gi")
+    assert again.to_json() == text
+    assert json.loads(text)["format"] == PLAN_FORMAT
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("{", "not a plan: not JSON"),
+        ("[]", "not a plan of format 1"),
+        ('{"format": 99, "steps": []}', r"not a plan of format 1 \(format: 99\)"),
+        ('{"format": 1, "steps": []}', "not a valid plan: KeyError"),
+    ],
+)
+def test_a_broken_plan_file_is_one_usage_error(text: str, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        Plan.from_json(text)
+
+
+def test_a_plan_file_with_an_unknown_field_or_a_cycle_is_refused() -> None:
+    doc = json.loads(build_plan(_config(), 10).to_json())
+    doc["steps"][0]["retries"] = 3
+    with pytest.raises(UsageError, match="unknown field"):
+        Plan.from_json(json.dumps(doc))
+    doc = json.loads(build_plan(_config(), 10).to_json())
+    doc["steps"][0]["depends_on"] = ["repartition"]
+    with pytest.raises(UsageError, match="form a cycle"):
+        Plan.from_json(json.dumps(doc))

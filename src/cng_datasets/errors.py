@@ -99,3 +99,54 @@ class RenamedColumnWarning(CngWarning):
 
 class CountFallbackWarning(CngWarning):
     """Features could not be counted; default chunking is used (the last chunk reads to the end)."""
+
+
+# ---- errors of the runners (local.py, k8s/) ------------------------------------------------------
+
+
+class StepFailedError(CngError):
+    """A step (or one hex chunk) of a local run exited non-zero.
+
+    ``step`` and ``chunk`` name it, ``returncode`` is the subprocess's exit code, ``detail`` its
+    last stderr line and ``log`` the file holding its whole stderr. The exit code of ``run`` is the
+    step's: 65 (bad input) when the step exited 65, 1 otherwise.
+    """
+
+    def __init__(self, step: str, chunk: int | None, returncode: int, detail: str, log: str | None) -> None:
+        self.step = step
+        self.chunk = chunk
+        self.returncode = returncode
+        self.detail = detail
+        self.log = log
+        self.exit_code = EXIT_BAD_INPUT if returncode == EXIT_BAD_INPUT else EXIT_FAILURE
+        where = step if chunk is None else f"{step} chunk {chunk}"
+        how = f"exit {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
+        text = f"step {where} failed ({how}): {detail or 'no error message'}"
+        if log:
+            text += f" [log: {log}]"
+        super().__init__(text)
+
+
+class StaleJobError(ClusterError):
+    """A Job of the workflow's name exists but runs other settings than the YAML (spec-hash).
+
+    Exit 65: running the orchestrator again cannot help until the Job is replaced.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class NotFound(ClusterError):
+    """The object does not exist (HTTP 404)."""
+
+
+class AlreadyExists(ClusterError):
+    """An object with that name already exists (HTTP 409 on create)."""
+
+
+class Forbidden(ClusterError):
+    """The credentials lack a permission (HTTP 403)."""
+
+
+class NamespaceMissing(ClusterError):
+    """The namespace does not exist."""

@@ -4,19 +4,22 @@ The runner executes exactly the argv of the plan, each step as a subprocess (``c
 resolved to ``python -m cng_datasets`` of the running interpreter so any virtualenv works; nothing
 else in the argv is rewritten). What a pod runs in the cluster is what runs here.
 
-Order and parallelism::
+Order and parallelism come from the plan's DAG (``depends_on``; nothing here names a step)::
 
     convert ──┬── pmtiles ──────────────────┐
               └── hex chunk 0..n-1 ── repartition
 
-- ``convert`` runs first and alone. The plan is then built *again* with the exact feature count
-  read from the GeoParquet's metadata (``read_dataset_info``): :func:`~cng_datasets.plan.build_plan`
-  is pure, so the second call only refines the hex chunking, and every other argv is unchanged.
-  This is better than probing the source: the count is exact and costs nothing.
-- ``pmtiles`` and the hex chunks then share ``workers`` process slots (default
-  :func:`cng_datasets.limits.cpu_count`): pmtiles takes one slot as soon as it may start, hex chunks
-  fill the others (at least one), so on 2 CPUs pmtiles and one chunk run side by side and hex gets
-  both slots once pmtiles ends. ``repartition`` starts when every chunk is done.
+- A step is decided (skipped or run) when every step it depends on is done, so ``convert`` runs
+  first and alone. Before the first indexed step (hex) starts, the plan is built *again* with the
+  exact feature count read from its input GeoParquet's metadata (``read_dataset_info``):
+  :func:`~cng_datasets.plan.build_plan` is pure, so the second call only refines the hex
+  chunking, and every other argv is unchanged. This is better than probing the source: the
+  count is exact and costs nothing.
+- Steps share ``workers`` process slots (default :func:`cng_datasets.limits.cpu_count`): a single
+  step (pmtiles) takes one slot as soon as it may start, the indexes of an indexed step (hex
+  chunks) fill the others, so on 2 CPUs pmtiles and one chunk run side by side and hex gets both
+  slots once pmtiles ends. ``repartition`` starts when every chunk is done. Each step reads
+  ``step.inputs``, whose identities its marker records.
 
 Resuming: when a step succeeds the runner writes a marker ``<root>/<dataset>/_cng/<step>.json``
 (atomically, through :mod:`cng_datasets.storage`; see :mod:`cng_datasets.markers`) with the step's
@@ -64,7 +67,7 @@ from typing import Any
 
 from cng_datasets import children, destination, limits, storage
 from cng_datasets.config import WorkflowConfig
-from cng_datasets.errors import EXIT_BAD_INPUT, CngError
+from cng_datasets.errors import StepFailedError
 from cng_datasets.lease import Lease, describe
 from cng_datasets.lease import acquire as acquire_lease
 from cng_datasets.markers import (
@@ -83,33 +86,14 @@ from cng_datasets.plan import Plan, Step, build_plan
 from cng_datasets.progress import Event, EventCallback
 from cng_datasets.steps.repartition import success_url
 
+__all__ = [
+    "OutputInfo", "RunSummary", "StepFailedError", "StepResult", "clean", "describe_outputs", "resolve_argv", "run_local",
+]
+
 #: Seconds between two polls of the running subprocesses.
 POLL_SECONDS = 0.05
 #: Seconds a terminated subprocess gets before it is killed.
 TERMINATE_GRACE = 5.0
-
-
-class StepFailedError(CngError):
-    """A step (or one hex chunk) of a local run exited non-zero.
-
-    ``step`` and ``chunk`` name it, ``returncode`` is the subprocess's exit code, ``detail`` its
-    last stderr line and ``log`` the file holding its whole stderr. The exit code of ``run`` is the
-    step's: 65 (bad input) when the step exited 65, 1 otherwise.
-    """
-
-    def __init__(self, step: str, chunk: int | None, returncode: int, detail: str, log: str | None) -> None:
-        self.step = step
-        self.chunk = chunk
-        self.returncode = returncode
-        self.detail = detail
-        self.log = log
-        self.exit_code = EXIT_BAD_INPUT if returncode == EXIT_BAD_INPUT else 1
-        where = step if chunk is None else f"{step} chunk {chunk}"
-        how = f"exit {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
-        text = f"step {where} failed ({how}): {detail or 'no error message'}"
-        if log:
-            text += f" [log: {log}]"
-        super().__init__(text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,11 +135,9 @@ class RunSummary:
     log_dir: str | None
 
 
-def _step_inputs(plan: Plan, step: Step) -> list[str]:
-    c = plan.config
-    if step.name == "convert":
-        return list(c.source_urls)
-    return [c.parquet_url]
+def _published_outputs(config: WorkflowConfig) -> frozenset[str]:
+    """Outputs that are complete only with their completion marker ``<url>/_SUCCESS.json``."""
+    return frozenset({config.hex_url})
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +152,32 @@ _Task = children.Task
 # The runner
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """Whether a step is skipped, why, and the identities of its inputs (what its marker records)."""
+
+    skip: bool
+    why: str
+    inputs: dict[str, Any]
+
+
+@dataclass
+class _Fanout:
+    """An indexed step being run: the indexes still to start, how many ran / were done before."""
+
+    step: Step
+    inputs: dict[str, Any]
+    pending: list[int]
+    started: float
+    ran: int = 0
+    skipped: int = 0
+
+
 class _Runner:
+    """Schedules a plan's steps from their ``depends_on``: a step is decided (skipped or run)
+    when every step it depends on is done; single steps take a slot each, in plan order, and the
+    indexes of an indexed step fill the free slots."""
+
     def __init__(
         self,
         config: WorkflowConfig,
@@ -190,6 +197,12 @@ class _Runner:
         self.results: dict[str, StepResult] = {}
         self.running: list[_Task] = []
         self.lease = lease
+        self.done: set[str] = set()  # finished or skipped
+        self.begun: set[str] = set()  # decided
+        self.decisions: dict[str, _Decision] = {}
+        self.queue: list[Step] = []  # single steps waiting for a slot
+        self.fanouts: dict[str, _Fanout] = {}
+        self.plan: Plan  # set by run()
 
     def emit(self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", **data: Any) -> None:
         if self.on_event is not None:
@@ -197,16 +210,15 @@ class _Runner:
 
     # ---- markers ------------------------------------------------------------------------
 
-    def _marker_ok(self, plan: Plan, step: Step, inputs: dict[str, Any] | None = None) -> tuple[bool, str]:
-        """Whether ``step`` may be skipped, and why. ``inputs``: the current input identities, when
-        already known (they are what the step's marker will record if it runs)."""
+    def _marker_ok(self, step: Step, inputs: dict[str, Any]) -> tuple[bool, str]:
+        """Whether ``step`` may be skipped, and why. ``inputs``: the current input identities
+        (what the step's marker will record if it runs)."""
         marker = read_marker(marker_url(self.config, step.name))
         if marker is None:
             return False, "no marker"
         if tuple(marker.get("argv", ())) != step.argv:
             return False, "its command changed"
-        for url in _step_inputs(plan, step):
-            now = inputs[url] if inputs is not None and url in inputs else identity(url)
+        for url, now in inputs.items():
             if now is None:
                 return False, f"cannot tell whether input {url} changed"
             if marker.get("inputs", {}).get(url) != now:
@@ -215,11 +227,12 @@ class _Runner:
             recorded = marker.get("outputs", {}).get(url)
             if not present(url) or (recorded is not None and recorded != identity(url)):
                 return False, f"output {url} is missing or changed"
-        if step.name == "repartition" and not hex_published(self.config.hex_url):
-            return False, f"output {self.config.hex_url} has no completion marker (_SUCCESS.json)"
+        for url in _published_outputs(self.config).intersection(step.outputs):
+            if not hex_published(url):
+                return False, f"output {url} has no completion marker (_SUCCESS.json)"
         return True, f"done in an earlier run ({marker.get('seconds', 0):.1f} s)"
 
-    def _finish_marker(self, plan: Plan, step: Step, seconds: float, inputs: dict[str, Any]) -> None:
+    def _finish_marker(self, step: Step, seconds: float, inputs: dict[str, Any]) -> None:
         write_marker(
             marker_url(self.config, step.name),
             {
@@ -231,6 +244,28 @@ class _Runner:
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         )
+
+    def _decide(self, step: Step) -> _Decision:
+        """Skip or run ``step`` (once per run). A consumed step (hex, whose chunks repartition
+        deletes) is not needed when every step depending on it is done."""
+        if step.name in self.decisions:
+            return self.decisions[step.name]
+        # the inputs' identities before the step reads them: what its marker records
+        inputs = {u: identity(u) for u in step.inputs}
+        after = self.plan.dependents(step.name)
+        if self.force:
+            decision = _Decision(False, "", inputs)
+        elif step.consumed and after and all(self._decide(s).skip for s in after):
+            decision = _Decision(True, f"not needed: {', '.join(s.name for s in after)} is done", inputs)
+        else:
+            decision = _Decision(*self._marker_ok(step, inputs), inputs)
+        if not decision.skip:
+            # un-publish an earlier run's output at once (its source may have changed); the step
+            # removes its stale files after writing the new ones
+            for url in _published_outputs(self.config).intersection(step.outputs):
+                storage.delete(success_url(url))
+        self.decisions[step.name] = decision
+        return decision
 
     # ---- process pool -------------------------------------------------------------------
 
@@ -273,187 +308,160 @@ class _Runner:
             t.close()
         self.running.clear()
 
-    def _task(self, step: Step, chunk: int | None) -> _Task:
+    def _start(self, step: Step, chunk: int | None) -> None:
         argv = resolve_argv(step.argv_for_index(chunk) if chunk is not None else step.argv)
         name = step.name if chunk is None else f"{step.name}.{chunk:05d}"
-        return _Task(step, chunk, argv, self.log_dir / name)
-
-    # ---- steps --------------------------------------------------------------------------
-
-    def run_convert(self, plan: Plan) -> None:
-        step = plan.step("convert")
-        # the sources' identities before convert reads them: what its marker records
-        inputs = {u: identity(u) for u in _step_inputs(plan, step)}
-        ok, why = (False, "") if self.force else self._marker_ok(plan, step, inputs)
-        if ok:
-            self._skip(step, why)
-            return
-        self.emit("step-started", "convert")
-        task = self._task(step, None)
+        task = _Task(step, chunk, argv, self.log_dir / name)
         task.start(self.env)
         self.running.append(task)
-        while not self._poll():
-            time.sleep(POLL_SECONDS)
-        seconds = time.monotonic() - task.started
-        self._finish_marker(plan, step, seconds, inputs)
-        self.results["convert"] = StepResult("convert", "ran", seconds, step.argv)
-        self.emit("step-finished", "convert", seconds=seconds)
 
-    def _skip(self, step: Step, why: str, seconds: float | None = None) -> None:
-        if seconds is None:
-            marker = read_marker(marker_url(self.config, step.name)) or {}
-            seconds = float(marker.get("seconds", 0.0))
-        self.results[step.name] = StepResult(step.name, "skipped", seconds, step.argv)
-        self.emit("step-skipped", step.name, message=why)
+    # ---- scheduling ---------------------------------------------------------------------
 
-    def run_rest(self, plan: Plan) -> None:
-        """pmtiles in parallel with the hex chunks, then repartition."""
-        pm, hx, rp = plan.step("pmtiles"), plan.step("hex"), plan.step("repartition")
-        c = self.config
-        parquet_id = identity(c.parquet_url)
-        ids = {c.parquet_url: parquet_id}
-
-        pm_todo = True
-        if not self.force:
-            ok, why = self._marker_ok(plan, pm, ids)
-            if ok:
-                self._skip(pm, why)
-                pm_todo = False
-
-        rp_todo, hex_todo = True, True
-        if not self.force:
-            ok, why = self._marker_ok(plan, rp, ids)
-            if ok:
-                self._skip(rp, why)
-                rp_todo = False
-                self._skip(hx, "not needed: repartition is done", seconds=self._marker_seconds("hex"))
-                hex_todo = False
-            else:
-                ok, why = self._marker_ok(plan, hx, ids)
-                if ok:
-                    self._skip(hx, why)
-                    hex_todo = False
-
-        pending_chunks: list[int] = []
-        if hex_todo:
-            pending_chunks = self._prepare_chunks(plan, hx, parquet_id)
-        if rp_todo:
-            # un-publish the hex output of an earlier run at once (its source may have changed);
-            # repartition removes its stale files after writing the new ones
-            storage.delete(success_url(c.hex_url))
-
-        pm_task: _Task | None = None
-        rp_task: _Task | None = None
-        hex_start = time.monotonic()
-        hex_done = not hex_todo
-        chunks_run = 0
-        if hex_todo:
-            self.emit("step-started", "hex")
-            if not pending_chunks:  # every chunk was done in an earlier run
-                self._finish_hex(plan, hx, hex_start, chunks_run, parquet_id)
-                hex_done = True
-
-        def hex_running() -> bool:
-            return any(x.step.name == "hex" for x in self.running)
-
+    def run(self, plan: Plan) -> Plan:
+        """Run ``plan`` to the end; return it as refined with the exact feature count."""
+        self.plan = plan
+        self._plan_event(None)
         while True:
-            # Start what may start. pmtiles first: it is usually the longest single task.
-            if pm_todo and pm_task is None and len(self.running) < self.workers:
-                self.emit("step-started", "pmtiles")
-                pm_task = self._task(pm, None)
-                pm_task.start(self.env)
-                self.running.append(pm_task)
-            while pending_chunks and len(self.running) < self.workers:
-                i = pending_chunks.pop(0)
-                t = self._task(hx, i)
-                t.start(self.env)
-                self.running.append(t)
-                self.emit("chunk-started", "hex", i)
-            if rp_todo and rp_task is None and hex_done and len(self.running) < self.workers:
-                self.emit("step-started", "repartition")
-                rp_task = self._task(rp, None)
-                rp_task.start(self.env)
-                self.running.append(rp_task)
-
+            self._begin_ready()
+            self._fill_slots()
             if not self.running:
-                break
+                assert len(self.done) == len(self.plan.steps), "a step can never start"
+                return self.plan
             time.sleep(POLL_SECONDS)
             for t in self._poll():
-                seconds = time.monotonic() - t.started
-                if t is pm_task:
-                    self._finish_marker(plan, pm, seconds, {c.parquet_url: parquet_id})
-                    self.results["pmtiles"] = StepResult("pmtiles", "ran", seconds, pm.argv)
-                    self.emit("step-finished", "pmtiles", seconds=seconds)
-                elif t is rp_task:
-                    self._finish_marker(plan, rp, seconds, {c.parquet_url: parquet_id})
-                    self.results["repartition"] = StepResult("repartition", "ran", seconds, rp.argv)
-                    self.emit("step-finished", "repartition", seconds=seconds)
-                else:
-                    chunks_run += 1
-                    stats = chunk_stats(chunk_done_markers(c.chunks_url).get(t.chunk if t.chunk is not None else -1))
-                    self.emit("chunk-finished", "hex", t.chunk, seconds=seconds, **stats)
-                    if not pending_chunks and not hex_running():
-                        self._finish_hex(plan, hx, hex_start, chunks_run, parquet_id)
-                        hex_done = True
+                self._ended(t)
 
-    def _marker_seconds(self, name: str) -> float:
-        return float((read_marker(marker_url(self.config, name)) or {}).get("seconds", 0.0))
+    def _begin_ready(self) -> None:
+        """Decide every step whose dependencies are done (skipping one may make others ready)."""
+        while True:
+            ready = [s for s in self.plan.ready(self.done) if s.name not in self.begun]
+            if not ready:
+                return
+            self._refine_chunking(ready)
+            for step in ready:
+                self.begun.add(step.name)
+                self._begin(self.plan.step(step.name))
 
-    def _prepare_chunks(self, plan: Plan, hx: Step, parquet_id: Any) -> list[int]:
-        """The chunk indices still to run; empties the chunks prefix when it cannot be resumed."""
-        c = self.config
-        session_url = marker_url(c, "hex-chunks")
+    def _refine_chunking(self, ready: list[Step]) -> None:
+        """Before an indexed step starts, build the plan again with the exact feature count of its
+        input (the GeoParquet's metadata): build_plan is pure, only the chunking changes."""
+        fan_in = next((s for s in ready if s.indexed), None)
+        if fan_in is None or self.plan.chunking.feature_count is not None:
+            return
+        from cng_datasets.steps.convert import read_dataset_info
+
+        features = int(read_dataset_info(fan_in.inputs[0])["feature_count"])
+        self.plan = build_plan(self.config, features)
+        self._plan_event(features)
+
+    def _begin(self, step: Step) -> None:
+        decision = self._decide(step)
+        if decision.skip:
+            self._skip(step, decision.why)
+        elif step.indexed:
+            self._begin_fanout(step, decision.inputs)
+        else:
+            self.queue.append(step)
+
+    def _fill_slots(self) -> None:
+        """Single steps first (pmtiles is usually the longest task), then the pending indexes."""
+        while self.queue and len(self.running) < self.workers:
+            step = self.queue.pop(0)
+            self.emit("step-started", step.name)
+            self._start(step, None)
+        for fan in self.fanouts.values():
+            while fan.pending and len(self.running) < self.workers:
+                i = fan.pending.pop(0)
+                self._start(fan.step, i)
+                self.emit("chunk-started", fan.step.name, i)
+
+    def _ended(self, t: _Task) -> None:
+        seconds = time.monotonic() - t.started
+        step = t.step
+        if t.chunk is None:
+            self._finish_marker(step, seconds, self.decisions[step.name].inputs)
+            self.results[step.name] = StepResult(step.name, "ran", seconds, step.argv)
+            self.emit("step-finished", step.name, seconds=seconds)
+            self.done.add(step.name)
+            return
+        fan = self.fanouts[step.name]
+        fan.ran += 1
+        stats = chunk_stats(chunk_done_markers(step.outputs[0]).get(t.chunk))
+        self.emit("chunk-finished", step.name, t.chunk, seconds=seconds, **stats)
+        if not fan.pending and not any(x.step.name == step.name for x in self.running):
+            self._finish_fanout(fan)
+
+    def _skip(self, step: Step, why: str) -> None:
+        marker = read_marker(marker_url(self.config, step.name)) or {}
+        seconds = float(marker.get("seconds", 0.0))
+        self.results[step.name] = StepResult(step.name, "skipped", seconds, step.argv)
+        self.emit("step-skipped", step.name, message=why)
+        self.done.add(step.name)
+
+    # ---- indexed steps ------------------------------------------------------------------
+
+    def _begin_fanout(self, step: Step, inputs: dict[str, Any]) -> None:
+        fan = _Fanout(step, inputs, [], time.monotonic())
+        done = self._resumable_indexes(step, inputs)
+        for i in range(step.completions):
+            if i in done:
+                fan.skipped += 1
+                self.emit("chunk-skipped", step.name, i, **chunk_stats(done[i]))
+            else:
+                fan.pending.append(i)
+        self.emit("step-started", step.name)
+        self.fanouts[step.name] = fan
+        if not fan.pending:  # every index was done in an earlier run
+            self._finish_fanout(fan)
+
+    def _resumable_indexes(self, step: Step, inputs: dict[str, Any]) -> dict[int, str]:
+        """The done markers of the indexes an earlier run finished, by index. They count only if
+        that run had the same argv and inputs (``_cng/<step>-chunks.json``, written before the
+        first index starts); otherwise the step's output prefix is emptied first."""
+        session_url = marker_url(self.config, f"{step.name}-chunks")
         session = None if self.force else read_marker(session_url)
         resumable = (
             session is not None
-            and parquet_id is not None
-            and tuple(session.get("argv", ())) == hx.argv
-            and session.get("inputs", {}).get(c.parquet_url) == parquet_id
+            and all(v is not None for v in inputs.values())
+            and tuple(session.get("argv", ())) == step.argv
+            and session.get("inputs", {}) == inputs
         )
-        if not resumable:
-            storage.delete_prefix(c.chunks_url)
-            write_marker(session_url, {"step": "hex", "argv": list(hx.argv), "inputs": {c.parquet_url: parquet_id}})
-            done: dict[int, str] = {}
-        else:
-            done = chunk_done_markers(c.chunks_url)
-        pending = []
-        self._chunks_skipped = 0
-        for i in range(hx.completions):
-            if i in done:
-                self._chunks_skipped += 1
-                self.emit("chunk-skipped", "hex", i, **chunk_stats(done[i]))
-            else:
-                pending.append(i)
-        return pending
+        if resumable:
+            return chunk_done_markers(step.outputs[0])
+        storage.delete_prefix(step.outputs[0])
+        write_marker(session_url, {"step": step.name, "argv": list(step.argv), "inputs": inputs})
+        return {}
 
-    def _finish_hex(self, plan: Plan, hx: Step, started: float, chunks_run: int, parquet_id: Any) -> None:
-        done = chunk_done_markers(self.config.chunks_url)
-        missing = [i for i in range(hx.completions) if i not in done]
+    def _finish_fanout(self, fan: _Fanout) -> None:
+        step = fan.step
+        done = chunk_done_markers(step.outputs[0])
+        missing = [i for i in range(step.completions) if i not in done]
         if missing:
             raise StepFailedError(
-                "hex", missing[0], 1,
+                step.name, missing[0], 1,
                 f"chunk(s) {', '.join(map(str, missing[:5]))} exited 0 but left no completion marker "
-                f"under {storage.join(self.config.chunks_url, DONE_DIR)}",
+                f"under {storage.join(step.outputs[0], DONE_DIR)}",
                 None,
             )
-        seconds = time.monotonic() - started
-        self._finish_marker(plan, hx, seconds, {self.config.parquet_url: parquet_id})
-        self.results["hex"] = StepResult(
-            "hex", "ran", seconds, hx.argv, chunks_run=chunks_run, chunks_skipped=getattr(self, "_chunks_skipped", 0)
+        seconds = time.monotonic() - fan.started
+        self._finish_marker(step, seconds, fan.inputs)
+        self.results[step.name] = StepResult(
+            step.name, "ran", seconds, step.argv, chunks_run=fan.ran, chunks_skipped=fan.skipped
         )
-        self.emit("step-finished", "hex", seconds=seconds)
+        self.emit("step-finished", step.name, seconds=seconds)
+        self.done.add(step.name)
 
-
-def _plan_event(runner: _Runner, plan: Plan, features: int | None) -> None:
-    runner.emit(
-        "plan",
-        steps=list(plan.names),
-        chunks=plan.chunking.completions if features is not None else None,
-        chunk_size=plan.chunking.chunk_size,
-        features=features,
-        workers=runner.workers,
-        root=plan.config.root_url,
-    )
+    def _plan_event(self, features: int | None) -> None:
+        plan = self.plan
+        self.emit(
+            "plan",
+            steps=list(plan.names),
+            chunks=plan.chunking.completions if features is not None else None,
+            chunk_size=plan.chunking.chunk_size,
+            features=features,
+            workers=self.workers,
+            root=plan.config.root_url,
+        )
 
 
 #: ``run --force``'s clean-up (kept here for callers of the former name).
@@ -553,19 +561,11 @@ def _run_leased(
     runner = _Runner(config, force, n_workers, on_event, env, logs, lease)
 
     try:
-        plan = build_plan(config, None)
-        _plan_event(runner, plan, None)
-        runner.run_convert(plan)
-
-        from cng_datasets.steps.convert import read_dataset_info
-
-        features = int(read_dataset_info(config.parquet_url)["feature_count"])
-        plan = build_plan(config, features)  # pure: only the hex chunking changes
-        _plan_event(runner, plan, features)
-        runner.run_rest(plan)
+        plan = runner.run(build_plan(config, None))
     except BaseException:
         runner.stop_all()
         raise
+    features = plan.chunking.feature_count
     outputs = describe_outputs(config, features)
     steps = [runner.results[n] for n in plan.names if n in runner.results]
     if temp_logs:

@@ -4,7 +4,8 @@
 ``None`` when counting failed) into a :class:`Plan`: the exact ``cng-datasets <step>`` argv of each
 step, its resources, its dependencies and its fan-out. The Kubernetes manifest writer, the local
 runner and the in-cluster orchestrator all read this one plan, so what runs on a laptop is what
-runs in a pod. Building a plan does no I/O.
+runs in a pod. Building a plan does no I/O. A plan is a DAG (:meth:`Plan.order`, :meth:`Plan.ready`)
+and travels as JSON (:meth:`Plan.to_json`: the ``plan.json`` beside the Kubernetes manifests).
 
     convert ──┬── pmtiles ──────────────┐
               └── hex (indexed) ── repartition
@@ -12,10 +13,17 @@ runs in a pod. Building a plan does no I/O.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import types
+import typing
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import Any
 
 from cng_datasets.config import Resources, WorkflowConfig
+from cng_datasets.errors import UsageError
 
 PROGRAM = "cng-datasets"
 
@@ -84,12 +92,16 @@ def choose_chunking(
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the plan.
+    """One step of the plan: a node of the DAG.
 
-    ``argv`` is the complete command (``cng-datasets <step> …``). For an indexed step
-    (``completions > 1`` or ``indexed``), each index ``i`` runs :meth:`argv_for_index`; in a
-    Kubernetes Indexed Job the index arrives as ``JOB_COMPLETION_INDEX`` instead, which the hex
-    command reads when ``--chunk-id`` is absent.
+    ``argv`` is the complete command (``cng-datasets <step> …``). ``inputs`` are the durable data
+    the step reads (what a completion marker records the identity of) and ``outputs`` what it
+    writes; an intermediate product a later step consumes and deletes (hex chunks) reaches that
+    step through ``depends_on`` only, and its producer is ``consumed``: once every step that
+    depends on it is done, it is not needed. For an indexed step (fan-out), each index ``i`` of
+    ``completions`` (``parallelism`` at once) runs :meth:`argv_for_index`; in a Kubernetes Indexed
+    Job the index arrives as ``JOB_COMPLETION_INDEX`` instead, which the hex command reads when
+    ``--chunk-id`` is absent.
     """
 
     name: str
@@ -99,7 +111,9 @@ class Step:
     indexed: bool = False
     completions: int = 1
     parallelism: int = 1
+    inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    consumed: bool = False
 
     def argv_for_index(self, index: int) -> tuple[str, ...]:
         """The argv for index ``index`` of an indexed step (plain argv otherwise)."""
@@ -110,11 +124,16 @@ class Step:
 
 @dataclass(frozen=True)
 class Plan:
-    """The steps of one dataset's workflow, in a valid execution order."""
+    """The steps of one dataset's workflow: a DAG through ``depends_on``, checked on creation
+    (unique names, known dependencies, no cycle). ``steps`` may come in any order; :meth:`order`
+    and :meth:`ready` give what a scheduler needs."""
 
     config: WorkflowConfig
     chunking: Chunking
     steps: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        self.order()  # raises UsageError for an invalid DAG
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -125,6 +144,114 @@ class Plan:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.steps)
+
+    def dependents(self, name: str) -> tuple[Step, ...]:
+        """The steps that depend on ``name`` directly."""
+        return tuple(s for s in self.steps if name in s.depends_on)
+
+    def ready(self, done: AbstractSet[str]) -> tuple[Step, ...]:
+        """The steps not in ``done`` whose dependencies all are, in declaration order."""
+        return tuple(s for s in self.steps if s.name not in done and all(d in done for d in s.depends_on))
+
+    def order(self) -> tuple[Step, ...]:
+        """Every step after its dependencies (peers in declaration order).
+
+        Raises :class:`~cng_datasets.errors.UsageError` on a duplicate name, a dependency that is
+        not a step, or a cycle.
+        """
+        seen: set[str] = set()
+        for s in self.steps:
+            if s.name in seen:
+                raise UsageError(f"the plan has two steps named {s.name!r}")
+            seen.add(s.name)
+        for s in self.steps:
+            for dep in s.depends_on:
+                if dep not in seen:
+                    raise UsageError(f"step {s.name!r} depends on {dep!r}, which is not a step of the plan")
+        out: list[Step] = []
+        done: set[str] = set()
+        while len(out) < len(self.steps):
+            ready = self.ready(done)
+            if not ready:
+                left = sorted(seen - done)
+                raise UsageError(f"the dependencies of {', '.join(left)} form a cycle")
+            out.extend(ready)
+            done.update(s.name for s in ready)
+        return tuple(out)
+
+    # ---- serialisation --------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """The plan as JSON (``{"format": PLAN_FORMAT, "config", "chunking", "steps"}``): what
+        ``workflow`` writes as ``plan.json`` for the in-cluster orchestrator."""
+        doc = {
+            "format": PLAN_FORMAT,
+            "config": _jsonable(self.config),
+            "chunking": _jsonable(self.chunking),
+            "steps": [_jsonable(s) for s in self.steps],
+        }
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """The plan of :meth:`to_json`; :class:`~cng_datasets.errors.UsageError` when ``text`` is
+        not one (not JSON, another format version, missing or wrong fields)."""
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"not a plan: not JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
+            found = doc.get("format") if isinstance(doc, dict) else None
+            raise UsageError(f"not a plan of format {PLAN_FORMAT} (format: {found!r}); write it again with this version")
+        try:
+            return cls(
+                config=_from_jsonable(WorkflowConfig, doc["config"]),
+                chunking=_from_jsonable(Chunking, doc["chunking"]),
+                steps=tuple(_from_jsonable(Step, s) for s in doc["steps"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"not a valid plan: {type(exc).__name__}: {exc}") from None
+
+
+#: Version of :meth:`Plan.to_json`'s layout; a reader refuses any other.
+PLAN_FORMAT = 1
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses as objects of their fields, tuples as lists (``from_json`` turns them back)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _from_jsonable(tp: Any, value: Any) -> Any:
+    """``value`` (from :func:`_jsonable`) as type ``tp``, led by the type hints of the dataclasses."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise TypeError(f"{tp.__name__}: expected an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        unknown = set(value) - names
+        if unknown:
+            raise TypeError(f"{tp.__name__}: unknown field(s) {', '.join(sorted(unknown))}")
+        return tp(**{k: _from_jsonable(hints[k], v) for k, v in value.items()})
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return _from_jsonable(non_none[0], value) if len(non_none) == 1 else value
+    if origin is tuple:
+        inner = args[0] if args else Any
+        return tuple(_from_jsonable(inner, v) for v in value)
+    if origin is dict:
+        inner = args[1] if len(args) == 2 else Any
+        return {k: _from_jsonable(inner, v) for k, v in value.items()}
+    return value
 
 
 def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
@@ -166,13 +293,18 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     )
     repartition = (PROGRAM, "repartition", "--chunks", c.chunks_url, "--output", c.hex_url, "--source", c.parquet_url)
 
+    src = (c.parquet_url,)
     steps = (
-        Step("convert", convert, c.resources_for("convert"), outputs=(c.parquet_url,)),
-        Step("pmtiles", pmtiles, c.resources_for("pmtiles"), depends_on=("convert",), outputs=(c.pmtiles_url,)),
+        Step("convert", convert, c.resources_for("convert"), inputs=c.source_urls, outputs=src),
+        Step("pmtiles", pmtiles, c.resources_for("pmtiles"), depends_on=("convert",), inputs=src,
+             outputs=(c.pmtiles_url,)),
         Step(
             "hex", hex_argv, c.resources_for("hex"), depends_on=("convert",), indexed=True,
-            completions=chunking.completions, parallelism=chunking.parallelism, outputs=(c.chunks_url,),
+            completions=chunking.completions, parallelism=chunking.parallelism, inputs=src, outputs=(c.chunks_url,),
+            consumed=True,  # repartition deletes the chunks once the hex output is published
         ),
-        Step("repartition", repartition, c.resources_for("repartition"), depends_on=("hex",), outputs=(c.hex_url,)),
+        # the chunks arrive through depends_on; the GeoParquet is the input their provenance is checked against
+        Step("repartition", repartition, c.resources_for("repartition"), depends_on=("hex",), inputs=src,
+             outputs=(c.hex_url,)),
     )
     return Plan(config=c, chunking=chunking, steps=steps)

@@ -624,11 +624,11 @@ def write_workflow(
 
 
 def step_yamls(directory: Path) -> Path:
-    """Only the four step Job files (what the orchestrator finds on the PVC)."""
+    """Only the four step Job files and the plan (what the orchestrator finds on the PVC)."""
     from cng_datasets.k8s import manifests
 
     out = directory.parent / (directory.name + "-yamls")
     out.mkdir(exist_ok=True)
-    for name in manifests.JOB_FILES.values():
+    for name in manifests.UPLOADED_FILES:
         (out / name).write_bytes((directory / name).read_bytes())
     return out

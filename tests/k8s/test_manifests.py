@@ -21,6 +21,8 @@ from cng_datasets.plan import PROGRAM, Plan, build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
+#: The environment variable that regenerates the goldens (and nothing else does).
+UPDATE_GOLDEN = "CNG_UPDATE_GOLDEN"
 HOSTILE_URL = "https://example.com/a b&c='d\"e.gpkg?x=1&y=2"
 SUPPORTED = sorted(
     {kubernetes_validate.utils.major_minor(v) for v in kubernetes_validate.utils.all_versions()
@@ -74,8 +76,9 @@ def test_exactly_the_described_files(plan: Plan) -> None:
     files = m.render_files(plan, "my-dataset")
     assert list(files) == [
         "convert-job.yaml", "pmtiles-job.yaml", "hex-job.yaml", "repartition-job.yaml",
-        "workflow-rbac.yaml", "workflow-pvc.yaml", "workflow-upload.yaml", "workflow.yaml", "README.md",
+        "workflow-rbac.yaml", "workflow-pvc.yaml", "workflow-upload.yaml", "workflow.yaml", "plan.json", "README.md",
     ]
+    assert Plan.from_json(files["plan.json"]) == plan  # the orchestrator's order, on the PVC with the Jobs
     for name, text in files.items():
         if name.endswith(".yaml"):
             n_docs = len(list(yaml.safe_load_all(text)))
@@ -83,20 +86,18 @@ def test_exactly_the_described_files(plan: Plan) -> None:
 
 
 def test_golden_files(plan: Plan) -> None:
+    """Every file, byte for byte (the RBAC rules too). ``CNG_UPDATE_GOLDEN=1`` rewrites the goldens
+    instead of comparing, and the test then skips: a regenerating run never passes as a check."""
     files = m.render_files(plan, "my-dataset")
-    if os.environ.get("CNG_UPDATE_GOLDEN") == "1":
+    if os.environ.get(UPDATE_GOLDEN) == "1":
         GOLDEN.mkdir(exist_ok=True)
         for name, text in files.items():
             (GOLDEN / name).write_text(text, encoding="utf-8")
+        pytest.skip(f"{UPDATE_GOLDEN}=1: rewrote {len(files)} files in tests/k8s/golden; review the diff")
+    assert sorted(p.name for p in GOLDEN.iterdir()) == sorted(files)
     for name, text in files.items():
         expected = (GOLDEN / name).read_text(encoding="utf-8")
-        if name == "workflow-rbac.yaml":
-            # the rules belong to the orchestrator (k8s/rbac.py RULES); compare everything else
-            golden_docs, docs = list(yaml.safe_load_all(expected)), list(yaml.safe_load_all(text))
-            golden_docs[1]["rules"] = docs[1]["rules"]
-            assert docs == golden_docs
-            continue
-        assert text == expected, f"{name} differs from tests/k8s/golden (CNG_UPDATE_GOLDEN=1 to regenerate)"
+        assert text == expected, f"{name} differs from tests/k8s/golden ({UPDATE_GOLDEN}=1 to regenerate)"
 
 
 # ---- schemas ------------------------------------------------------------------------------
@@ -390,7 +391,8 @@ def test_pvc_upload_and_orchestrator(docs: dict[str, list[dict[str, Any]]]) -> N
     assert orch["metadata"]["name"] == "my-dataset-workflow"
     assert upload["spec"]["template"]["spec"]["containers"][0]["command"] == [
         "cng-datasets", "receive-yamls", "--dir", "/yamls",
-        "--expect", "convert-job.yaml,pmtiles-job.yaml,hex-job.yaml,repartition-job.yaml", "--timeout", "3600",
+        "--expect", "convert-job.yaml,pmtiles-job.yaml,hex-job.yaml,repartition-job.yaml,plan.json",
+        "--timeout", "3600",
     ]
     assert orch["spec"]["template"]["spec"]["containers"][0]["command"] == [
         "cng-datasets", "orchestrate", "--yamls", "/yamls", "--namespace", "biodiversity",
@@ -461,7 +463,7 @@ def test_readme_has_the_exact_commands(plan: Plan) -> None:
     assert "cng-datasets submit 'out dir/my-dataset'" in text
     assert "kubectl apply -f 'out dir/my-dataset'/workflow-rbac.yaml" in text
     assert "kubectl wait --for=condition=ready pod -l job-name=my-dataset-upload-yamls -n biodiversity" in text
-    for f in m.JOB_FILES.values():
+    for f in [*m.JOB_FILES.values(), "plan.json"]:
         assert f"kubectl cp 'out dir/my-dataset'/{f} \"$POD\":/yamls/ -n biodiversity" in text
     assert "kubectl logs -f job/my-dataset-workflow -n biodiversity" in text
     # the individual order of the description

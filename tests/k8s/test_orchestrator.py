@@ -1,29 +1,37 @@
 """``orchestrate`` against the in-memory fake cluster (tests/k8s/fake.py), with the workflow
 ServiceAccount's RBAC enforced: success, an OOMKilled index, deterministic failures, a restart
-half-way, a missing namespace, a forbidden call, an unreachable API; and the two contracts: the
-argv in workflow.yaml is what the ``orchestrate`` command accepts, and ``rbac.RULES`` is exactly
-the set of calls ``orchestrate`` makes."""
+half-way, a missing namespace, a forbidden call, an unreachable API; the order read from plan.json
+(not from the Jobs' annotations); and the two contracts: the argv in workflow.yaml is what the
+``orchestrate`` command accepts, and ``rbac.RULES`` is exactly the set of calls ``orchestrate``
+makes."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cng_datasets.errors import ClusterError, UsageError
+from cng_datasets.config import Resources, WorkflowConfig
+from cng_datasets.errors import ClusterError, StaleJobError, UsageError
 from cng_datasets.k8s import rbac
-from cng_datasets.k8s.orchestrator import (
-    StaleJobError,
-    job_state,
-    load_step_jobs,
-    orchestrate,
-    parse_indexes,
-    topological_order,
+from cng_datasets.k8s.folder import load_step_jobs
+from cng_datasets.k8s.jobs import job_state, parse_indexes
+from cng_datasets.k8s.orchestrator import orchestrate
+from cng_datasets.plan import Plan, Step, choose_chunking
+from tests.k8s.fake import (
+    BAD_INPUT,
+    HANG,
+    OOM,
+    FakeCluster,
+    Outcome,
+    compress,
+    step_yamls,
+    write_workflow,
 )
-from tests.k8s.fake import BAD_INPUT, HANG, OOM, FakeCluster, Outcome, compress, step_yamls, write_workflow
-
 
 GRANTED = {(g, r, v) for g, r, verbs in rbac.RULES for v in verbs}
 JOB = {s: f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition")}
@@ -151,7 +159,7 @@ def test_restart_half_way_never_recreates_finished_work(
 
     with pytest.raises(Crash):
         run(cluster, yamls, sleep=crashing_sleep)
-    assert cluster.created_jobs == [JOB["convert"], JOB["hex"], JOB["pmtiles"]]
+    assert cluster.created_jobs == [JOB["convert"], JOB["pmtiles"], JOB["hex"]]  # peers in plan order
     for _ in range(3):  # the cluster goes on while the orchestrator's pod restarts
         cluster.tick()
     with caplog.at_level(logging.INFO, logger="cng_datasets"):
@@ -351,23 +359,67 @@ def _job(name: str, deps: str, argv: list[str] | None = None) -> dict:  # type: 
     }
 
 
-def test_order_comes_from_the_annotations_not_the_names(tmp_path: Path, cluster: FakeCluster) -> None:
-    d = tmp_path / "custom"
-    d.mkdir()
-    docs = [_job("zeta", ""), _job("alpha", "zeta"), _job("beta", "zeta"), _job("omega", "alpha,beta"),
-            _job("upload", "", ["cng-datasets", "receive-yamls", "--dir", "/yamls"])]
-    (d / "all.yaml").write_text(yaml.safe_dump_all(docs + [{"kind": "ConfigMap", "metadata": {"name": "c"}}]))
-    jobs = load_step_jobs(d)
-    assert [j.step for j in topological_order(jobs)] == ["zeta", "alpha", "beta", "omega"]
-    run(cluster, d)
-    assert cluster.created_jobs[0] == "x-zeta" and cluster.created_jobs[-1] == "x-omega"
+def _write_folder(d: Path, plan_deps: dict[str, tuple[str, ...]], annotated: dict[str, str]) -> None:
+    """A folder whose plan.json says ``plan_deps`` and whose Jobs' annotations say ``annotated``."""
+    d.mkdir(exist_ok=True)
+    cfg = WorkflowConfig(dataset="x", source_urls=("s3://b/x.gpkg",), bucket="b")
+    steps = tuple(Step(n, ("cng-datasets", n), Resources(), depends_on=deps) for n, deps in plan_deps.items())
+    (d / "plan.json").write_text(Plan(cfg, choose_chunking(10), steps).to_json())
+    for name, deps in annotated.items():
+        (d / f"{name}-job.yaml").write_text(yaml.safe_dump(_job(name, deps)))
 
-    (d / "all.yaml").write_text(yaml.safe_dump_all([_job("a", "b"), _job("b", "a")]))
-    with pytest.raises(UsageError, match="cycle"):
-        topological_order(load_step_jobs(d))
-    (d / "all.yaml").write_text(yaml.safe_dump_all([_job("a", "missing")]))
-    with pytest.raises(UsageError, match="depends on 'missing'"):
-        topological_order(load_step_jobs(d))
+
+def test_order_comes_from_the_plan_not_from_the_annotations_or_the_names(tmp_path: Path, cluster: FakeCluster) -> None:
+    d = tmp_path / "custom"
+    # the annotations (and the file names' order) say the opposite of the plan
+    _write_folder(d, {"omega": ("alpha", "beta"), "beta": ("zeta",), "alpha": ("zeta",), "zeta": ()},
+                  {"zeta": "omega", "alpha": "", "beta": "", "omega": ""})
+    (d / "other.yaml").write_text(yaml.safe_dump_all([_job("stray", ""), {"kind": "ConfigMap", "metadata": {"name": "c"}}]))
+    jobs = load_step_jobs(d)
+    assert [(j.step, j.depends_on, j.source) for j in jobs] == [
+        ("zeta", (), "zeta-job.yaml"), ("beta", ("zeta",), "beta-job.yaml"), ("alpha", ("zeta",), "alpha-job.yaml"),
+        ("omega", ("alpha", "beta"), "omega-job.yaml"),
+    ]
+    run(cluster, d)
+    assert cluster.created_jobs == ["x-zeta", "x-beta", "x-alpha", "x-omega"]  # no stray Job
+
+
+@pytest.mark.parametrize(
+    ("plan_deps", "match"),
+    [
+        ({"a": ("b",), "b": ("a",)}, "plan.json: the dependencies of a, b form a cycle"),
+        ({"a": ("missing",)}, "step 'a' depends on 'missing', which is not a step of the plan"),
+    ],
+)
+def test_an_invalid_plan_stops_before_any_call(
+    tmp_path: Path, cluster: FakeCluster, plan_deps: dict[str, tuple[str, ...]], match: str
+) -> None:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "plan.json").write_text(json.dumps({"format": 1, "config": {"dataset": "x", "source_urls": ["s3://b/x"],
+                                                                     "bucket": "b"},
+                                             "chunking": {"chunk_size": 1, "completions": 1, "parallelism": 1,
+                                                          "feature_count": 1},
+                                             "steps": [{"name": n, "argv": ["cng-datasets", n],
+                                                        "resources": {}, "depends_on": list(deps)}
+                                                       for n, deps in plan_deps.items()]}))
+    with pytest.raises(UsageError, match=re.escape(match)):
+        run(cluster, d)
+    assert cluster.calls == []
+
+
+def test_a_folder_without_plan_or_with_a_step_job_missing(tmp_path: Path, cluster: FakeCluster, yamls: Path) -> None:
+    hex_job = (yamls / "hex-job.yaml").read_text()
+    (yamls / "hex-job.yaml").write_text(hex_job + "---\n" + hex_job)
+    with pytest.raises(UsageError, match=r"hex-job.yaml: expected the one Job of step 'hex', found 2 Jobs"):
+        run(cluster, yamls)
+    (yamls / "hex-job.yaml").unlink()
+    with pytest.raises(UsageError, match="the plan has a step 'hex' but there is no hex-job.yaml"):
+        run(cluster, yamls)
+    (yamls / "plan.json").unlink()
+    with pytest.raises(UsageError, match=r"has no plan.json \(the order of the steps\); write the folder with"):
+        run(cluster, yamls)
+    assert cluster.calls == []
 
 
 def test_index_ranges_and_conditions() -> None:
@@ -382,3 +434,26 @@ def test_index_ranges_and_conditions() -> None:
     assert job_state(job(("FailureTarget", "True"))).phase == "failed"
     assert job_state(job(("Failed", "False"))).phase == "pending"
     assert job_state(None).phase == "absent"
+
+
+def test_waits_return_typed_outcomes(cluster: FakeCluster, yamls: Path) -> None:
+    from cng_datasets.k8s.jobs import poll_until, wait_for_jobs
+
+    answers = iter([None, None, "pod"])
+    polled = poll_until(lambda: next(answers), 100, cluster.sleep, 10, lambda: cluster.now)
+    assert (polled.value, polled.timed_out) == ("pod", False)
+    start = cluster.now
+    polled = poll_until(lambda: None, 30, cluster.sleep, 10, lambda: cluster.now)
+    assert (polled.value, polled.timed_out) == (None, True) and cluster.now - start >= 30
+
+    api = cluster.api()
+    cluster.script["hex"] = {0: [BAD_INPUT]}
+    cluster.script["pmtiles"] = {None: [HANG]}
+    for step in ("convert", "hex", "pmtiles"):
+        api.create("geo", yaml.safe_load((yamls / f"{step}-job.yaml").read_text()))
+    outcome = wait_for_jobs(api, "geo", [JOB["convert"], JOB["hex"]], 10_000, cluster.sleep, 10, lambda: cluster.now)
+    assert outcome.succeeded == {JOB["convert"]} and set(outcome.failed) == {JOB["hex"]}
+    assert outcome.failed[JOB["hex"]].failed_indexes == "0" and not outcome.timed_out
+    outcome = wait_for_jobs(api, "geo", [JOB["convert"], JOB["pmtiles"], "absent"], 60, cluster.sleep, 10,
+                            lambda: cluster.now)
+    assert outcome.timed_out and outcome.succeeded == {JOB["convert"]} and not outcome.failed

@@ -122,7 +122,7 @@ def test_upload_job_argv_is_what_receive_yamls_accepts(tmp_path: Path) -> None:
     assert argv[:2] == ["cng-datasets", "receive-yamls"]
     ctx = receive_yamls.make_context("receive-yamls", argv[2:])
     assert ctx.params["directory"] == "/yamls" and ctx.params["timeout"] == 3600
-    assert ctx.params["expect"].split(",") == list(manifests.JOB_FILES.values())
+    assert ctx.params["expect"].split(",") == [*manifests.JOB_FILES.values(), "plan.json"]
     for cmd in receive.put_commands("/yamls", "a.yaml", b"x" * 5000) + [receive.complete_command("/yamls")]:
         receive_yamls.make_context("receive-yamls", cmd[2:])  # parses
 

@@ -11,7 +11,9 @@ from click.testing import CliRunner
 from cng_datasets import storage
 from cng_datasets.errors import ClusterError
 from cng_datasets.k8s import rbac, spechash
-from cng_datasets.k8s.orchestrator import StaleJobError, job_state, orchestrate
+from cng_datasets.errors import StaleJobError
+from cng_datasets.k8s.jobs import job_state
+from cng_datasets.k8s.orchestrator import orchestrate
 from cng_datasets.k8s.submit import cleanup, format_status, load_workflow, logs, output_urls, status, submit
 from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, write_workflow
 
@@ -58,7 +60,7 @@ def test_submit_does_the_eight_steps_in_one(cluster: FakeCluster, wf_dir: Path) 
             ("Job", "demo-places-upload-yamls"), ("Job", "demo-places-workflow")} <= kinds
     # every YAML of DIR arrived byte for byte on the PVC, through exec (long ones in parts)
     pvc = cluster.pvc_dir(NS, PVC)
-    for path in wf_dir.glob("*.yaml"):
+    for path in [*wf_dir.glob("*.yaml"), wf_dir / "plan.json"]:
         assert (pvc / path.name).read_bytes() == path.read_bytes()
     assert not list(pvc.glob(".*.part*"))
     assert all(cmd[:4] == ["cng-datasets", "receive-yamls", "--dir", "/yamls"] for cmd in cluster.execs)
@@ -239,7 +241,7 @@ def test_failed_run_status_logs_and_retry_failed(cluster: FakeCluster, wf_dir: P
 
 def test_status_before_submit(cluster: FakeCluster, wf_dir: Path) -> None:
     rows = status(cluster.api(), load_workflow(wf_dir))
-    assert [r.step for r in rows] == ["upload", "workflow", "convert", "hex", "pmtiles", "repartition"]
+    assert [r.step for r in rows] == ["upload", "workflow", "convert", "pmtiles", "hex", "repartition"]  # plan order
     assert {r.phase for r in rows} == {"absent"}
     assert "not created" in format_status(rows)
 

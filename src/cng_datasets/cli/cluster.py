@@ -26,7 +26,8 @@ def _connect(context: str | None = None):  # type: ignore[no-untyped-def]
 
 
 @click.command("orchestrate")
-@click.option("--yamls", required=True, type=click.Path(file_okay=False), help="Folder with the step Job YAMLs.")
+@click.option("--yamls", required=True, type=click.Path(file_okay=False),
+              help="Folder with plan.json and the step Job YAMLs.")
 @click.option("--namespace", default=None, help="Namespace of the Jobs (default: this pod's namespace).")
 @click.option("--poll-interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between status checks.")
@@ -34,7 +35,7 @@ def _connect(context: str | None = None):  # type: ignore[no-untyped-def]
               help="Repeat an unchanged progress line after this many seconds.")
 @handle_errors
 def orchestrate(yamls: str, namespace: str | None, poll_interval: float, heartbeat: float) -> None:
-    """Create the workflow's Jobs in dependency order and wait for them (runs in the cluster).
+    """Create the workflow's Jobs in the order of plan.json and wait for them (runs in the cluster).
 
     Jobs that already exist are not recreated: Complete ones are skipped, running ones awaited, a
     Failed one is reported (reason, failed indexes, pod termination, log command) with exit 1. A

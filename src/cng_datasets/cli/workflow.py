@@ -32,8 +32,9 @@ def workflow(output_dir: str, feature_count: int | None, count_timeout: float, q
     """Write the Kubernetes manifests of a dataset's workflow to --output-dir.
 
     Files: convert-job.yaml, pmtiles-job.yaml, hex-job.yaml, repartition-job.yaml,
-    workflow-rbac.yaml, workflow-pvc.yaml, workflow-upload.yaml, workflow.yaml and a README.md
-    with the commands to run them. The hex chunking is chosen from the number of features,
+    workflow-rbac.yaml, workflow-pvc.yaml, workflow-upload.yaml, workflow.yaml, plan.json (the
+    steps and their order, read by the in-cluster orchestrator) and a README.md with the commands
+    to run them. The hex chunking is chosen from the number of features,
     counted from the sources with GDAL (default chunking if counting fails).
     """
     from cng_datasets import probe

@@ -24,25 +24,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cng_datasets.errors import ClusterError, first_line
+from cng_datasets.errors import (  # the API's errors, importable from here as before
+    AlreadyExists,
+    ClusterError,
+    Forbidden,
+    NamespaceMissing,
+    NotFound,
+    first_line,
+)
+
+__all__ = [
+    "KINDS", "AlreadyExists", "Forbidden", "Kind", "KubeApi", "NamespaceMissing", "NotFound", "connect",
+    "in_cluster_namespace", "map_api_error", "plain",
+]
 
 SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-class NotFound(ClusterError):
-    """The object does not exist (HTTP 404)."""
-
-
-class AlreadyExists(ClusterError):
-    """An object with that name already exists (HTTP 409 on create)."""
-
-
-class Forbidden(ClusterError):
-    """The credentials lack a permission (HTTP 403)."""
-
-
-class NamespaceMissing(ClusterError):
-    """The namespace does not exist."""
 
 
 @dataclass(frozen=True)

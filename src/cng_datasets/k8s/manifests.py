@@ -5,7 +5,8 @@ Files (see :data:`FILES`)::
 
     convert-job.yaml      pmtiles-job.yaml      hex-job.yaml (Indexed)      repartition-job.yaml
     workflow-rbac.yaml    ServiceAccount + Role + RoleBinding ``cng-datasets-workflow`` (per namespace)
-    workflow-pvc.yaml     PVC ``<ds>-workflow-yamls`` holding the four Job files
+    workflow-pvc.yaml     PVC ``<ds>-workflow-yamls`` holding the four Job files and plan.json
+    plan.json             the plan (:meth:`~cng_datasets.plan.Plan.to_json`): the orchestrator's order
     workflow-upload.yaml  Job ``<ds>-upload-yamls``: ``cng-datasets receive-yamls`` on the PVC
     workflow.yaml         Job ``<ds>-workflow``: ``cng-datasets orchestrate`` with the ServiceAccount
 
@@ -29,23 +30,32 @@ from typing import Any
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.errors import EXIT_BAD_INPUT, UsageError
 from cng_datasets.k8s import names
+from cng_datasets.k8s.labels import (
+    ANNOTATION_DATASET_PATH,
+    ANNOTATION_DEPENDS_ON,
+    ANNOTATION_SPEC_HASH,
+    APP,
+    LABEL_COMPONENT,
+    LABEL_DATASET,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    LABEL_STEP,
+)
 from cng_datasets.k8s.rbac import RULES, SERVICE_ACCOUNT
-from cng_datasets.k8s.spechash import ANNOTATION_SPEC_HASH, spec_hash, step_hashes, workflow_hash
+from cng_datasets.k8s.spechash import spec_hash, step_hashes, workflow_hash
 from cng_datasets.plan import PROGRAM, Plan, Step
 
 #: Output files, in the order they are written and listed.
-JOB_FILES: dict[str, str] = {
-    "convert": "convert-job.yaml",
-    "pmtiles": "pmtiles-job.yaml",
-    "hex": "hex-job.yaml",
-    "repartition": "repartition-job.yaml",
-}
+JOB_FILES: dict[str, str] = {step: names.job_file(step) for step in ("convert", "pmtiles", "hex", "repartition")}
 RBAC_FILE = "workflow-rbac.yaml"
 PVC_FILE = "workflow-pvc.yaml"
 UPLOAD_FILE = "workflow-upload.yaml"
 WORKFLOW_FILE = "workflow.yaml"
 README_FILE = "README.md"
-FILES: tuple[str, ...] = (*JOB_FILES.values(), RBAC_FILE, PVC_FILE, UPLOAD_FILE, WORKFLOW_FILE)
+PLAN_FILE = names.PLAN_FILE
+FILES: tuple[str, ...] = (*JOB_FILES.values(), RBAC_FILE, PVC_FILE, UPLOAD_FILE, WORKFLOW_FILE, PLAN_FILE)
+#: What the upload Job receives on the PVC: the step Jobs and the plan that orders them.
+UPLOADED_FILES: tuple[str, ...] = (*JOB_FILES.values(), PLAN_FILE)
 
 #: Oldest Kubernetes version whose API has every field we emit: ``backoffLimitPerIndex``,
 #: ``maxFailedIndexes`` and the ``FailIndex`` action are beta (enabled by default) from 1.29;
@@ -84,15 +94,6 @@ MAX_FAILED_INDEXES = 0
 #: Resources of the two small infrastructure containers.
 SMALL_RESOURCES = {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
 PVC_SIZE = "1Gi"
-
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_DATASET = "cng-datasets/dataset"
-LABEL_STEP = "cng-datasets/step"
-ANNOTATION_DEPENDS_ON = "cng-datasets/depends-on"
-ANNOTATION_DATASET_PATH = "cng-datasets/dataset-path"
-APP = "cng-datasets"
 
 
 def _version_tuple(version: str) -> tuple[int, int]:
@@ -397,15 +398,16 @@ def _infra_job(
 
 
 def upload_argv() -> tuple[str, ...]:
-    """``cng-datasets receive-yamls``: wait until the four Job files are on the PVC, then exit 0."""
+    """``cng-datasets receive-yamls``: wait until the Job files and the plan are on the PVC, then exit 0."""
     return (
         PROGRAM, "receive-yamls", "--dir", YAMLS_MOUNT,
-        "--expect", ",".join(JOB_FILES.values()), "--timeout", str(UPLOAD_TIMEOUT),
+        "--expect", ",".join(UPLOADED_FILES), "--timeout", str(UPLOAD_TIMEOUT),
     )
 
 
 def orchestrate_argv(config: WorkflowConfig) -> tuple[str, ...]:
-    """``cng-datasets orchestrate``: apply the Jobs from the PVC in dependency order and await them."""
+    """``cng-datasets orchestrate``: apply the Jobs from the PVC in the order of its plan.json and
+    await them."""
     return (PROGRAM, "orchestrate", "--yamls", YAMLS_MOUNT, "--namespace", config.namespace)
 
 
@@ -426,11 +428,11 @@ def build_documents(plan: Plan) -> dict[str, list[dict[str, Any]]]:
     config = plan.config
     check_config(config)
     docs: dict[str, list[dict[str, Any]]] = {}
-    steps = {step_name: step_job(plan, plan.step(step_name)) for step_name in JOB_FILES}
+    steps = {step.name: step_job(plan, step) for step in plan.order()}
     hashes = step_hashes((s, job, plan.step(s).depends_on) for s, job in steps.items())
-    for step_name, filename in JOB_FILES.items():
-        steps[step_name]["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = hashes[step_name]
-        docs[filename] = [steps[step_name]]
+    for step_name, job in steps.items():
+        job["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = hashes[step_name]
+        docs[names.job_file(step_name)] = [job]
     docs[RBAC_FILE] = rbac_documents(config)
     docs[PVC_FILE] = [pvc_document(config)]
     upload = upload_job(config)
@@ -453,9 +455,10 @@ def to_yaml(documents: list[dict[str, Any]]) -> str:
 
 
 def render_files(plan: Plan, output_dir: str = ".") -> dict[str, str]:
-    """File name → text, for every file of the output directory (the YAMLs and ``README.md``,
-    whose commands refer to the folder as ``output_dir``)."""
+    """File name → text, for every file of the output directory (the YAMLs, ``plan.json`` and
+    ``README.md``, whose commands refer to the folder as ``output_dir``)."""
     out = {name: to_yaml(docs) for name, docs in build_documents(plan).items()}
+    out[PLAN_FILE] = plan.to_json()
     out[README_FILE] = readme(plan, output_dir)
     return out
 
@@ -465,12 +468,8 @@ def readme(plan: Plan, output_dir: str = ".") -> str:
     c = plan.config
     ns = c.namespace
     d = shlex.quote(output_dir.rstrip("/") or ".")
-    job = {k: names.job_name(c.dataset, k) for k in names.JOB_SUFFIXES}
-    pvc = names.pvc_name(c.dataset)
     ch = plan.chunking
     count = f"{ch.feature_count:,} features" if ch.feature_count is not None else "feature count unknown"
-    cps = "\n".join(f"kubectl cp {d}/{f} \"$POD\":{YAMLS_MOUNT}/ -n {ns}" for f in JOB_FILES.values())
-    t = ACTIVE_DEADLINE_SECONDS
     return f"""# Workflow of dataset `{c.dataset}`
 
 Generated by `cng-datasets workflow` for namespace `{ns}` (schemas: Kubernetes {c.k8s_version}).
@@ -495,7 +494,18 @@ Prerequisite: the Secret `{c.s3_secret}` in namespace `{ns}` with the keys
 cng-datasets submit {d}
 ```
 
-## Complete workflow with kubectl
+""" + _readme_by_hand(plan, d)
+
+
+def _readme_by_hand(plan: Plan, d: str) -> str:
+    """The README's kubectl recipes (``d``: the folder, shell-quoted)."""
+    c = plan.config
+    ns = c.namespace
+    job = {k: names.job_name(c.dataset, k) for k in names.JOB_SUFFIXES}
+    pvc = names.pvc_name(c.dataset)
+    cps = "\n".join(f"kubectl cp {d}/{f} \"$POD\":{YAMLS_MOUNT}/ -n {ns}" for f in UPLOADED_FILES)
+    t = ACTIVE_DEADLINE_SECONDS
+    return f"""## Complete workflow with kubectl
 
 ```bash
 # One-time setup per namespace (shared by every dataset)
@@ -508,7 +518,7 @@ kubectl apply -f {d}/{PVC_FILE}
 kubectl apply -f {d}/{UPLOAD_FILE}
 kubectl wait --for=condition=ready pod -l job-name={job["upload"]} -n {ns} --timeout=10m
 
-# Copy the Job YAMLs to the PVC
+# Copy the Job YAMLs and the plan (the orchestrator's order) to the PVC
 POD=$(kubectl get pods -l job-name={job["upload"]} -n {ns} -o jsonpath='{{.items[0].metadata.name}}')
 {cps}
 

@@ -1,4 +1,5 @@
-"""Kubernetes names of a dataset's objects, derived from the dataset name by RFC 1123 rules.
+"""Kubernetes names of a dataset's objects, derived from the dataset name by RFC 1123 rules, and
+the file names of its workflow folder (:data:`PLAN_FILE`, :func:`job_file`).
 
 A dataset name such as ``WDPA/2024_v2`` becomes the readable base ``wdpa-2024-v2``: lowercase,
 every character outside ``[a-z0-9]`` becomes ``-``, runs of ``-`` collapse and the ends are
@@ -33,6 +34,15 @@ JOB_SUFFIXES: dict[str, str] = {
     "workflow": "workflow",
 }
 PVC_SUFFIX = "workflow-yamls"
+
+#: The plan (:meth:`cng_datasets.plan.Plan.to_json`) beside the Job files: the orchestrator's
+#: order and dependencies.
+PLAN_FILE = "plan.json"
+
+
+def job_file(step: str) -> str:
+    """The file of the Job of plan step ``step`` in a workflow folder (and on the PVC)."""
+    return f"{step}-job.yaml"
 
 #: Longest label value / DNS label (RFC 1123).
 MAX_LABEL = 63

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cng_datasets.errors import ClusterError, UsageError
+from cng_datasets.k8s.jobs import poll_until
 
 log = logging.getLogger("cng_datasets")
 
@@ -122,13 +123,10 @@ def receive(
     """Wait for the upload; raise :class:`ClusterError` on timeout."""
     receiver = Receiver(directory, expect, stable_seconds=stable_seconds, clock=clock)
     receiver.start()
-    deadline = clock() + timeout
-    while not receiver.poll():
-        if clock() >= deadline:
-            raise ClusterError(
-                f"timed out after {timeout:g} s waiting for {', '.join(receiver.missing()) or 'the .complete marker'}"
-            )
-        sleep(poll_interval)
+    if poll_until(receiver.poll, timeout, sleep, poll_interval, clock).timed_out:
+        raise ClusterError(
+            f"timed out after {timeout:g} s waiting for {', '.join(receiver.missing()) or 'the .complete marker'}"
+        )
     log.info("received %d files", len(receiver.expect))
 
 

@@ -17,7 +17,8 @@ though their own commands did not change. The orchestrator Job's hash covers eve
 writes the annotation), the orchestrator (which compares the live Job's annotation with the hash it
 recomputes from the YAML it is about to apply or skip) and ``submit`` (the orchestrator and upload
 Jobs). Labels, names, deadlines, retries, security settings and the annotation itself are not
-part of it: they do not change what a finished Job produced.
+part of it: they do not change what a finished Job produced. :func:`find_stale` /
+:func:`stale_error` compare a live Job with the hash it should carry and word the error.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-ANNOTATION_SPEC_HASH = "cng-datasets/spec-hash"
+from cng_datasets.errors import StaleJobError
+from cng_datasets.k8s.labels import ANNOTATION_SPEC_HASH
+
 HASH_CHARS = 16
 
 #: The container fields that decide what a step computes.
@@ -113,7 +117,37 @@ def with_hash(job: dict[str, Any], value: str) -> dict[str, Any]:
     return {**job, "metadata": md}
 
 
-def describe(live: Mapping[str, Any] | None) -> str:
-    """``"spec-hash abc…"`` or ``"no spec-hash"`` of a live Job, for messages."""
-    value = annotated(live)
-    return f"spec-hash {value}" if value else "no spec-hash annotation"
+# ---- stale Jobs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stale:
+    """One existing Job whose spec-hash is not the YAML's."""
+
+    job: str
+    source: str  # the YAML file (or step) it should match
+    want: str
+    live: str | None
+
+
+def find_stale(live: dict[str, Any] | None, job: str, source: str, want: str) -> Stale | None:
+    """A :class:`Stale` when the live Job exists and its spec-hash annotation is not ``want``."""
+    if live is None:
+        return None
+    have = annotated(live)
+    return None if have == want else Stale(job, source, want, have)
+
+
+def stale_error(namespace: str, stale: list[Stale], directory: str = "DIR") -> StaleJobError:
+    """The one-line error naming the stale Jobs and the two ways to replace them."""
+    what = ", ".join(
+        f"{s.job} ({'spec-hash ' + s.live if s.live else 'no spec-hash'}; {s.source} has {s.want})" for s in stale
+    )
+    plural = "these Jobs" if len(stale) > 1 else "this Job"
+    return StaleJobError(
+        f"Job{'s' if len(stale) > 1 else ''} in namespace {namespace} from an earlier run with other settings: {what}"
+        f" — {plural} would be taken for this run's (skipped when complete), so the workflow stops here; "
+        f"replace {'them' if len(stale) > 1 else 'it'} with `cng-datasets submit {directory} --replace-stale` "
+        f"(deletes only the stale Jobs, keeps the others and the outputs) or delete the workflow's Jobs with "
+        f"`cng-datasets cleanup {directory}` (keeps the outputs) and submit again"
+    )

@@ -27,30 +27,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cng_datasets.errors import ClusterError, UsageError
-from cng_datasets.k8s import receive, spechash
+from cng_datasets.k8s import names, receive, spechash
 from cng_datasets.k8s.api import AlreadyExists, KubeApi
-from cng_datasets.k8s.orchestrator import (
-    Stale,
+from cng_datasets.k8s.folder import (
     StepJob,
     container_argv,
+    load_step_jobs,
+    read_yaml_docs,
+)
+from cng_datasets.k8s.jobs import (
+    Polled,
     failure_report,
-    find_stale,
     fmt_duration,
     job_state,
     parse_indexes,
     pod_index,
     pod_termination,
-    read_yaml_docs,
+    poll_until,
     sort_pods_failing_first,
-    stale_error,
-    step_of,
-    topological_order,
+    wait_for_jobs,
 )
+from cng_datasets.k8s.labels import job_pods
+from cng_datasets.k8s.spechash import Stale, find_stale, stale_error
 
 log = logging.getLogger("cng_datasets")
+
+T = TypeVar("T")
 
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
 
@@ -104,12 +109,13 @@ def _mount_dir(job: dict[str, Any]) -> str:
 
 
 def load_workflow(directory: str | Path) -> Workflow:
-    """Read DIR; raise :class:`UsageError` naming what is missing."""
+    """Read DIR (its steps in the order of its plan.json); raise :class:`UsageError` naming what is
+    missing."""
     d = Path(directory)
     if not d.is_dir():
         raise UsageError(f"{d} is not a directory (write one with `cng-datasets workflow --output-dir {d}`)")
     files = sorted(p for p in list(d.glob("*.yaml")) + list(d.glob("*.yml")) if not p.name.startswith("."))
-    steps: list[StepJob] = []
+    steps = load_step_jobs(d)
     upload = orchestrator = pvc = None
     rbac: list[dict[str, Any]] = []
     for path in files:
@@ -126,15 +132,9 @@ def load_workflow(directory: str | Path) -> Workflow:
                     upload = doc
                 elif sub == "orchestrate":
                     orchestrator = doc
-                else:
-                    ann = doc.get("metadata", {}).get("annotations") or {}
-                    deps = tuple(s.strip() for s in str(ann.get("cng-datasets/depends-on") or "").split(",") if s.strip())
-                    steps.append(StepJob(step_of(doc), doc, deps, path.name))
     missing = [what for what, doc in (("the upload Job (workflow-upload.yaml)", upload),
                                       ("the orchestrator Job (workflow.yaml)", orchestrator),
                                       ("the PVC (workflow-pvc.yaml)", pvc)) if doc is None]
-    if not steps:
-        missing.append("step Jobs")
     if missing:
         raise UsageError(f"{d} has no {', no '.join(missing)}; write the folder with `cng-datasets workflow`")
     assert upload is not None and orchestrator is not None and pvc is not None
@@ -143,7 +143,8 @@ def load_workflow(directory: str | Path) -> Workflow:
         ns = doc["metadata"].get("namespace")
         if ns and ns != namespace:
             raise UsageError(f"{doc['kind']} {doc['metadata']['name']} is in namespace {ns}, the workflow in {namespace}")
-    return Workflow(d, namespace, topological_order(steps), upload, orchestrator, pvc, rbac, files)
+    # the plan goes to the PVC with the Jobs: the orchestrator's order
+    return Workflow(d, namespace, steps, upload, orchestrator, pvc, rbac, [*files, d / names.PLAN_FILE])
 
 
 def _body(doc: dict[str, Any], namespace: str, spec_hash: str | None = None) -> dict[str, Any]:
@@ -169,24 +170,26 @@ def stale_jobs(api: KubeApi, wf: Workflow) -> list[Stale]:
 
 # ---- submit ----------------------------------------------------------------------------------
 
+#: Seconds to wait for a deleted Job to be gone.
+DELETE_TIMEOUT = 120.0
 
-def _wait(
-    what: str, check: Callable[[], Any], timeout: float, sleep: Callable[[float], None], poll: float,
-    clock: Callable[[], float],
-) -> Any:
-    deadline = clock() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if clock() >= deadline:
-            raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
-        sleep(poll)
+
+@dataclass(frozen=True)
+class _Waits:
+    """How ``submit`` waits: ``timeout`` for the upload, every ``poll`` seconds, on this clock."""
+
+    timeout: float
+    poll: float
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+
+    def until(self, check: Callable[[], T | None], timeout: float | None = None) -> Polled[T]:
+        return poll_until(check, self.timeout if timeout is None else timeout, self.sleep, self.poll, self.clock)
 
 
 def _upload_pod(api: KubeApi, wf: Workflow) -> dict[str, Any] | None:
     """The Running upload pod, ``None`` while it is starting; raises if it failed."""
-    pods = api.list("Pod", wf.namespace, label_selector=f"job-name={wf.upload_name}")
+    pods = api.list("Pod", wf.namespace, label_selector=job_pods(wf.upload_name))
     for p in pods:
         st = p.get("status") or {}
         if st.get("phase") == "Running" and all(
@@ -200,7 +203,7 @@ def _upload_pod(api: KubeApi, wf: Workflow) -> dict[str, Any] | None:
 
 
 def _pod_waiting_reason(api: KubeApi, wf: Workflow) -> str:
-    for p in api.list("Pod", wf.namespace, label_selector=f"job-name={wf.upload_name}"):
+    for p in api.list("Pod", wf.namespace, label_selector=job_pods(wf.upload_name)):
         for cs in (p.get("status") or {}).get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting")
             if waiting:
@@ -211,10 +214,129 @@ def _pod_waiting_reason(api: KubeApi, wf: Workflow) -> str:
     return ""
 
 
-def _delete_and_wait(api: KubeApi, wf: Workflow, name: str, sleep: Callable[[float], None], poll: float,
-                     clock: Callable[[], float]) -> None:
-    if api.delete("Job", wf.namespace, name):
-        _wait(f"Job {name} to be deleted", lambda: api.get("Job", wf.namespace, name) is None, 120, sleep, poll, clock)
+def _delete_and_wait(api: KubeApi, wf: Workflow, name: str, waits: _Waits) -> None:
+    if not api.delete("Job", wf.namespace, name):
+        return
+    if waits.until(lambda: api.get("Job", wf.namespace, name) is None, DELETE_TIMEOUT).timed_out:
+        raise ClusterError(f"timed out after {DELETE_TIMEOUT:.0f} s waiting for Job {name} to be deleted")
+
+
+def _replace_stale_and_failed(
+    api: KubeApi, wf: Workflow, retry_failed: bool, replace_stale: bool, waits: _Waits, echo: Callable[[str], None],
+) -> str | None:
+    """Step 0: Jobs of an earlier run with other settings are never taken for this run's; an
+    existing workflow is reported (``"complete"`` / ``"running"``), a failed one retried on request."""
+    ns = wf.namespace
+    stale = stale_jobs(api, wf)
+    if stale and not replace_stale:
+        raise stale_error(ns, stale, shlex.quote(str(wf.dir)))
+    for s in stale:  # the orchestrator first, so it cannot recreate a step meanwhile
+        echo(f"deleting Job {s.job}: it ran other settings than {s.source}")
+        _delete_and_wait(api, wf, s.job, waits)
+
+    existing = api.get("Job", ns, wf.workflow_name)
+    if existing is not None:
+        state = job_state(existing)
+        status_cmd = f"cng-datasets status {wf.dir}"
+        if state.phase == "complete":
+            echo(f"workflow {wf.workflow_name} has already completed; nothing to do ({status_cmd})")
+            return "complete"
+        if state.phase != "failed":
+            echo(f"workflow {wf.workflow_name} is already running; follow it with: {_follow(wf)}")
+            return "running"
+        if not retry_failed:
+            raise ClusterError(
+                f"workflow {wf.workflow_name} failed earlier ({state.reason}); see `{status_cmd}` and "
+                f"`cng-datasets logs {wf.dir}`, then run `cng-datasets submit {wf.dir} --retry-failed` "
+                "(completed steps are kept)"
+            )
+    if retry_failed:
+        for name in [s.name for s in wf.steps] + [wf.workflow_name]:
+            if job_state(api.get("Job", ns, name)).phase == "failed":
+                echo(f"deleting failed Job {name}")
+                _delete_and_wait(api, wf, name, waits)
+    return None
+
+
+def _apply_rbac_and_pvc(api: KubeApi, wf: Workflow, echo: Callable[[str], None]) -> None:
+    """Steps 1 and 2: the RBAC (shared by every dataset of the namespace: created, or its rules
+    brought up to date) and the PVC (kept if it exists)."""
+    ns = wf.namespace
+    for doc in wf.rbac:
+        body = _body(doc, ns)
+        try:
+            api.create(ns, body)
+            echo(f"created {doc['kind']} {doc['metadata']['name']}")
+        except AlreadyExists:
+            if doc["kind"] in ("Role", "RoleBinding"):
+                api.replace(ns, body)
+    try:
+        api.create(ns, _body(wf.pvc, ns))
+        echo(f"created PersistentVolumeClaim {wf.pvc['metadata']['name']}")
+    except AlreadyExists:
+        pass
+
+
+def _start_upload(api: KubeApi, wf: Workflow, waits: _Waits, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Step 3: the upload Job (a finished one, from an earlier submit, cannot receive again);
+    returns its Running pod."""
+    ns = wf.namespace
+    upload_state = job_state(api.get("Job", ns, wf.upload_name))
+    if upload_state.phase in ("complete", "failed"):
+        _delete_and_wait(api, wf, wf.upload_name, waits)
+        upload_state = job_state(None)
+    if upload_state.phase == "absent":
+        want = wf.spec_hashes()["upload"]
+        try:
+            api.create(ns, _body(wf.upload, ns, want))
+            echo(f"created Job {wf.upload_name}")
+        except AlreadyExists:  # another submit was quicker: use its receiver only if it is ours
+            other = find_stale(api.get("Job", ns, wf.upload_name), wf.upload_name, "workflow-upload.yaml", want)
+            if other is not None:
+                raise stale_error(ns, [other], shlex.quote(str(wf.dir))) from None
+    echo(f"waiting for the upload pod of {wf.upload_name} …")
+    polled = waits.until(lambda: _upload_pod(api, wf))
+    if polled.value is None:
+        raise ClusterError(
+            f"timed out after {waits.timeout:.0f} s waiting for the upload pod of {wf.upload_name} to run"
+            f"{_pod_waiting_reason(api, wf)}"
+        )
+    return polled.value
+
+
+def _copy_files(api: KubeApi, wf: Workflow, pod: dict[str, Any], echo: Callable[[str], None]) -> None:
+    """Step 4: every file of DIR (the YAMLs and plan.json) into the PVC through the exec API,
+    then the ``.complete`` marker."""
+    pod_name = pod["metadata"]["name"]
+    container = pod["spec"]["containers"][0]["name"]
+    target = _mount_dir(wf.upload)
+    for path in wf.files:
+        for cmd in receive.put_commands(target, path.name, path.read_bytes()):
+            api.exec(wf.namespace, pod_name, cmd, container=container)
+    api.exec(wf.namespace, pod_name, receive.complete_command(target), container=container)
+    echo(f"copied {len(wf.files)} files to {pod_name}:{target}")
+
+
+def _start_orchestrator(api: KubeApi, wf: Workflow, waits: _Waits) -> None:
+    """Step 5: let the upload pod finish (the PVC is ReadWriteOnce), then start the orchestrator."""
+    ns = wf.namespace
+    outcome = wait_for_jobs(api, ns, [wf.upload_name], waits.timeout, waits.sleep, waits.poll, waits.clock)
+    if wf.upload_name in outcome.failed:
+        _, summary = failure_report(api, ns, "upload", wf.upload_name, outcome.failed[wf.upload_name])
+        raise ClusterError(summary)
+    if outcome.timed_out:
+        raise ClusterError(f"timed out after {waits.timeout:.0f} s waiting for Job {wf.upload_name} to complete")
+    want = wf.spec_hashes()["workflow"]
+    try:
+        api.create(ns, _body(wf.orchestrator, ns, want))
+    except AlreadyExists:  # another submit was quicker: fine if it runs the same workflow
+        other = find_stale(api.get("Job", ns, wf.workflow_name), wf.workflow_name, "workflow.yaml", want)
+        if other is not None:
+            raise stale_error(ns, [other], shlex.quote(str(wf.dir))) from None
+
+
+def _follow(wf: Workflow) -> str:
+    return f"kubectl logs -f job/{wf.workflow_name} -n {wf.namespace}"
 
 
 def submit(
@@ -229,105 +351,17 @@ def submit(
     echo: Callable[[str], None] = print,
 ) -> str:
     """Start the workflow; returns ``"submitted"``, ``"running"`` or ``"complete"``."""
-    ns = wf.namespace
-    follow = f"kubectl logs -f job/{wf.workflow_name} -n {ns}"
-    status_cmd = f"cng-datasets status {wf.dir}"
-    hashes = wf.spec_hashes()
-
-    # 0. Jobs of an earlier run with other settings are never taken for this run's.
-    stale = stale_jobs(api, wf)
-    if stale and not replace_stale:
-        raise stale_error(ns, stale, shlex.quote(str(wf.dir)))
-    for s in stale:  # the orchestrator first, so it cannot recreate a step meanwhile
-        echo(f"deleting Job {s.job}: it ran other settings than {s.source}")
-        _delete_and_wait(api, wf, s.job, sleep, poll_interval, clock)
-
-    existing = api.get("Job", ns, wf.workflow_name)
-    if existing is not None:
-        state = job_state(existing)
-        if state.phase == "complete":
-            echo(f"workflow {wf.workflow_name} has already completed; nothing to do ({status_cmd})")
-            return "complete"
-        if state.phase != "failed":
-            echo(f"workflow {wf.workflow_name} is already running; follow it with: {follow}")
-            return "running"
-        if not retry_failed:
-            raise ClusterError(
-                f"workflow {wf.workflow_name} failed earlier ({state.reason}); see `{status_cmd}` and "
-                f"`cng-datasets logs {wf.dir}`, then run `cng-datasets submit {wf.dir} --retry-failed` "
-                "(completed steps are kept)"
-            )
-    if retry_failed:
-        for name in [s.name for s in wf.steps] + [wf.workflow_name]:
-            if job_state(api.get("Job", ns, name)).phase == "failed":
-                echo(f"deleting failed Job {name}")
-                _delete_and_wait(api, wf, name, sleep, poll_interval, clock)
-
-    # 1. RBAC (shared by every dataset of the namespace): create, or bring the rules up to date.
-    for doc in wf.rbac:
-        body = _body(doc, ns)
-        try:
-            api.create(ns, body)
-            echo(f"created {doc['kind']} {doc['metadata']['name']}")
-        except AlreadyExists:
-            if doc["kind"] in ("Role", "RoleBinding"):
-                api.replace(ns, body)
-    # 2. PVC
-    try:
-        api.create(ns, _body(wf.pvc, ns))
-        echo(f"created PersistentVolumeClaim {wf.pvc['metadata']['name']}")
-    except AlreadyExists:
-        pass
-    # 3. Upload Job: a finished one (from an earlier submit) cannot receive again.
-    upload_state = job_state(api.get("Job", ns, wf.upload_name))
-    if upload_state.phase in ("complete", "failed"):
-        _delete_and_wait(api, wf, wf.upload_name, sleep, poll_interval, clock)
-        upload_state = job_state(None)
-    if upload_state.phase == "absent":
-        try:
-            api.create(ns, _body(wf.upload, ns, hashes["upload"]))
-            echo(f"created Job {wf.upload_name}")
-        except AlreadyExists:  # another submit was quicker: use its receiver only if it is ours
-            other = find_stale(api.get("Job", ns, wf.upload_name), wf.upload_name, "workflow-upload.yaml",
-                               hashes["upload"])
-            if other is not None:
-                raise stale_error(ns, [other], shlex.quote(str(wf.dir))) from None
-    echo(f"waiting for the upload pod of {wf.upload_name} …")
-    try:
-        pod = _wait(f"the upload pod of {wf.upload_name} to run", lambda: _upload_pod(api, wf), timeout, sleep,
-                    poll_interval, clock)
-    except ClusterError as exc:
-        if "timed out" in str(exc):
-            raise ClusterError(f"{exc}{_pod_waiting_reason(api, wf)}") from None
-        raise
-    pod_name = pod["metadata"]["name"]
-    # 4. Copy the YAMLs through the exec API.
-    container = pod["spec"]["containers"][0]["name"]
-    target = _mount_dir(wf.upload)
-    for path in wf.files:
-        for cmd in receive.put_commands(target, path.name, path.read_bytes()):
-            api.exec(ns, pod_name, cmd, container=container)
-    api.exec(ns, pod_name, receive.complete_command(target), container=container)
-    echo(f"copied {len(wf.files)} files to {pod_name}:{target}")
-
-    # 5. Let the upload pod finish, then start the orchestrator.
-    def upload_done() -> bool:
-        st = job_state(api.get("Job", ns, wf.upload_name))
-        if st.phase == "failed":
-            lines, summary = failure_report(api, ns, "upload", wf.upload_name, st)
-            raise ClusterError(summary)
-        return st.phase == "complete"
-
-    _wait(f"Job {wf.upload_name} to complete", upload_done, timeout, sleep, poll_interval, clock)
-    try:
-        api.create(ns, _body(wf.orchestrator, ns, hashes["workflow"]))
-    except AlreadyExists:  # another submit was quicker: fine if it runs the same workflow
-        other = find_stale(api.get("Job", ns, wf.workflow_name), wf.workflow_name, "workflow.yaml", hashes["workflow"])
-        if other is not None:
-            raise stale_error(ns, [other], shlex.quote(str(wf.dir))) from None
+    waits = _Waits(timeout, poll_interval, sleep, clock)
+    already = _replace_stale_and_failed(api, wf, retry_failed, replace_stale, waits, echo)
+    if already is not None:
+        return already
+    _apply_rbac_and_pvc(api, wf, echo)
+    pod = _start_upload(api, wf, waits, echo)
+    _copy_files(api, wf, pod, echo)
+    _start_orchestrator(api, wf, waits)
     echo(f"started Job {wf.workflow_name}; the laptop may disconnect now.")
-    echo(f"follow it with: {follow}")
-    echo(f"or check on it with: {status_cmd}")
+    echo(f"follow it with: {_follow(wf)}")
+    echo(f"or check on it with: cng-datasets status {wf.dir}")
     return "submitted"
 
 
@@ -383,7 +417,7 @@ def logs(api: KubeApi, wf: Workflow, step: str | None = None, tail: int | None =
     if step not in names:
         raise UsageError(f"unknown step {step!r}; one of {', '.join(names)}")
     job = names[step]
-    pods = sort_pods_failing_first(api.list("Pod", wf.namespace, label_selector=f"job-name={job}"))
+    pods = sort_pods_failing_first(api.list("Pod", wf.namespace, label_selector=job_pods(job)))
     if not pods:
         return f"{step}: no pods of Job {job} (not started yet, or removed)"
     out = []
