@@ -198,7 +198,8 @@ def write_geojson(path: Path, features: list[dict[str, Any]], **top: Any) -> Pat
     return path
 
 
-def feature(geometry: Any, **props: Any) -> dict[str, Any]:
+def feature(geom: Any, **props: Any) -> dict[str, Any]:
+    geometry = geom
     if geometry is not None and not isinstance(geometry, dict):
         geometry = json.loads(shapely.to_geojson(geometry))
     return {"type": "Feature", "properties": props, "geometry": geometry}
