@@ -15,6 +15,7 @@ so no reader ever sees a half-written object and a failed step leaves nothing at
 
 from __future__ import annotations
 
+import errno
 import http.client
 import io
 import os
@@ -467,6 +468,15 @@ def download_file(url: str, local: str | os.PathLike[str]) -> None:
                 shutil.copyfileobj(resp, out, 1 << 20)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full; pyarrow's write errors carry the errno
+    in their text only."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
 @contextmanager
 def atomic_output(url: str, suffix: str = "") -> Iterator[Path]:
     """Yield a local temporary path; publish it at ``url`` only if the block succeeds.
@@ -496,13 +506,18 @@ def atomic_output(url: str, suffix: str = "") -> Iterator[Path]:
     except OSError as exc:
         raise StorageError(url, f"cannot write here ({exc.strerror or exc})") from exc
     try:
-        yield tmp
-        if not tmp.exists():
-            raise StorageError(url, "the step produced no output file")
-        if loc.is_local:
-            os.replace(tmp, loc.path)
-        else:
-            upload_file(tmp, url)
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise StorageError(url, "the step produced no output file")
+            if loc.is_local:
+                os.replace(tmp, loc.path)
+            else:
+                upload_file(tmp, url)
+        except Exception as exc:  # an OSError, or a tool's error that quotes one
+            if is_disk_full(exc):
+                raise StorageError(url, f"no space left on device in {tmp.parent}") from exc
+            raise
     finally:
         if tmp.exists():
             tmp.unlink()
