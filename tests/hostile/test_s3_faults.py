@@ -119,6 +119,16 @@ def test_each_s3_client_retries(cli_run, s3_server: str, s3: str, tmp_path: Path
     assert sum(proxy.failed.values()) >= 1, proxy.forwarded
 
 
+def test_missing_object_is_not_retried(s3_server: str, s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries are for transient errors only: a missing key fails at once, as FileNotFoundError."""
+    with FaultProxy(s3_server, every=10**9) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        storage._s3_client_cached.cache_clear()
+        with pytest.raises(FileNotFoundError):
+            storage.open_random_access(f"{s3}/no/such.parquet")
+    assert sum(proxy.forwarded.values()) <= 2, proxy.forwarded
+
+
 # ---- errors that retrying cannot fix ------------------------------------------------------------
 
 
