@@ -16,7 +16,6 @@ so no reader ever sees a half-written object and a failed step leaves nothing at
 from __future__ import annotations
 
 import errno
-import http.client
 import io
 import os
 import shutil
@@ -33,10 +32,9 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from cng_datasets.errors import StorageError, first_line
+from cng_datasets.retry import MAX_ATTEMPTS, RetryingInput, http_transient, with_retries
 
 HTTP_TIMEOUT = 60
-#: Attempts per S3 request (boto3, pyarrow, and our retry of pyarrow reads), with exponential backoff.
-MAX_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ def pyarrow_filesystem(url: str) -> tuple[Any, str]:
             "anonymous": s.anonymous,
             "connect_timeout": HTTP_TIMEOUT,
             "request_timeout": HTTP_TIMEOUT,
-            # the SDK's default is 3 attempts; match boto3's (see also _RetryingInput)
+            # the SDK's default is 3 attempts; match boto3's (see also retry.RetryingInput)
             "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
         }
         if not s.anonymous:
@@ -562,7 +560,7 @@ class HttpRangeFile(io.RawIOBase):
                 return resp.status, resp.read()
 
         try:
-            status, data = with_retries(get, _http_transient)
+            status, data = with_retries(get, http_transient)
         except OSError as exc:
             raise StorageError(self.url, f"range read failed ({exc})") from exc
         if status == 200:  # server ignored Range: take our slice of the full body
@@ -571,113 +569,6 @@ class HttpRangeFile(io.RawIOBase):
         buffer[:n] = data
         self._pos += n
         return n
-
-
-# --------------------------------------------------------------------------------------------
-# Retries of reads that the clients' own retry strategies do not cover
-
-#: First delay of :func:`with_retries`, doubled after each failed attempt (with jitter), capped.
-RETRY_DELAY = 0.2
-RETRY_DELAY_MAX = 8.0
-
-
-def with_retries(fn: Any, transient: Any, attempts: int = MAX_ATTEMPTS) -> Any:
-    """``fn()``, attempted up to ``attempts`` times while ``transient(exc)`` says the error may go
-    away, sleeping with exponential backoff and jitter in between."""
-    import random
-    import time
-
-    delay = RETRY_DELAY
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == attempts or not transient(exc):
-                raise
-            time.sleep(min(RETRY_DELAY_MAX, delay) * (0.5 + random.random()))
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-#: Words of pyarrow / AWS SDK errors that retrying cannot fix.
-_PERMANENT = ("ACCESS_DENIED", "AccessDenied", "NO_SUCH", "NoSuch", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-              "[code 403]", "[code 404]", "does not exist", "Forbidden", "INVALID_ACCESS_KEY_ID")
-
-
-def _s3_read_transient(exc: BaseException) -> bool:
-    if not isinstance(exc, OSError) or isinstance(exc, (FileNotFoundError, PermissionError)):
-        return False
-    text = str(exc)
-    return not any(word in text for word in _PERMANENT)
-
-
-def _http_transient(exc: BaseException) -> bool:
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code in (408, 429, 500, 502, 503, 504)
-    return isinstance(exc, (OSError, http.client.HTTPException))
-
-
-class _RetryingS3Input(io.RawIOBase):
-    """A read-only, seekable S3 object through pyarrow that retries failed reads.
-
-    pyarrow's S3 retry strategy retries a request that fails before its body is streamed; a 5xx
-    answer to a range GET or a connection dropped mid-body surfaces instead as an ``OSError``
-    ("AWS Error INTERNAL_FAILURE during GetObject operation: Failed to flush response stream",
-    "curlCode: 52, Server returned nothing"). Each read is therefore retried here, on a freshly
-    opened file, with backoff; errors that retrying cannot fix (access denied, missing) are raised
-    at once.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._fs, self._path = pyarrow_filesystem(url)
-        self._file = with_retries(lambda: self._fs.open_input_file(self._path), _s3_read_transient)
-        self._size = int(self._file.size())
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def size(self) -> int:
-        return self._size
-
-    def _read_at(self, n: int, pos: int) -> bytes:
-        try:
-            return bytes(self._file.read_at(n, pos))
-        except OSError:
-            # the failed stream may have left the file unusable: the next attempt opens a new one
-            try:
-                self._file.close()
-            finally:
-                self._file = self._fs.open_input_file(self._path)
-            raise
-
-    def readinto(self, buffer: Any) -> int:
-        want = min(len(buffer), self._size - self._pos)
-        if want <= 0:
-            return 0
-        data = with_retries(lambda: self._read_at(want, self._pos), _s3_read_transient)
-        n = len(data)
-        buffer[:n] = data
-        self._pos += n
-        return n
-
-    def close(self) -> None:
-        f = getattr(self, "_file", None)  # absent when opening failed
-        if f is not None and not self.closed:
-            f.close()
-        super().close()
 
 
 def open_random_access(url: str) -> Any:
@@ -692,7 +583,8 @@ def open_random_access(url: str) -> Any:
     if loc.scheme in ("http", "https"):
         return open_input(url)
     if loc.scheme == "s3":
-        return _RetryingS3Input(url)
+        filesystem, path = pyarrow_filesystem(url)
+        return RetryingInput(filesystem, path)
     filesystem, path = pyarrow_filesystem(url)
     return filesystem.open_input_file(path)
 
@@ -704,7 +596,8 @@ def open_input(url: str) -> IO[bytes]:
         if loc.is_local:
             return open(loc.path, "rb")
         if loc.scheme == "s3":
-            return io.BufferedReader(_RetryingS3Input(url), buffer_size=1 << 20)
+            filesystem, path = pyarrow_filesystem(url)
+            return io.BufferedReader(RetryingInput(filesystem, path), buffer_size=1 << 20)
         return io.BufferedReader(HttpRangeFile(url), buffer_size=1 << 20)
     except FileNotFoundError as exc:
         raise StorageError(url, "not found") from exc
