@@ -10,7 +10,12 @@ S3 settings come from the standard environment:
 
 Writes are atomic: :func:`atomic_output` hands out a local temporary file and publishes it only
 when the block succeeds (``os.replace`` locally, a single PUT / completed multipart upload on S3),
-so no reader ever sees a half-written object and a failed step leaves nothing at the destination.
+so no reader ever sees a half-written object and a failed step leaves nothing at the destination;
+a full disk there is one :class:`StorageError` naming the directory.
+
+Transient S3 / HTTP failures (5xx, throttling, dropped connections) are retried with exponential
+backoff by every client: boto3 and pyarrow with :data:`cng_datasets.retry.MAX_ATTEMPTS` attempts,
+GDAL through ``GDAL_HTTP_MAX_RETRY``, and what they miss by :mod:`cng_datasets.retry`.
 """
 
 from __future__ import annotations
