@@ -142,8 +142,11 @@ def test_polygon_round_the_south_pole_in_epsg_3031(cli_run, tmp_path: Path) -> N
         [[-180, -90], [-180, -60], [0, -60], [180, -60], [180, -90], [0, -90], [-180, -90]],
         # a raw ring that winds once round the pole along -60 (one edge crosses ±180)
         [[0, -60], [120, -60], [-120, -60], [0, -60]],
+        # the same with a vertex exactly on 180: taken as drawn it would run back over itself and
+        # collapse to nothing (it did: the feature became a null geometry)
+        [[0, -60], [90, -60], [180, -60], [-90, -60], [0, -60]],
     ],
-    ids=["reaching-minus-90", "winding-round-the-pole"],
+    ids=["reaching-minus-90", "winding-round-the-pole", "winding-with-a-vertex-on-180"],
 )
 def test_polygon_containing_the_pole_in_lonlat(cli_run, tmp_path: Path, ring: list[list[float]]) -> None:
     src = write_geojson(tmp_path / "cap.geojson", [feature({"type": "Polygon", "coordinates": [ring]}, name="cap")])
