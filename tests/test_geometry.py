@@ -71,3 +71,12 @@ def test_vectorised_front_end_counts_changes() -> None:
     out, changed = split_antimeridian(geoms)
     assert changed == 1 and out[0] is geoms[0] and out[1] is None and out[3] is geoms[3]
     assert out[2].area == pytest.approx(4.0)
+
+
+def test_ring_round_a_pole_with_a_vertex_on_the_antimeridian() -> None:
+    # a raw ring along -60 that happens to have a vertex exactly on 180: as drawn it runs back over
+    # itself (zero area); it is the cap south of -60, not an already cut polygon
+    for lons in ([0, 90, 180, -90, 0], list(range(0, 181)) + list(range(-179, 1))):
+        out = split_antimeridian_one(shapely.Polygon([(x, -60.0) for x in lons]))
+        assert out.bounds == (-180.0, -90.0, 180.0, -60.0)
+        assert out.area == pytest.approx(360.0 * 30.0)

@@ -40,8 +40,9 @@ def _crossing_edges(coords: np.ndarray, closed: bool = True) -> np.ndarray:
     - a ring that closes when every long edge is taken the short way is a crossing ring: all its
       long edges cross (also those through a vertex lying exactly on ±180);
     - a ring that then winds once round the globe (round a pole) crosses only if it has a long
-      edge between two points off the antimeridian (a raw polar ring); if all its long edges
-      touch ±180 it is already cut, and is taken as drawn.
+      edge between two points off the antimeridian (a raw polar ring), or if all its long edges
+      touch ±180 but the ring taken as drawn is not simple (a raw polar ring with a vertex on
+      ±180); otherwise it is already cut, and is taken as drawn.
 
     A line crosses where it has a long edge off the antimeridian (then all its long edges do).
     """
@@ -56,6 +57,11 @@ def _crossing_edges(coords: np.ndarray, closed: bool = True) -> np.ndarray:
     if closed:
         unwrapped = _unwrap(coords, long_edge)
         if abs(unwrapped[-1, 0] - unwrapped[0, 0]) < 180.0:
+            return long_edge
+        if not off_seam and len(coords) >= 4 and not shapely.is_valid(Polygon(coords[:, :2])):
+            # every long edge touches ±180, yet as drawn the ring runs back over itself: not a cut
+            # polygon but a raw ring round a pole with a vertex that happens to lie on ±180 (taken
+            # as drawn it would collapse to nothing)
             return long_edge
     return long_edge if off_seam else np.zeros(len(long_edge), dtype=bool)
 

@@ -10,11 +10,17 @@ S3 settings come from the standard environment:
 
 Writes are atomic: :func:`atomic_output` hands out a local temporary file and publishes it only
 when the block succeeds (``os.replace`` locally, a single PUT / completed multipart upload on S3),
-so no reader ever sees a half-written object and a failed step leaves nothing at the destination.
+so no reader ever sees a half-written object and a failed step leaves nothing at the destination;
+a full disk there is one :class:`StorageError` naming the directory.
+
+Transient S3 / HTTP failures (5xx, throttling, dropped connections) are retried with exponential
+backoff by every client: boto3 and pyarrow with :data:`cng_datasets.retry.MAX_ATTEMPTS` attempts,
+GDAL through ``GDAL_HTTP_MAX_RETRY``, and what they miss by :mod:`cng_datasets.retry`.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -31,6 +37,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from cng_datasets.errors import StorageError, first_line
+from cng_datasets.retry import MAX_ATTEMPTS, RetryingInput, http_transient, with_retries
 
 HTTP_TIMEOUT = 60
 
@@ -153,7 +160,7 @@ def _s3_client_cached(s: S3Settings) -> Any:
 
     config = Config(
         s3={"addressing_style": "path" if s.endpoint_url else "auto"},
-        retries={"max_attempts": 8, "mode": "standard"},
+        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
         signature_version=UNSIGNED if s.anonymous else None,
         connect_timeout=HTTP_TIMEOUT,
         read_timeout=HTTP_TIMEOUT,
@@ -183,6 +190,8 @@ def pyarrow_filesystem(url: str) -> tuple[Any, str]:
             "anonymous": s.anonymous,
             "connect_timeout": HTTP_TIMEOUT,
             "request_timeout": HTTP_TIMEOUT,
+            # the SDK's default is 3 attempts; match boto3's (see also retry.RetryingInput)
+            "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
         }
         if not s.anonymous:
             kwargs.update(access_key=s.access_key, secret_key=s.secret_key, session_token=s.session_token)
@@ -205,8 +214,11 @@ def gdal_config() -> dict[str, str | None]:
     custom = bool(s.endpoint_url)
     return {
         "GDAL_HTTP_TIMEOUT": str(HTTP_TIMEOUT),
-        "GDAL_HTTP_MAX_RETRY": "4",
-        "GDAL_HTTP_RETRY_DELAY": "2",
+        # GDAL doubles the delay after each retry; it retries these codes and dropped or reset
+        # connections (a 503 SlowDown included)
+        "GDAL_HTTP_MAX_RETRY": "5",
+        "GDAL_HTTP_RETRY_DELAY": "1",
+        "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         # very large single features (a continent at 10 m) are refused by default
         "OGR_GEOJSON_MAX_OBJ_SIZE": "0",
@@ -262,15 +274,28 @@ def vsi_path(url: str) -> str:
 # Object operations
 
 
+def _client_error_code(exc: BaseException | None) -> str:
+    """The S3 error code of ``exc`` or of the ClientError it wraps (boto3's S3UploadFailedError and
+    s3transfer's errors only carry it in their message and their context)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            return str(response.get("Error", {}).get("Code", ""))
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return ""
+
+
 def _s3_error(url: str, exc: Exception) -> StorageError:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    code = _client_error_code(exc)
     if code in ("NoSuchBucket",):
         return StorageError(url, "bucket does not exist")
     if code in ("404", "NoSuchKey", "NotFound"):
         return StorageError(url, "not found")
-    if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+    if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"):
         return StorageError(url, f"access denied ({code})")
-    return StorageError(url, f"{type(exc).__name__}: {exc}")
+    return StorageError(url, f"{type(exc).__name__}: {first_line(exc)}")
 
 
 def exists(url: str) -> bool:
@@ -446,6 +471,15 @@ def download_file(url: str, local: str | os.PathLike[str]) -> None:
                 shutil.copyfileobj(resp, out, 1 << 20)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full; pyarrow's write errors carry the errno
+    in their text only."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
 @contextmanager
 def atomic_output(url: str, suffix: str = "") -> Iterator[Path]:
     """Yield a local temporary path; publish it at ``url`` only if the block succeeds.
@@ -479,13 +513,18 @@ def atomic_output(url: str, suffix: str = "") -> Iterator[Path]:
             why = f"{blocker} is a file, not a directory" if blocker else why
         raise StorageError(url, f"cannot write here ({why})") from exc
     try:
-        yield tmp
-        if not tmp.exists():
-            raise StorageError(url, "the step produced no output file")
-        if loc.is_local:
-            os.replace(tmp, loc.path)
-        else:
-            upload_file(tmp, url)
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise StorageError(url, "the step produced no output file")
+            if loc.is_local:
+                os.replace(tmp, loc.path)
+            else:
+                upload_file(tmp, url)
+        except Exception as exc:  # an OSError, or a tool's error that quotes one
+            if is_disk_full(exc):
+                raise StorageError(url, f"no space left on device in {tmp.parent}") from exc
+            raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -524,12 +563,16 @@ class HttpRangeFile(io.RawIOBase):
         if want <= 0:
             return 0
         req = urllib.request.Request(self.url, headers={"Range": f"bytes={self._pos}-{self._pos + want - 1}"})
-        try:
+
+        def get() -> tuple[int, bytes]:
             with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
-                data = resp.read()
+                return resp.status, resp.read()
+
+        try:
+            status, data = with_retries(get, http_transient)
         except OSError as exc:
             raise StorageError(self.url, f"range read failed ({exc})") from exc
-        if resp.status == 200:  # server ignored Range: take our slice of the full body
+        if status == 200:  # server ignored Range: take our slice of the full body
             data = data[self._pos : self._pos + want]
         n = len(data)
         buffer[:n] = data
@@ -539,13 +582,18 @@ class HttpRangeFile(io.RawIOBase):
 
 def open_random_access(url: str) -> Any:
     """A seekable file for readers that jump around (Parquet footers and row groups): pyarrow's
-    filesystem for local paths and s3://, :func:`open_input`'s range reader for http(s).
+    filesystem for local paths, pyarrow's S3 client with retried reads for s3://, :func:`open_input`'s
+    range reader for http(s).
 
     Unlike :func:`open_input`, local and S3 failures surface as pyarrow / OS errors
     (``FileNotFoundError`` for a missing object), for the caller to word.
     """
-    if parse(url).scheme in ("http", "https"):
+    loc = parse(url)
+    if loc.scheme in ("http", "https"):
         return open_input(url)
+    if loc.scheme == "s3":
+        filesystem, path = pyarrow_filesystem(url)
+        return RetryingInput(filesystem, path)
     filesystem, path = pyarrow_filesystem(url)
     return filesystem.open_input_file(path)
 
@@ -558,7 +606,7 @@ def open_input(url: str) -> IO[bytes]:
             return open(loc.path, "rb")
         if loc.scheme == "s3":
             filesystem, path = pyarrow_filesystem(url)
-            return filesystem.open_input_file(path)  # type: ignore[no-any-return]
+            return io.BufferedReader(RetryingInput(filesystem, path), buffer_size=1 << 20)
         return io.BufferedReader(HttpRangeFile(url), buffer_size=1 << 20)
     except FileNotFoundError as exc:
         raise StorageError(url, "not found") from exc
