@@ -118,6 +118,14 @@ class Task:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return lines[-1] if lines else ""
 
+    def warning_lines(self) -> list[str]:
+        """The ``warning: …`` lines the step wrote to stderr (the CLI's format), without the prefix."""
+        try:
+            text = Path(f"{self.log_base}.err").read_text(errors="replace")
+        except OSError:
+            return []
+        return [ln[len("warning:"):].strip() for ln in text.splitlines() if ln.startswith("warning:")]
+
     def terminate(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

@@ -196,6 +196,7 @@ class _Runner:
         self.log_dir = log_dir
         self.results: dict[str, StepResult] = {}
         self.running: list[_Task] = []
+        self.warned: set[tuple[str, str]] = set()  # (step, warning) already relayed
         self.lease = lease
         self.done: set[str] = set()  # finished or skipped
         self.begun: set[str] = set()  # decided
@@ -281,8 +282,10 @@ class _Runner:
                 continue
             self.running.remove(t)
             t.close()
+            self._relay_warnings(t)
             if rc != 0:
                 detail = t.last_line("err") or t.last_line("out")
+                detail = detail.removeprefix("error: ")  # the step CLI's prefix; ours is added once
                 if t.chunk is not None:
                     self.emit("chunk-failed", t.step.name, t.chunk, detail)
                 self.emit("step-failed", t.step.name, t.chunk, detail)
@@ -292,6 +295,14 @@ class _Runner:
                 self.emit("output", t.step.name, t.chunk, line)
             ended.append(t)
         return ended
+
+    def _relay_warnings(self, t: _Task) -> None:
+        """Pass a step's warnings on to the user once each (200 hex chunks warn alike), so that
+        an assumed CRS or a renamed column is not only in a log file."""
+        for text in t.warning_lines():
+            if (t.step.name, text) not in self.warned:
+                self.warned.add((t.step.name, text))
+                self.emit("warning", t.step.name, t.chunk, text)
 
     def stop_all(self) -> None:
         """Terminate every running subprocess (SIGTERM, then SIGKILL after a grace period)."""

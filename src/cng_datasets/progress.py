@@ -24,6 +24,8 @@ class Event:
     - ``chunk-started`` / ``chunk-finished`` (``data``: ``seconds``, ``features``, ``cells`` when
       the chunk's marker tells) / ``chunk-skipped`` (done in an earlier run) / ``chunk-failed``;
     - ``output``: a step's output line on stdout (``message``);
+    - ``warning``: a step's ``warning: …`` line on stderr (``message``, without the prefix), once
+      per step and text;
     - ``lease-waiting``: another run holds the dataset and ``wait`` was asked (``message``: who);
     - ``cleaned``: temporaries of an interrupted run were removed (``data["paths"]``).
     """

@@ -296,8 +296,6 @@ def test_source_without_crs_in_degrees_is_taken_as_lonlat_with_a_warning(cli_run
     assert "has no CRS; taken as EPSG:4326" in log
 
 
-@pytest.mark.xfail(strict=True, reason="local.py: run keeps the steps' warning lines in _cng/logs/*.err only; "
-                   "the user of `run` never sees that a CRS was assumed (should relay 'warning:' lines)")
 def test_run_relays_the_assumed_crs_warning(cli_run, tmp_path: Path) -> None:
     src = write_gpkg(tmp_path / "nocrs.gpkg", [box(0, 0, 5, 5)], {"name": ["a"]}, crs=None)
     o = run_case(cli_run, tmp_path / "out", src)

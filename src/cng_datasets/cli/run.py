@@ -139,9 +139,14 @@ class Display:
     def __call__(self, ev: Any) -> None:
         with self._lock:
             self.progress.update(ev)
-            text = self._describe(ev)
-            if text:
-                self._log(text)
+            if ev.kind == "warning":  # shown even with --quiet: it says something about the data
+                self._clear()
+                self.stream.write(f"warning: {ev.step}: {ev.message}\n")
+                self.stream.flush()
+            else:
+                text = self._describe(ev)
+                if text:
+                    self._log(text)
             self._draw()
 
     def _describe(self, ev: Any) -> str | None:
