@@ -76,10 +76,6 @@ def test_disk_full_in_pmtiles(cli_run, tmp_path: Path, small_disk: Path) -> None
     _nothing_half_written(small_disk)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "steps/hex.py PartWriter: parts are written into <output>/_tmp outside storage.atomic_output, so "
-    "ENOSPC ends as 'unexpected OSError: [Errno 28] ...' without the place; map it with "
-    "storage.is_disk_full to a StorageError naming the directory"))
 def test_disk_full_in_hex(cli_run, tmp_path: Path, small_disk: Path) -> None:
     src = _csv(tmp_path / "big.csv", 40_000)
     parquet = tmp_path / "big.parquet"
@@ -92,10 +88,6 @@ def test_disk_full_in_hex(cli_run, tmp_path: Path, small_disk: Path) -> None:
     _disk_full_line(o, small_disk)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "steps/pmtiles.py: tippecanoe's stderr goes to a TemporaryFile inside the work directory on the "
-    "destination; when that disk is full its 'No space left on device' is lost and run says only "
-    "'tippecanoe failed: exit status 120' (keep the stderr file in the system temp dir or a pipe)"))
 def test_disk_full_after_convert_in_run(cli_run, tmp_path: Path, small_disk: Path) -> None:
     src = _csv(tmp_path / "mid.csv", 15_000)  # ~1.6 MB of GeoParquet fits, tiles and hex do not
     o = run_case(cli_run, small_disk, src, "--workers", "1", res=5)
