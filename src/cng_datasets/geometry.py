@@ -122,7 +122,7 @@ def split_polygon(poly: Polygon, pole: float | None = None) -> list[Polygon]:
         shell = _close_around_pole(shell, pole)
     centre = (shell[:, 0].min() + shell[:, 0].max()) / 2.0
     holes = []
-    for ring, crossing in zip(rings[1:], crossings[1:]):
+    for ring, crossing in zip(rings[1:], crossings[1:], strict=True):
         h = _unwrap(ring, crossing)
         # move the hole by whole turns so it sits inside the shell's longitude range
         h[:, 0] += 360.0 * np.round((centre - h[:, 0].mean()) / 360.0)
@@ -159,7 +159,7 @@ def split_antimeridian_one(geom: BaseGeometry, part_poles: Sequence[float | None
     if isinstance(geom, (Polygon, MultiPolygon)):
         polys = [geom] if isinstance(geom, Polygon) else list(geom.geoms)
         poles = list(part_poles) if part_poles is not None else [None] * len(polys)
-        pieces = [p for poly, pole in zip(polys, poles) for p in split_polygon(poly, pole)]
+        pieces = [p for poly, pole in zip(polys, poles, strict=True) for p in split_polygon(poly, pole)]
         parts = _flatten(pieces, Polygon)
         if parts == polys:
             return geom

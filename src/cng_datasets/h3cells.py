@@ -614,7 +614,7 @@ def feature_cells(
         before = np.cumsum(est[a:b]) - est[a:b]
         group = np.floor(before / budget).astype(np.int64)
         cuts = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]) + a
-        for i, j in zip(cuts[:-1], cuts[1:]):
+        for i, j in zip(cuts[:-1], cuts[1:], strict=True):
             yield from _simple_run(parts, int(i), int(j), geoms, has_parts, res, mode, budget)
 
 

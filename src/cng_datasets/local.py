@@ -26,7 +26,8 @@ Resuming: when a step succeeds the runner writes a marker ``<root>/<dataset>/_cn
 argv, the identity of its inputs and outputs *by content* (a SHA-256 of local files, Shapefile
 side files and every file of a directory; ETag, size and Last-Modified on S3 and HTTP, taken before
 the step starts), and its run time. An input whose identity cannot be known (an HTTP server
-without ETag / Last-Modified) is never taken as unchanged. On a re-run a step is skipped when its marker exists, the argv equals the current
+without ETag / Last-Modified) is never taken as unchanged. On a re-run a step is skipped when its
+marker exists, the argv equals the current
 plan's, and its inputs and outputs are still the ones recorded; ``repartition`` moreover only
 when the hex output's own completion marker ``<hex>/_SUCCESS.json`` exists (the output is
 published). A finished ``repartition`` makes ``hex`` unneeded. Hex resumes per chunk: the hex

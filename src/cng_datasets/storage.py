@@ -402,7 +402,11 @@ def delete_prefix(url: str) -> int:
         if failed:
             first = failed[0]
             raise StorageError(
-                url, f"{len(failed)} object(s) not deleted, e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+                url,
+                (
+                    f"{len(failed)} object(s) not deleted, e.g. {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message', '')}"
+                ).rstrip(),
             )
     return len(keys)
 

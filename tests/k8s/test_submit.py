@@ -17,7 +17,6 @@ from cng_datasets.k8s.orchestrator import orchestrate
 from cng_datasets.k8s.submit import cleanup, format_status, load_workflow, logs, output_urls, status, submit
 from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, write_workflow
 
-
 NS = "geo"
 PVC = "demo-places-workflow-yamls"
 STEP_JOBS = [f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition")]

@@ -187,7 +187,7 @@ def summary_table(summary: Any) -> str:
         rows.append((s.name, status, _fmt_seconds(s.seconds, True) if s.status == "ran" else f"({_fmt_seconds(s.seconds, True)})", extra))
     rows.append(("total", "", _fmt_seconds(summary.seconds, True), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 @contextlib.contextmanager

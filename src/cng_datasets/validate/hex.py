@@ -153,7 +153,8 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
                 i = int(bad[0])
                 problems.add(
                     f"{url}: column h{r} is not the parent of h{res} in {len(bad)} row(s) "
-                    f"(first: row {i}, h{res} {_h3_str(fine[i])} has parent {_h3_str(expect[i])}, column holds {_h3_str(col[i])})"
+                    f"(first: row {i}, h{res} {_h3_str(fine[i])} has parent {_h3_str(expect[i])}, "
+                    f"column holds {_h3_str(col[i])})"
                 )
             for i in sample[:50]:
                 if h3.cell_to_parent(_h3_str(fine[i]), r) != _h3_str(expect[i]):
@@ -236,7 +237,8 @@ def _compare_hex_success(
     extra = sorted(present - set(listed))
     if extra:
         problems.add(
-            f"{hex_url}: {len(extra)} .parquet file(s) not listed in {HEX_SUCCESS} (stale or partial; first: {extra[0]})"
+            f"{hex_url}: {len(extra)} .parquet file(s) not listed in {HEX_SUCCESS} "
+            f"(stale or partial; first: {extra[0]})"
         )
     for rel in sorted(set(listed) & set(file_rows)):
         if listed[rel] != file_rows[rel]:
