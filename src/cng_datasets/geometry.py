@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+from numpy.typing import NDArray
 from shapely.geometry import LineString, MultiLineString, MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
@@ -91,7 +92,10 @@ def _wrap_into_world(geom: BaseGeometry) -> list[BaseGeometry]:
         if piece.is_empty:
             continue
         if k:
-            piece = shapely.transform(piece, lambda c, dx=360.0 * k: c - np.array([dx, 0.0]))
+            def shift(c: NDArray[np.float64], dx: float = 360.0 * k) -> NDArray[np.float64]:
+                return c - np.array([dx, 0.0], dtype=np.float64)
+
+            piece = shapely.transform(piece, shift)
         parts.append(piece)
     return parts
 
@@ -140,7 +144,7 @@ def split_line(line: LineString) -> list[LineString]:
     return _flatten(_wrap_into_world(LineString(_unwrap(coords, crossing))), LineString)
 
 
-def _flatten(geoms: list[BaseGeometry], kind: type) -> list[Any]:
+def _flatten(geoms: Sequence[BaseGeometry], kind: type) -> list[Any]:
     out: list[Any] = []
     for g in geoms:
         if isinstance(g, kind):

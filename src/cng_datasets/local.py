@@ -205,7 +205,7 @@ class _Runner:
         self.fanouts: dict[str, _Fanout] = {}
         self.plan: Plan  # set by run()
 
-    def emit(self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", **data: Any) -> None:
+    def emit(self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", /, **data: Any) -> None:
         if self.on_event is not None:
             self.on_event(Event(kind, step, chunk, message, data))
 
@@ -396,7 +396,7 @@ class _Runner:
         marker = read_marker(marker_url(self.config, step.name)) or {}
         seconds = float(marker.get("seconds", 0.0))
         self.results[step.name] = StepResult(step.name, "skipped", seconds, step.argv)
-        self.emit("step-skipped", step.name, message=why)
+        self.emit("step-skipped", step.name, None, why)
         self.done.add(step.name)
 
     # ---- indexed steps ------------------------------------------------------------------

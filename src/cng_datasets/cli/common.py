@@ -44,7 +44,7 @@ def setup_logging(quiet: bool = False) -> None:
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         sys.stderr.write(f"warning: {message}\n")
 
-    warnings.showwarning = show  # type: ignore[assignment]
+    warnings.showwarning = show
 
 
 def handle_errors(func: F) -> F:
@@ -78,7 +78,7 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class IntListType(click.ParamType):
+class IntListType(click.ParamType[tuple[int, ...]]):
     """A comma-separated list of integers, e.g. ``"9,8,0"`` → ``(9, 8, 0)``."""
 
     name = "INTS"

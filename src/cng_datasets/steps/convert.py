@@ -508,11 +508,11 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
             summary.split_at_antimeridian = sum(s.split_at_antimeridian for s in summary.sources)
             summary.geometry_types = sorted(types)
             summary.bbox = [float(v) for v in bbox] if np.isfinite(bbox).all() else None
-            accounting = {
+            accounting: dict[str, Any] = {
                 "unit": "features", "read": summary.read, "written": summary.features,
                 "dropped": {SKIPPED_REASON: summary.skipped} if summary.skipped else {},
             }
-            if accounting["read"] - sum(accounting["dropped"].values()) != accounting["written"]:  # type: ignore[attr-defined]
+            if accounting["read"] - sum(accounting["dropped"].values()) != accounting["written"]:
                 raise IncompleteOutputError(
                     f"{dest}: read {summary.read} features, skipped {summary.skipped}, but wrote {summary.features}"
                 )

@@ -144,7 +144,7 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
                 beyond += int(((bb[:, 1] > WEB_MERCATOR_MAX_LAT) | (bb[:, 3] < -WEB_MERCATOR_MAX_LAT)).sum())
                 total = [min(total[0], bb[:, 0].min()), min(total[1], bb[:, 1].min()),
                          max(total[2], bb[:, 2].max()), max(total[3], bb[:, 3].max())]
-        if cover_col:
+        if cover_col and cover:
             st = batch.column(1)
             fields = [cover[k][1] for k in ("xmin", "ymin", "xmax", "ymax")]
             cb = np.column_stack([
