@@ -468,7 +468,7 @@ class FakeCluster:
             try:
                 if rec.poll():
                     return self._terminate(pod, 0, "Completed", "received\n")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - a receiver error ends its pod, as in the cluster
                 return self._terminate(pod, 1, "Error", f"error: {exc}\n")
             if self.now >= pod["_deadline"]:
                 return self._terminate(pod, 1, "Error", "error: timed out\n")

@@ -256,7 +256,7 @@ def test_upload_pod_that_never_starts_times_out_with_a_reason(cluster: FakeClust
 def test_cleanup_deletes_jobs_and_pvc_but_not_rbac(cluster: FakeCluster, wf_dir: Path) -> None:
     cluster.script["pmtiles"] = {None: [HANG]}
     do_submit(cluster, wf_dir)
-    with pytest.raises(Exception):  # noqa: B017,PT011 - stop the orchestrator half-way
+    with pytest.raises(Exception):  # noqa: B017 - stop the orchestrator half-way
         orchestrate(cluster.api(), cluster.pvc_dir(NS, PVC), NS, sleep=lambda s: (_ for _ in ()).throw(RuntimeError()),
                     now=lambda: cluster.now)
     lines: list[str] = []
@@ -380,7 +380,7 @@ def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.startswith("/apis/batch/v1/namespaces/geo/jobs/demo-places-hex"):
                 return self._send(200, hex_job)
             name = self.path.rsplit("/", 1)[-1]
@@ -388,7 +388,7 @@ def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
                                     "message": f'jobs.batch "{name}" not found',
                                     "details": {"name": name, "group": "batch", "kind": "jobs"}})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
                                     "message": 'namespaces "geo" not found', "details": {"name": "geo", "kind": "namespaces"}})

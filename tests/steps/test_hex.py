@@ -10,7 +10,7 @@ from typing import Any
 import h3.api.basic_int as h3
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401
+import pyarrow.compute  # makes pa.compute available
 import pyarrow.parquet as pq
 import pytest
 import shapely

@@ -9,7 +9,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -75,7 +75,7 @@ def handle_errors(func: F) -> F:
             click.echo(f"error: unexpected {type(err).__name__}: {first} (set CNG_DATASETS_DEBUG=1 for details)", err=True)
             sys.exit(EXIT_FAILURE)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # functools.wraps keeps the signature
 
 
 class IntListType(click.ParamType[tuple[int, ...]]):

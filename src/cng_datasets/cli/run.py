@@ -280,8 +280,10 @@ def check_accounting(config: Any, quiet: bool) -> None:
 
 
 for _p in run.params:
-    if _p.name in _K8S_ONLY or (_p.name or "").endswith(("_cpu", "_memory", "_ephemeral_storage")):
-        _p.hidden = True  # type: ignore[attr-defined]
+    if isinstance(_p, click.Option) and (
+        _p.name in _K8S_ONLY or (_p.name or "").endswith(("_cpu", "_memory", "_ephemeral_storage"))
+    ):
+        _p.hidden = True
 
 
 @click.command("validate")

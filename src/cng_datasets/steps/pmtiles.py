@@ -288,13 +288,14 @@ def _column_values(column: Any) -> list[Any]:
         typ = column.type
     if pa.types.is_floating(typ):
         column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, typ))
-        return column.to_pylist()  # type: ignore[no-any-return]
-    values = column.to_pylist()
+        floats: list[Any] = column.to_pylist()
+        return floats
+    values: list[Any] = column.to_pylist()
     if pa.types.is_integer(typ) and typ.bit_width == 64:
         return [str(v) if v is not None and not -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT else v for v in values]
     if pa.types.is_nested(typ):
         return [_clean_nested(v) for v in values]
-    return values  # type: ignore[no-any-return]
+    return values
 
 
 def _clean_nested(value: Any) -> Any:

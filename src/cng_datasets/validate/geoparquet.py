@@ -127,7 +127,7 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
         valid = np.asarray(pc.is_valid(wkb).to_numpy(zero_copy_only=False), dtype=bool)
         try:
             geoms = shapely.from_wkb(np.asarray(wkb.to_numpy(zero_copy_only=False), dtype=object))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any WKB decoder error is the finding
             problems.add(f"{url}: rows {row0}..{row0 + len(batch) - 1}: geometry is not valid WKB ({exc})")
             row0 += len(batch)
             continue

@@ -68,7 +68,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     file_rows: dict[str, int] = {}
     try:
         src = _open_parquet(parquet_url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any reader error is the finding
         return [f"{parquet_url}: source GeoParquet unreadable, cannot check the hex partitions ({exc})"], stats
     info = json.loads((src.metadata.metadata or {}).get(b"cng_datasets", b"{}"))
     id_col = info.get("id_column") or "_cng_fid"
@@ -96,7 +96,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
             pf = _open_parquet(url)
             wanted = [n for n in pf.schema_arrow.names if n == id_col or _CELL_COLUMN.match(n)]
             table = pf.read(columns=wanted)  # attributes are not checked: skip reading them
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any reader error is the finding
             problems.add(f"{url}: unreadable ({first_line(exc)})")
             continue
         stats["rows"] += table.num_rows
