@@ -9,9 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from cng_datasets import storage
-from cng_datasets.errors import ClusterError
+from cng_datasets.errors import ClusterError, StaleJobError
 from cng_datasets.k8s import rbac, spechash
-from cng_datasets.errors import StaleJobError
 from cng_datasets.k8s.jobs import job_state
 from cng_datasets.k8s.orchestrator import orchestrate
 from cng_datasets.k8s.submit import cleanup, format_status, load_workflow, logs, output_urls, status, submit

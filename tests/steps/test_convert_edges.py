@@ -201,7 +201,7 @@ def http_status(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         def do_GET(self) -> None:
             self.send_error(403 if self.path.startswith("/403/") else 404)
 
-        do_HEAD = do_GET  # noqa: N815 - http.server's name
+        do_HEAD = do_GET
 
         def log_message(self, *args: object) -> None:
             pass
