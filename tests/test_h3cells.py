@@ -29,7 +29,7 @@ def _cells_by_feature(geoms, res, **kw):
     out = list(h3cells.feature_cells(geoms, res, **kw))
     idx = np.concatenate([o[0] for o in out]) if out else np.empty(0, np.int64)
     cells = np.concatenate([o[1] for o in out]) if out else np.empty(0, np.uint64)
-    pairs = set(zip(idx.tolist(), cells.tolist()))
+    pairs = set(zip(idx.tolist(), cells.tolist(), strict=True))
     assert len(pairs) == len(cells), "duplicate (feature, cell) pairs"
     by = {i: set() for i in range(len(geoms))}
     for i, c in pairs:
@@ -56,7 +56,7 @@ def _all_cells(res):
 def test_parent_cells_equal_h3py():
     rng = np.random.default_rng(1)
     lat, lng = rng.uniform(-90, 90, 500), rng.uniform(-180, 180, 500)
-    cells = np.array([h3.latlng_to_cell(a, b, 12) for a, b in zip(lat, lng)], dtype=np.uint64)
+    cells = np.array([h3.latlng_to_cell(a, b, 12) for a, b in zip(lat, lng, strict=True)], dtype=np.uint64)
     for p in (0, 5, 11, 12):
         expect = [h3.cell_to_parent(int(c), p) for c in cells]
         assert h3cells.parent_cells(cells, p).tolist() == expect
@@ -188,7 +188,7 @@ def test_lines_every_cell_passed_without_gaps(lowres):
         ref = set()
         for part in shapely.get_parts(line):
             xy = shapely.get_coordinates(part)
-            for (x0, y0), (x1, y1) in zip(xy[:-1], xy[1:]):
+            for (x0, y0), (x1, y1) in zip(xy[:-1], xy[1:], strict=True):
                 dx = x1 - x0
                 dx = dx - 360 if dx > 180 else dx + 360 if dx < -180 else dx
                 n = max(1, math.ceil(max(abs(dx), abs(y1 - y0)) / step))
@@ -269,6 +269,6 @@ def test_coordinates_outside_lonlat_raise_instead_of_being_clipped():
         h3cells.point_cells(np.array([10.0]), np.array([91.0]), 3)
     # the edges themselves, and float noise of a hair beyond them, are lon/lat
     edge = np.array([shapely.Point(180.0, 90.0), shapely.Point(-180.0, -90.0), shapely.Point(180.0 + 1e-12, 45.0)], dtype=object)
-    idx, _cells = zip(*h3cells.feature_cells(edge, 3))
+    idx, _cells = zip(*h3cells.feature_cells(edge, 3), strict=True)
     assert sorted(np.concatenate(idx).tolist()) == [0, 1, 2]
     assert h3cells.point_cells(np.array([0.0]), np.array([90.0 + 1e-12]), 3)[0] == h3.latlng_to_cell(90.0, 0.0, 3)

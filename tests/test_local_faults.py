@@ -225,7 +225,7 @@ def test_http_source_without_validators_is_never_taken_as_unchanged(tmp_path: Pa
     class Handler(http.server.BaseHTTPRequestHandler):
         validators = False
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "10")
             if Handler.validators:

@@ -34,7 +34,6 @@ def test_multi_layer_source_counts_the_chosen_layer() -> None:
 def _parquet(path: Path, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     import shapely
 
     geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}

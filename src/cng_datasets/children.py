@@ -38,7 +38,7 @@ def _prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
         return None
 
@@ -186,7 +186,7 @@ def remove_stale_tempdirs(base: str | None = None) -> list[str]:
     """
     root = Path(base or tempfile.gettempdir())
     host = _host()
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(root.iterdir())
     except OSError:

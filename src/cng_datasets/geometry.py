@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+from numpy.typing import NDArray
 from shapely.geometry import LineString, MultiLineString, MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
@@ -91,7 +92,10 @@ def _wrap_into_world(geom: BaseGeometry) -> list[BaseGeometry]:
         if piece.is_empty:
             continue
         if k:
-            piece = shapely.transform(piece, lambda c, dx=360.0 * k: c - np.array([dx, 0.0]))
+            def shift(c: NDArray[np.float64], dx: float = 360.0 * k) -> NDArray[np.float64]:
+                return c - np.array([dx, 0.0], dtype=np.float64)
+
+            piece = shapely.transform(piece, shift)
         parts.append(piece)
     return parts
 
@@ -122,7 +126,7 @@ def split_polygon(poly: Polygon, pole: float | None = None) -> list[Polygon]:
         shell = _close_around_pole(shell, pole)
     centre = (shell[:, 0].min() + shell[:, 0].max()) / 2.0
     holes = []
-    for ring, crossing in zip(rings[1:], crossings[1:]):
+    for ring, crossing in zip(rings[1:], crossings[1:], strict=True):
         h = _unwrap(ring, crossing)
         # move the hole by whole turns so it sits inside the shell's longitude range
         h[:, 0] += 360.0 * np.round((centre - h[:, 0].mean()) / 360.0)
@@ -140,7 +144,7 @@ def split_line(line: LineString) -> list[LineString]:
     return _flatten(_wrap_into_world(LineString(_unwrap(coords, crossing))), LineString)
 
 
-def _flatten(geoms: list[BaseGeometry], kind: type) -> list[Any]:
+def _flatten(geoms: Sequence[BaseGeometry], kind: type) -> list[Any]:
     out: list[Any] = []
     for g in geoms:
         if isinstance(g, kind):
@@ -159,7 +163,7 @@ def split_antimeridian_one(geom: BaseGeometry, part_poles: Sequence[float | None
     if isinstance(geom, (Polygon, MultiPolygon)):
         polys = [geom] if isinstance(geom, Polygon) else list(geom.geoms)
         poles = list(part_poles) if part_poles is not None else [None] * len(polys)
-        pieces = [p for poly, pole in zip(polys, poles) for p in split_polygon(poly, pole)]
+        pieces = [p for poly, pole in zip(polys, poles, strict=True) for p in split_polygon(poly, pole)]
         parts = _flatten(pieces, Polygon)
         if parts == polys:
             return geom

@@ -376,7 +376,7 @@ def _sinusoidal(geoms: np.ndarray) -> np.ndarray:
         out[:, 0] *= np.cos(np.radians(np.clip(xy[:, 1], -90.0, 90.0)))
         return out
 
-    return shapely.transform(geoms, project)  # type: ignore[no-any-return]
+    return shapely.transform(geoms, project)
 
 
 def needs_tiling(parts: Parts, n_features: int) -> np.ndarray:
@@ -475,7 +475,7 @@ def _owned(cells: np.ndarray, rect: tuple[float, float, float, float]) -> np.nda
     x0, y0, x1, y1 = rect
     in_x = (lng >= x0) & ((lng < x1) | (x1 >= 180.0))
     in_y = (lat >= y0) & ((lat < y1) | (y1 >= 90.0))
-    return in_x & in_y  # type: ignore[no-any-return]
+    return in_x & in_y
 
 
 def tiled_cells(
@@ -586,7 +586,8 @@ def feature_cells(
     import shapely
 
     present = np.array([g is not None for g in geoms], dtype=bool)
-    safe = np.where(present, geoms, shapely.GeometryCollection())
+    safe = geoms.copy()
+    safe[~present] = shapely.GeometryCollection()
     check_range(safe)
     parts = explode(safe)
     est = estimate_cells(parts, n, res)
@@ -614,7 +615,7 @@ def feature_cells(
         before = np.cumsum(est[a:b]) - est[a:b]
         group = np.floor(before / budget).astype(np.int64)
         cuts = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]) + a
-        for i, j in zip(cuts[:-1], cuts[1:]):
+        for i, j in zip(cuts[:-1], cuts[1:], strict=True):
             yield from _simple_run(parts, int(i), int(j), geoms, has_parts, res, mode, budget)
 
 

@@ -272,7 +272,7 @@ class _S3Lease(Lease):
         self.etag: str | None = None
         self.conditional = True  # False on a server that refuses conditional requests
 
-    def _put(self, **cond: str) -> str:
+    def _put(self, **cond: Any) -> str:
         data = json.dumps(_body(self.token, self.started), indent=1).encode()
         if not self.conditional:
             cond = {}
@@ -367,7 +367,7 @@ class _S3Lease(Lease):
         if self.etag is None:
             return
         try:
-            cond = {"IfMatch": self.etag} if self.conditional else {}
+            cond: dict[str, Any] = {"IfMatch": self.etag} if self.conditional else {}
             storage.s3_client().delete_object(Bucket=self.bucket, Key=self.key, **cond)
         except ClientError as exc:
             if _s3_code(exc) not in _PRECONDITION + ("NoSuchKey", "404"):

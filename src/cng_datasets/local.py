@@ -26,7 +26,8 @@ Resuming: when a step succeeds the runner writes a marker ``<root>/<dataset>/_cn
 argv, the identity of its inputs and outputs *by content* (a SHA-256 of local files, Shapefile
 side files and every file of a directory; ETag, size and Last-Modified on S3 and HTTP, taken before
 the step starts), and its run time. An input whose identity cannot be known (an HTTP server
-without ETag / Last-Modified) is never taken as unchanged. On a re-run a step is skipped when its marker exists, the argv equals the current
+without ETag / Last-Modified) is never taken as unchanged. On a re-run a step is skipped when its
+marker exists, the argv equals the current
 plan's, and its inputs and outputs are still the ones recorded; ``repartition`` moreover only
 when the hex output's own completion marker ``<hex>/_SUCCESS.json`` exists (the output is
 published). A finished ``repartition`` makes ``hex`` unneeded. Hex resumes per chunk: the hex
@@ -205,7 +206,7 @@ class _Runner:
         self.fanouts: dict[str, _Fanout] = {}
         self.plan: Plan  # set by run()
 
-    def emit(self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", **data: Any) -> None:
+    def emit(self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", /, **data: Any) -> None:
         if self.on_event is not None:
             self.on_event(Event(kind, step, chunk, message, data))
 
@@ -406,7 +407,7 @@ class _Runner:
         marker = read_marker(marker_url(self.config, step.name)) or {}
         seconds = float(marker.get("seconds", 0.0))
         self.results[step.name] = StepResult(step.name, "skipped", seconds, step.argv)
-        self.emit("step-skipped", step.name, message=why)
+        self.emit("step-skipped", step.name, None, why)
         self.done.add(step.name)
 
     # ---- indexed steps ------------------------------------------------------------------

@@ -275,7 +275,7 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     # "--" ends the options: a source URL that starts with "-" stays a source.
     convert += ("--", *c.source_urls, c.parquet_url)
 
-    pmtiles = (
+    pmtiles: tuple[str, ...] = (
         PROGRAM, "pmtiles", "--input", c.parquet_url, "--output", c.pmtiles_url,
         "--layer-name", c.base_name, "--max-zoom", str(c.resolved_max_zoom),
         # Applied right after convert in the manual flow: wait (up to 24 h) for convert's atomic output.

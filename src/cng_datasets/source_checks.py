@@ -74,7 +74,7 @@ def _head(url: str) -> bytes | None:
         if exc.code == 416:  # nothing to give from byte 0: the object is empty
             return b""
         raise SourceError(url, f"the server answered HTTP {exc.code} {exc.reason}".rstrip()) from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise SourceError(url, f"no answer within {SNIFF_TIMEOUT:.0f} s") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
@@ -247,7 +247,7 @@ class CsvCoordinates:
         raw = self._rows(int(fids[0]), int(fids[-1]))
         if raw is None:
             return {}
-        by_fid = dict(zip(raw.column(0).to_pylist(), zip(raw.column(self.lat).to_pylist(), raw.column(self.lon).to_pylist())))
+        by_fid = dict(zip(raw.column(0).to_pylist(), zip(raw.column(self.lat).to_pylist(), raw.column(self.lon).to_pylist(), strict=True), strict=True))
         out: dict[int, str] = {}
         for i in missing:
             lat_text, lon_text = by_fid.get(int(fids[i]), (None, None))

@@ -33,11 +33,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cng_datasets.errors import StorageError, first_line
 from cng_datasets.retry import MAX_ATTEMPTS, RetryingInput, http_transient, with_retries
+
+if TYPE_CHECKING:  # type stubs only (boto3-stubs[s3], a test dependency)
+    from mypy_boto3_s3 import S3Client
 
 HTTP_TIMEOUT = 60
 
@@ -146,14 +149,14 @@ def s3_settings(environ: dict[str, str] | None = None) -> S3Settings:
     )
 
 
-def s3_client(settings: S3Settings | None = None) -> Any:
+def s3_client(settings: S3Settings | None = None) -> S3Client:
     """A boto3 S3 client for ``settings`` (path-style for custom endpoints, unsigned if no keys)."""
     s = settings or s3_settings()
     return _s3_client_cached(s)
 
 
 @lru_cache(maxsize=4)
-def _s3_client_cached(s: S3Settings) -> Any:
+def _s3_client_cached(s: S3Settings) -> S3Client:
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
@@ -402,7 +405,11 @@ def delete_prefix(url: str) -> int:
         if failed:
             first = failed[0]
             raise StorageError(
-                url, f"{len(failed)} object(s) not deleted, e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+                url,
+                (
+                    f"{len(failed)} object(s) not deleted, e.g. {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message', '')}"
+                ).rstrip(),
             )
     return len(keys)
 
@@ -431,9 +438,10 @@ def read_bytes(url: str) -> bytes:
         if loc.is_local:
             return Path(loc.path).read_bytes()
         if loc.scheme == "s3":
-            return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()  # type: ignore[no-any-return]
+            return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
         with urllib.request.urlopen(loc.url, timeout=HTTP_TIMEOUT) as resp:
-            return resp.read()  # type: ignore[no-any-return]
+            body: bytes = resp.read()  # urlopen() is typed as returning Any
+            return body
 
 
 def write_bytes(url: str, data: bytes) -> None:

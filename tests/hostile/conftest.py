@@ -85,7 +85,7 @@ class Outcome:
         """id → shapely geometry (None for null) of the GeoParquet."""
         t = self.table()
         ids = t.column(0).to_pylist()
-        return dict(zip(ids, shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))))
+        return dict(zip(ids, shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False)), strict=True))
 
     def hex_table(self) -> pa.Table:
         files = sorted(self.hex.rglob("*.parquet"))
@@ -96,7 +96,7 @@ class Outcome:
         """id → set of cells at ``res`` of the hex output."""
         t = self.hex_table()
         out: dict[Any, set[int]] = {}
-        for i, c in zip(t.column(0).to_pylist(), t.column(f"h{res}").to_pylist()):
+        for i, c in zip(t.column(0).to_pylist(), t.column(f"h{res}").to_pylist(), strict=True):
             out.setdefault(i, set()).add(int(c))
         return out
 
@@ -157,7 +157,7 @@ def long_edges(geom: Any) -> list[tuple[tuple[float, float], tuple[float, float]
         rings = [part.exterior, *part.interiors] if part.geom_type == "Polygon" else [part]
         for ring in rings:
             xy = np.asarray(shapely.get_coordinates(ring))
-            for a, b in zip(xy[:-1], xy[1:]):
+            for a, b in zip(xy[:-1], xy[1:], strict=True):
                 if abs(b[0] - a[0]) > 180.0 and not (abs(a[1]) == 90.0 and a[1] == b[1]):
                     bad.append((tuple(a), tuple(b)))
     return bad

@@ -50,7 +50,7 @@ def _check_complete(cli_run, bucket: str, geoms: list[shapely.Geometry], tmp_pat
     t = pq.read_table(local)
     assert t.column("n").to_pylist() == list(range(N))
     got = shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
-    assert all(shapely.equals(a, b) for a, b in zip(got, geoms))
+    assert all(shapely.equals(a, b) for a, b in zip(got, geoms, strict=True))
     parts = [k for k in _keys(bucket, "out/ds/hex") if k.endswith(".parquet")]
     assert parts
     tables = []
@@ -59,7 +59,7 @@ def _check_complete(cli_run, bucket: str, geoms: list[shapely.Geometry], tmp_pat
         tables.append(pq.read_table(tmp_path / f"part{i}.parquet"))
     hx = pa.concat_tables(tables)
     cells: dict[int, set[int]] = {}
-    for fid, c in zip(hx.column("_cng_fid").to_pylist(), hx.column(f"h{RES}").to_pylist()):
+    for fid, c in zip(hx.column("_cng_fid").to_pylist(), hx.column(f"h{RES}").to_pylist(), strict=True):
         cells.setdefault(fid, set()).add(c)
     assert sorted(cells) == list(range(1, N + 1))
     for fid, g in enumerate(geoms, start=1):

@@ -47,7 +47,7 @@ import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def compress(indexes: set[int]) -> str:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _api_error(status: int, reason: str, message: str, details: dict[str, Any] | None = None) -> ApiException:
@@ -442,7 +442,7 @@ class FakeCluster:
         argv = [str(a) for a in (pod["spec"]["containers"][0].get("command") or [])
                 + (pod["spec"]["containers"][0].get("args") or [])]
         if argv[1:2] == ["receive-yamls"]:
-            opts = dict(zip(argv[2::2], argv[3::2]))
+            opts = dict(zip(argv[2::2], argv[3::2], strict=False))
             rec = receive.Receiver(self._host_path(pod, opts["--dir"]), opts["--expect"].split(","),
                                    stable_seconds=30, clock=lambda: self.now)
             rec.start()
@@ -468,7 +468,7 @@ class FakeCluster:
             try:
                 if rec.poll():
                     return self._terminate(pod, 0, "Completed", "received\n")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - a receiver error ends its pod, as in the cluster
                 return self._terminate(pod, 1, "Error", f"error: {exc}\n")
             if self.now >= pod["_deadline"]:
                 return self._terminate(pod, 1, "Error", "error: timed out\n")

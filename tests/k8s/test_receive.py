@@ -89,7 +89,7 @@ def test_parts_assemble_in_any_order_and_are_checked(tmp_path: Path) -> None:
     cmds = receive.put_commands("/yamls", "a.yaml", data)
     assert len(cmds) == 5 and all(len(c[7]) <= receive.PART_CHARS for c in cmds)
     for cmd in reversed(cmds):
-        opts = dict(zip(cmd[2::2], cmd[3::2]))
+        opts = dict(zip(cmd[2::2], cmd[3::2], strict=False))
         done = receive.put(tmp_path, "a.yaml", opts["--content-b64"], part=int(opts["--part"]),
                            parts=int(opts["--parts"]), sha256=opts["--sha256"], wait=0)
     assert done and (tmp_path / "a.yaml").read_bytes() == data

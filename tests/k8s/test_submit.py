@@ -9,14 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from cng_datasets import storage
-from cng_datasets.errors import ClusterError
+from cng_datasets.errors import ClusterError, StaleJobError
 from cng_datasets.k8s import rbac, spechash
-from cng_datasets.errors import StaleJobError
 from cng_datasets.k8s.jobs import job_state
 from cng_datasets.k8s.orchestrator import orchestrate
 from cng_datasets.k8s.submit import cleanup, format_status, load_workflow, logs, output_urls, status, submit
 from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, write_workflow
-
 
 NS = "geo"
 PVC = "demo-places-workflow-yamls"
@@ -257,7 +255,7 @@ def test_upload_pod_that_never_starts_times_out_with_a_reason(cluster: FakeClust
 def test_cleanup_deletes_jobs_and_pvc_but_not_rbac(cluster: FakeCluster, wf_dir: Path) -> None:
     cluster.script["pmtiles"] = {None: [HANG]}
     do_submit(cluster, wf_dir)
-    with pytest.raises(Exception):  # noqa: B017,PT011 - stop the orchestrator half-way
+    with pytest.raises(Exception):  # noqa: B017 - stop the orchestrator half-way
         orchestrate(cluster.api(), cluster.pvc_dir(NS, PVC), NS, sleep=lambda s: (_ for _ in ()).throw(RuntimeError()),
                     now=lambda: cluster.now)
     lines: list[str] = []
@@ -381,7 +379,7 @@ def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.startswith("/apis/batch/v1/namespaces/geo/jobs/demo-places-hex"):
                 return self._send(200, hex_job)
             name = self.path.rsplit("/", 1)[-1]
@@ -389,7 +387,7 @@ def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
                                     "message": f'jobs.batch "{name}" not found',
                                     "details": {"name": name, "group": "batch", "kind": "jobs"}})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
                                     "message": 'namespaces "geo" not found', "details": {"name": "geo", "kind": "namespaces"}})

@@ -10,7 +10,7 @@ from typing import Any
 import h3.api.basic_int as h3
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401
+import pyarrow.compute  # makes pa.compute available
 import pyarrow.parquet as pq
 import pytest
 import shapely
@@ -40,7 +40,7 @@ def read_chunks(chunks: str | Path) -> pa.Table:
 
 
 def pairs(table: pa.Table, res: int) -> set[tuple[int, int]]:
-    return set(zip(table.column("_cng_fid").to_pylist(), table.column(f"h{res}").to_pylist()))
+    return set(zip(table.column("_cng_fid").to_pylist(), table.column(f"h{res}").to_pylist(), strict=True))
 
 
 def test_chunk_output_layout_columns_and_h3py_reference(lowres_parquet: str, tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_chunk_output_layout_columns_and_h3py_reference(lowres_parquet: str, tmp
         ids = t.column("_cng_fid").to_numpy()
         assert np.all(np.diff(ids) >= 0)
     sample = table.slice(0, 200)
-    for cell, h2, h0 in zip(*(sample.column(c).to_pylist() for c in ("h3", "h2", "h0"))):
+    for cell, h2, h0 in zip(*(sample.column(c).to_pylist() for c in ("h3", "h2", "h0")), strict=True):
         assert h3.cell_to_parent(cell, 2) == h2 and h3.cell_to_parent(cell, 0) == h0
     # the cells equal an h3-py per-feature loop on the source geometries
     src = pq.read_table(lowres_parquet, columns=["_cng_fid", "name", "geometry"])
@@ -74,7 +74,7 @@ def test_chunk_output_layout_columns_and_h3py_reference(lowres_parquet: str, tmp
     for i, c in got:
         by_id.setdefault(i, set()).add(c)
     checked = 0
-    for fid, name, g in zip(src.column("_cng_fid").to_pylist(), src.column("name").to_pylist(), geoms):
+    for fid, name, g in zip(src.column("_cng_fid").to_pylist(), src.column("name").to_pylist(), geoms, strict=True):
         if g.bounds[2] - g.bounds[0] > 180:
             continue
         ref = set(h3.geo_to_cells(g, 3))
@@ -185,7 +185,7 @@ def test_cities_csv_points(tmp_path: Path) -> None:
     assert m["features_with_cells"] == m["features"] == 144_563 and m["cells"] == 144_563
     t = pq.read_table(parquet, columns=["_cng_fid", "geometry"])
     pts = shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
-    ref = {(int(i), h3.latlng_to_cell(p.y, p.x, 8)) for i, p in zip(t.column("_cng_fid").to_pylist(), pts)}
+    ref = {(int(i), h3.latlng_to_cell(p.y, p.x, 8)) for i, p in zip(t.column("_cng_fid").to_pylist(), pts, strict=True)}
     assert pairs(read_chunks(out), 8) == ref
 
 
@@ -257,8 +257,8 @@ def test_text_id_column(tmp_path: Path) -> None:
     assert t.schema.field("id").type == pa.string() and t.column_names[:3] == ["id", "h5", "h0"]
     src = pq.read_table(parquet, columns=["id", "geometry"])
     pts = shapely.from_wkb(src.column("geometry").to_numpy(zero_copy_only=False))
-    ref = {(i, h3.latlng_to_cell(p.y, p.x, 5)) for i, p in zip(src.column("id").to_pylist(), pts)}
-    assert set(zip(t.column("id").to_pylist(), t.column("h5").to_pylist())) == ref
+    ref = {(i, h3.latlng_to_cell(p.y, p.x, 5)) for i, p in zip(src.column("id").to_pylist(), pts, strict=True)}
+    assert set(zip(t.column("id").to_pylist(), t.column("h5").to_pylist(), strict=True)) == ref
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from cng_datasets.errors import DataError, StorageError, ToolError
 from cng_datasets.steps import pmtiles as step
 from tests.conftest import data_file
 
-
 # --------------------------------------------------------------------------------------------
 # helpers
 
@@ -65,7 +64,6 @@ class Archive:
 
     def tile(self, z: int, x: int, y: int) -> dict[str, Any] | None:
         import mapbox_vector_tile
-
         from pmtiles.tile import Compression
 
         data = self.reader.get(z, x, y)
@@ -564,14 +562,13 @@ def test_dense_data_stays_within_tile_limits(tmp_path: Path, archive: Any) -> No
     pq.write_table(table, src, row_group_size=50_000)
     result = step.build_pmtiles(str(src), str(tmp_path / "dense.pmtiles"), max_zoom=3)
     assert result.features == n
-    from pmtiles.reader import all_tiles
-
     import mapbox_vector_tile
+    from pmtiles.reader import all_tiles
 
     a = archive(tmp_path / "dense.pmtiles")
     tiles = list(all_tiles(a.reader.get_bytes))
     assert tiles
-    for (z, x, y), data in tiles:
+    for _zxy, data in tiles:
         assert len(data) <= 500_000
         count = len(mapbox_vector_tile.decode(gzip.decompress(data))["dense"]["features"])
         assert 0 < count <= 200_000

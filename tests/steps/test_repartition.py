@@ -288,7 +288,7 @@ def test_s3_round_trip(source: str, s3: str, tmp_path: Path) -> None:
     # the same files, the completion marker included, byte for byte
     assert [u.split("/ds/hex/")[1] for u in remote] == [str(p.relative_to(local_out)) for p in local]
     assert f"{s3}/ds/hex/_SUCCESS.json" in remote
-    for u, p in zip(remote, local):
+    for u, p in zip(remote, local, strict=True):
         assert storage.read_bytes(u) == p.read_bytes()
     problems, _ = check_hex(f"{s3}/ds/hex", src)
     assert problems == []

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from cng_datasets.cli.common import LOGGER_NAME, handle_errors
+
+if TYPE_CHECKING:  # imported in the commands only, so --help stays fast
+    from cng_datasets.k8s.api import KubeApi
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -19,7 +23,7 @@ _DIR = click.argument("directory", metavar="DIR", type=click.Path(file_okay=Fals
 _CONTEXT = click.option("--context", default=None, help="kubeconfig context (default: the current one).")
 
 
-def _connect(context: str | None = None):  # type: ignore[no-untyped-def]
+def _connect(context: str | None = None) -> KubeApi:
     from cng_datasets.k8s import api
 
     return api.connect(context)

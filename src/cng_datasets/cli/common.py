@@ -9,7 +9,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -44,7 +44,7 @@ def setup_logging(quiet: bool = False) -> None:
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         sys.stderr.write(f"warning: {message}\n")
 
-    warnings.showwarning = show  # type: ignore[assignment]
+    warnings.showwarning = show
 
 
 def handle_errors(func: F) -> F:
@@ -75,10 +75,10 @@ def handle_errors(func: F) -> F:
             click.echo(f"error: unexpected {type(err).__name__}: {first} (set CNG_DATASETS_DEBUG=1 for details)", err=True)
             sys.exit(EXIT_FAILURE)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # functools.wraps keeps the signature
 
 
-class IntListType(click.ParamType):
+class IntListType(click.ParamType[tuple[int, ...]]):
     """A comma-separated list of integers, e.g. ``"9,8,0"`` → ``(9, 8, 0)``."""
 
     name = "INTS"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from cng_datasets.cli.common import handle_errors
@@ -29,7 +31,7 @@ from cng_datasets.cli.common import handle_errors
               help="Fail unless the sources hold exactly this many features.")
 @click.option("--quiet", is_flag=True, help="Only errors and warnings.")
 @handle_errors
-def convert(sources: tuple[str, ...], dest: str, quiet: bool, row_group_mb: int, **kwargs: object) -> None:
+def convert(sources: tuple[str, ...], dest: str, quiet: bool, row_group_mb: int, **kwargs: Any) -> None:
     """Convert vector SOURCE(s) to one GeoParquet 1.1 file at DEST.
 
     SOURCE and DEST are local paths, s3:// URLs or (sources only) https:// URLs. Several sources
@@ -42,7 +44,7 @@ def convert(sources: tuple[str, ...], dest: str, quiet: bool, row_group_mb: int,
     from cng_datasets.steps.convert import ConvertOptions
     from cng_datasets.steps.convert import convert as run_convert
 
-    opts = ConvertOptions(row_group_bytes=row_group_mb * 1024 * 1024, **kwargs)  # type: ignore[arg-type]
+    opts = ConvertOptions(row_group_bytes=row_group_mb * 1024 * 1024, **kwargs)
     s = run_convert(list(sources), dest, opts)
     skipped = f", {s.skipped} invalid skipped (listed in {s.skipped_report})" if s.skipped else ""
     click.echo(

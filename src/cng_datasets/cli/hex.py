@@ -89,7 +89,8 @@ def hex_(
 @click.option(
     "--finalize",
     is_flag=True,
-    help="After the --h0-index runs: check the whole output, remove stale files, write OUTPUT/_SUCCESS.json, remove the chunks.",
+    help="After the --h0-index runs: check the whole output, remove stale files, "
+    "write OUTPUT/_SUCCESS.json, remove the chunks.",
 )
 @click.option("--keep-chunks", is_flag=True, help="Do not delete the chunks after a successful check.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")

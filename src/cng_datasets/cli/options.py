@@ -10,7 +10,7 @@ This module imports only click and the config module, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -31,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_COUNT_TIMEOUT = 120.0
 
 
-def _apply(func: F, options: list[Callable[[F], F]]) -> F:
+def _apply(func: F, options: Sequence[Callable[[F], F]]) -> F:
     for option in reversed(options):
         func = option(func)
     return func

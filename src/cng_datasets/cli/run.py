@@ -192,7 +192,7 @@ def summary_table(summary: Any) -> str:
         rows.append((s.name, status, _fmt_seconds(s.seconds, True) if s.status == "ran" else f"({_fmt_seconds(s.seconds, True)})", extra))
     rows.append(("total", "", _fmt_seconds(summary.seconds, True), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 @contextlib.contextmanager
@@ -285,8 +285,10 @@ def check_accounting(config: Any, quiet: bool) -> None:
 
 
 for _p in run.params:
-    if _p.name in _K8S_ONLY or (_p.name or "").endswith(("_cpu", "_memory", "_ephemeral_storage")):
-        _p.hidden = True  # type: ignore[attr-defined]
+    if isinstance(_p, click.Option) and (
+        _p.name in _K8S_ONLY or (_p.name or "").endswith(("_cpu", "_memory", "_ephemeral_storage"))
+    ):
+        _p.hidden = True
 
 
 @click.command("validate")

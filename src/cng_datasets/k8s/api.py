@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cng_datasets.errors import (  # the API's errors, importable from here as before
     AlreadyExists,
@@ -102,6 +102,11 @@ def map_api_error(exc: Any, verb: str, kind: str, namespace: str, name: str | No
     return ClusterError(f"Kubernetes API error {status} on {verb} {what} in namespace {namespace!r}: {msg}")
 
 
+def _json_object(answer: Any) -> dict[str, Any]:
+    """:func:`plain` of an answer that is one Kubernetes object (a JSON object)."""
+    return cast("dict[str, Any]", plain(answer))
+
+
 def plain(obj: Any) -> Any:
     """An API answer as plain JSON-like data.
 
@@ -155,13 +160,12 @@ class KubeApi:
 
     def _method(self, kind: str, op: str) -> Callable[..., Any]:
         k = KINDS[kind]
-        return getattr(getattr(self, k.api), f"{op}_{k.suffix}")  # type: ignore[no-any-return]
+        method: Callable[..., Any] = getattr(getattr(self, k.api), f"{op}_{k.suffix}")
+        return method
 
     def _call(self, verb: str, kind: str, namespace: str, name: str | None, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-        try:
-            from kubernetes.client.exceptions import ApiException
-        except ImportError:  # pragma: no cover - kubernetes is a dependency
-            ApiException = ()  # type: ignore[assignment,misc]  # noqa: N806
+        from kubernetes.client.exceptions import ApiException
+
         try:
             import urllib3
 
@@ -170,7 +174,7 @@ class KubeApi:
             conn_errors = (ConnectionError, TimeoutError)
         try:
             return fn(*a, **kw)
-        except ApiException as exc:  # type: ignore[misc]
+        except ApiException as exc:
             raise map_api_error(exc, verb, kind, namespace, name) from None
         except conn_errors as exc:
             reason = getattr(exc, "reason", None) or exc
@@ -182,7 +186,7 @@ class KubeApi:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or ``None`` if it does not exist."""
         try:
-            return plain(  # type: ignore[no-any-return]
+            return _json_object(
                 self._call("get", kind, namespace, name, self._method(kind, "read"), name, namespace, _preload_content=False)
             )
         except NamespaceMissing:
@@ -200,12 +204,12 @@ class KubeApi:
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create ``body``; raises :class:`AlreadyExists` if its name is taken."""
         kind, name = body["kind"], body["metadata"]["name"]
-        return plain(self._call("create", kind, namespace, name, self._method(kind, "create"), namespace, body,
-                                _preload_content=False))  # type: ignore[no-any-return]
+        return _json_object(self._call("create", kind, namespace, name, self._method(kind, "create"), namespace, body,
+                                       _preload_content=False))
 
     def replace(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         kind, name = body["kind"], body["metadata"]["name"]
-        return plain(  # type: ignore[no-any-return]
+        return _json_object(
             self._call("update", kind, namespace, name, self._method(kind, "replace"), name, namespace, body,
                        _preload_content=False)
         )

@@ -558,4 +558,4 @@ kubectl delete job {job["convert"]} {job["pmtiles"]} {job["hex"]} {job["repartit
   {job["upload"]} {job["workflow"]} -n {ns} --ignore-not-found=true
 kubectl delete pvc {pvc} -n {ns} --ignore-not-found=true
 ```
-"""
+"""  # noqa: E501 - one shell comment of the README, which the golden manifests fix word for word

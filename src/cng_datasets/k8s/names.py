@@ -5,9 +5,9 @@ A dataset name such as ``WDPA/2024_v2`` becomes the readable base ``wdpa-2024-v2
 every character outside ``[a-z0-9]`` becomes ``-``, runs of ``-`` collapse and the ends are
 trimmed. Every object name is ``<base>-<suffix>`` and stays within 63 characters: a Job name
 is copied by the Job controller into the ``job-name`` label of its pods (a label value is at most
-63 characters), and the longest name, the PVC ``<base>-workflow-yamls``, is held to the same bound. A longer base keeps a readable prefix
-and ends with a short stable hash of the full dataset name, so two long names that share a
-prefix still get distinct objects.
+63 characters), and the longest name, the PVC ``<base>-workflow-yamls``, is held to the same
+bound. A longer base keeps a readable prefix and ends with a short stable hash of the full dataset
+name, so two long names that share a prefix still get distinct objects.
 
 Example:
     >>> dataset_k8s_name("WDPA/2024_v2")

@@ -60,7 +60,8 @@ def spec_content(job: Mapping[str, Any]) -> dict[str, Any]:
         containers = pod.get(key) or []
         if containers:
             out[key] = [{f: c[f] for f in CONTAINER_FIELDS if c.get(f) is not None} for c in containers]
-    return _canonical(out)
+    canonical: dict[str, Any] = _canonical(out)  # a mapping stays a mapping
+    return canonical
 
 
 def spec_hash(job: Mapping[str, Any], depends: Iterable[str] = ()) -> str:

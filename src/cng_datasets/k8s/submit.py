@@ -25,7 +25,7 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -382,7 +382,7 @@ class StepStatus:
 
 def status(api: KubeApi, wf: Workflow, now: datetime | None = None) -> list[StepStatus]:
     """The state of every Job of the workflow (upload, orchestrator, then the steps in order)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rows = []
     for step, name in wf.job_names().items():
         st = job_state(api.get("Job", wf.namespace, name))

@@ -220,7 +220,8 @@ def _merge_schemas(sources: list[OpenSource], id_column: str | None) -> _Schema:
                     n += 1
                     new = f"{name}_{n}"
                 warnings.warn(
-                    f"source {src.url!r}: column {name!r} clashes with the output column of that name; renamed to {new!r}",
+                    f"source {src.url!r}: column {name!r} clashes with the output column of that name; "
+                    f"renamed to {new!r}",
                     RenamedColumnWarning,
                     stacklevel=2,
                 )
@@ -449,7 +450,7 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
         with storage.atomic_output(dest, suffix=".parquet") as tmp:
             writer = _RowGroupWriter(tmp, arrow_schema, opts)
             next_fid = 1
-            for src, mapping in zip(opened, schema.renames):
+            for src, mapping in zip(opened, schema.renames, strict=True):
                 s = SourceSummary(source=src.url, layer=src.layer, crs=src.crs.to_string() if src.crs else None)
                 assumed = src.crs is None and source_override is None
                 if assumed:
@@ -507,11 +508,11 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
             summary.split_at_antimeridian = sum(s.split_at_antimeridian for s in summary.sources)
             summary.geometry_types = sorted(types)
             summary.bbox = [float(v) for v in bbox] if np.isfinite(bbox).all() else None
-            accounting = {
+            accounting: dict[str, Any] = {
                 "unit": "features", "read": summary.read, "written": summary.features,
                 "dropped": {SKIPPED_REASON: summary.skipped} if summary.skipped else {},
             }
-            if accounting["read"] - sum(accounting["dropped"].values()) != accounting["written"]:  # type: ignore[attr-defined]
+            if accounting["read"] - sum(accounting["dropped"].values()) != accounting["written"]:
                 raise IncompleteOutputError(
                     f"{dest}: read {summary.read} features, skipped {summary.skipped}, but wrote {summary.features}"
                 )

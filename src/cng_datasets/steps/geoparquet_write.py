@@ -128,7 +128,7 @@ def _check_unique(path: Path, column: str) -> None:
     seen: set[str] = set()
     for batch in pf.iter_batches(columns=[column], batch_size=1 << 16):
         col = batch.column(0).drop_null()
-        for value, key in zip(col.to_pylist(), _id_keys(col).tolist()):
+        for value, key in zip(col.to_pylist(), _id_keys(col).tolist(), strict=True):
             if key in suspects:
                 if value in seen:
                     raise DataError(f"--id-column {column!r} is not unique (e.g. {value!r} appears twice)")

@@ -257,8 +257,7 @@ def iter_rows(pf: Any, start: int, end: int, columns: list[str], batch: int = FE
         lo, hi = max(start, offset), min(end, offset + n)
         if lo < hi:
             table = pf.read_row_group(rg, columns=columns).slice(lo - offset, hi - lo)
-            for rb in table.to_batches(max_chunksize=batch):
-                yield rb
+            yield from table.to_batches(max_chunksize=batch)
         offset += n
         if offset >= end:
             break
@@ -292,7 +291,7 @@ class PartWriter:
         h0s = h0[order]
         bounds = np.flatnonzero(np.r_[True, h0s[1:] != h0s[:-1], True])
         table = table.take(pa.array(order))
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             piece = table.slice(int(a), int(b - a))
             self.buffers.setdefault(int(h0s[a]), []).append(piece)
         self.buffered += table.nbytes

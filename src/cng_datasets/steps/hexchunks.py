@@ -201,7 +201,8 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
         check_accounting(acc, f"{chunks}: chunk {m['chunk_id']}")
         if int(acc["read"]) != int(m["end_row"]) - int(m["start_row"]):
             raise IncompleteOutputError(
-                f"{chunks}: chunk {m['chunk_id']} read {acc['read']} features of its {_rows(int(m['start_row']), int(m['end_row']))}"
+                f"{chunks}: chunk {m['chunk_id']} read {acc['read']} features "
+                f"of its {_rows(int(m['start_row']), int(m['end_row']))}"
             )
         total["read"] += int(acc["read"])
         total["written"] += int(acc["written"])

@@ -73,5 +73,6 @@ class SkippedReport:
                 storage.delete(self.url)
             return None
         self._file.close()
-        storage.upload_file(self._path, self.url)  # type: ignore[arg-type]
+        assert self._path is not None  # set together with the writer
+        storage.upload_file(self._path, self.url)
         return self.url

@@ -27,7 +27,8 @@ depending on the zoom's tile buffer) and is counted under its own reason, with a
 reaching past it are kept (tippecanoe clips them). After tippecanoe, the distinct feature ids in
 the tiles of the maximum zoom are counted (:mod:`cng_datasets.steps.pmtiles_archive`): features
 given to tippecanoe but absent there are "dropped by tippecanoe" (``--drop-densest-as-needed``;
-polygons that vanish on the tile grid, e.g. Vatican City at zoom 6), also with a warning. The archive's JSON metadata then gets the record ``cng_datasets``::
+polygons that vanish on the tile grid, e.g. Vatican City at zoom 6), also with a warning. The
+archive's JSON metadata then gets the record ``cng_datasets``::
 
     {"accounting": {"unit": "features", "read": <GeoParquet rows>, "written": <ids at max zoom>,
                     "dropped": {"null geometry": k, "latitude beyond ±85.0511 (Web Mercator)": j,
@@ -287,13 +288,14 @@ def _column_values(column: Any) -> list[Any]:
         typ = column.type
     if pa.types.is_floating(typ):
         column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, typ))
-        return column.to_pylist()  # type: ignore[no-any-return]
-    values = column.to_pylist()
+        floats: list[Any] = column.to_pylist()
+        return floats
+    values: list[Any] = column.to_pylist()
     if pa.types.is_integer(typ) and typ.bit_width == 64:
         return [str(v) if v is not None and not -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT else v for v in values]
     if pa.types.is_nested(typ):
         return [_clean_nested(v) for v in values]
-    return values  # type: ignore[no-any-return]
+    return values
 
 
 def _clean_nested(value: Any) -> Any:
@@ -375,13 +377,13 @@ def geojson_lines(
         values = [_column_values(batch.column(name)) for name in layout.attributes]
         names = layout.attributes
         seen = stats.fields_seen
-        for name, vals in zip(names, values):
+        for name, vals in zip(names, values, strict=True):
             if name not in seen and any(v is not None for v in vals):
                 seen.add(name)
         ids = values[id_index] if id_index >= 0 else None
         out: list[str] = []
         for i in np.flatnonzero(keep).tolist():
-            props = {name: vals[i] for name, vals in zip(names, values) if vals[i] is not None}
+            props = {name: vals[i] for name, vals in zip(names, values, strict=True) if vals[i] is not None}
             fid = first_row + i + 1 if row_ids else ids[i] if ids is not None else None
             id_part = f'"id":{fid},' if isinstance(fid, int) and fid >= 0 else ""
             out.append(f'{{"type":"Feature",{id_part}"properties":{dumps(props)},"geometry":{texts[i]}}}\n')

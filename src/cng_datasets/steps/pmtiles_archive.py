@@ -340,7 +340,7 @@ def set_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> None:
     out = path.with_name(path.name + ".meta.tmp")
     try:
         with open(path, "rb") as src:
-            header = dict(deserialize_header(src.read(127)))
+            header = deserialize_header(src.read(127))
             src.seek(header["metadata_offset"])
             meta = json.loads(_decompress(src.read(header["metadata_length"]), header["internal_compression"]))
             meta.update(updates)
@@ -349,14 +349,14 @@ def set_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> None:
                 body = gzip.compress(body, mtime=0)
             elif header["internal_compression"] not in (Compression.NONE, Compression.UNKNOWN):
                 raise ValueError(f"unsupported metadata compression {header['internal_compression'].name}")
-            new = dict(header)
+            new = header.copy()
             new["root_offset"] = 127
             new["metadata_offset"] = 127 + header["root_length"]
             new["metadata_length"] = len(body)
             new["leaf_directory_offset"] = new["metadata_offset"] + len(body)
             new["tile_data_offset"] = new["leaf_directory_offset"] + header["leaf_directory_length"]
             with open(out, "wb") as dst:
-                dst.write(serialize_header(new))  # type: ignore[arg-type]
+                dst.write(serialize_header(new))
                 _copy_range(src, dst, header["root_offset"], header["root_length"])
                 dst.write(body)
                 _copy_range(src, dst, header["leaf_directory_offset"], header["leaf_directory_length"])

@@ -187,7 +187,7 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
         if state["writer"] is not None:
             try:
                 state["writer"].close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - only after a failure; that error propagates
                 pass
         shutil.rmtree(tmpdir, ignore_errors=True)
     # files of an earlier run this one did not overwrite (a data_1 of a partition that shrank) are

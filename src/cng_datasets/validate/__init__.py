@@ -108,7 +108,8 @@ def _summary(name: str, stats: dict[str, Any]) -> str:
 
 def _counts_summary(name: str, stats: dict[str, Any]) -> str:
     if name == "geoparquet":
-        text = f"{stats.get('rows', 0):,} rows, {stats.get('geometries', 0):,} geometries ({', '.join(stats.get('types', []))})"
+        types = ", ".join(stats.get("types", []))
+        text = f"{stats.get('rows', 0):,} rows, {stats.get('geometries', 0):,} geometries ({types})"
         return text + (f"; {stats['source_note']}" if stats.get("source_note") else "")
     if name == "pmtiles":
         text = (

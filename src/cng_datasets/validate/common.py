@@ -33,7 +33,7 @@ def _bytes_source(url: str) -> tuple[Callable[[int, int], bytes], int, Callable[
 
     def get_bytes(offset: int, length: int) -> bytes:
         f.seek(offset)
-        return f.read(length)  # type: ignore[no-any-return]
+        return f.read(length)
 
     return get_bytes, size, f.close
 

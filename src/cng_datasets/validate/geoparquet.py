@@ -127,7 +127,7 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
         valid = np.asarray(pc.is_valid(wkb).to_numpy(zero_copy_only=False), dtype=bool)
         try:
             geoms = shapely.from_wkb(np.asarray(wkb.to_numpy(zero_copy_only=False), dtype=object))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any WKB decoder error is the finding
             problems.add(f"{url}: rows {row0}..{row0 + len(batch) - 1}: geometry is not valid WKB ({exc})")
             row0 += len(batch)
             continue
@@ -144,7 +144,7 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
                 beyond += int(((bb[:, 1] > WEB_MERCATOR_MAX_LAT) | (bb[:, 3] < -WEB_MERCATOR_MAX_LAT)).sum())
                 total = [min(total[0], bb[:, 0].min()), min(total[1], bb[:, 1].min()),
                          max(total[2], bb[:, 2].max()), max(total[3], bb[:, 3].max())]
-        if cover_col:
+        if cover_col and cover:
             st = batch.column(1)
             fields = [cover[k][1] for k in ("xmin", "ymin", "xmax", "ymax")]
             cb = np.column_stack([

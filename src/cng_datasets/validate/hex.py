@@ -68,7 +68,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     file_rows: dict[str, int] = {}
     try:
         src = _open_parquet(parquet_url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any reader error is the finding
         return [f"{parquet_url}: source GeoParquet unreadable, cannot check the hex partitions ({exc})"], stats
     info = json.loads((src.metadata.metadata or {}).get(b"cng_datasets", b"{}"))
     id_col = info.get("id_column") or "_cng_fid"
@@ -96,7 +96,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
             pf = _open_parquet(url)
             wanted = [n for n in pf.schema_arrow.names if n == id_col or _CELL_COLUMN.match(n)]
             table = pf.read(columns=wanted)  # attributes are not checked: skip reading them
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any reader error is the finding
             problems.add(f"{url}: unreadable ({first_line(exc)})")
             continue
         stats["rows"] += table.num_rows
@@ -153,7 +153,8 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
                 i = int(bad[0])
                 problems.add(
                     f"{url}: column h{r} is not the parent of h{res} in {len(bad)} row(s) "
-                    f"(first: row {i}, h{res} {_h3_str(fine[i])} has parent {_h3_str(expect[i])}, column holds {_h3_str(col[i])})"
+                    f"(first: row {i}, h{res} {_h3_str(fine[i])} has parent {_h3_str(expect[i])}, "
+                    f"column holds {_h3_str(col[i])})"
                 )
             for i in sample[:50]:
                 if h3.cell_to_parent(_h3_str(fine[i]), r) != _h3_str(expect[i]):
@@ -236,7 +237,8 @@ def _compare_hex_success(
     extra = sorted(present - set(listed))
     if extra:
         problems.add(
-            f"{hex_url}: {len(extra)} .parquet file(s) not listed in {HEX_SUCCESS} (stale or partial; first: {extra[0]})"
+            f"{hex_url}: {len(extra)} .parquet file(s) not listed in {HEX_SUCCESS} "
+            f"(stale or partial; first: {extra[0]})"
         )
     for rel in sorted(set(listed) & set(file_rows)):
         if listed[rel] != file_rows[rel]:

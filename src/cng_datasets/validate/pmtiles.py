@@ -21,7 +21,7 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
     stats: dict[str, Any] = {}
     try:
         get_bytes, size, close = _bytes_source(url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any open error is the finding
         return [f"{url}: cannot be opened ({exc})"], stats
     try:
         head = get_bytes(0, 127)
@@ -34,7 +34,7 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
         h = deserialize_header(head)
         stats.update(tiles=h["addressed_tiles_count"], min_zoom=h["min_zoom"], max_zoom=h["max_zoom"], bytes=size)
         for name in ("root", "metadata", "leaf_directory", "tile_data"):
-            end = h[f"{name}_offset"] + h[f"{name}_length"]  # type: ignore[literal-required]
+            end = h[f"{name}_offset"] + h[f"{name}_length"]  # type: ignore[literal-required]  # HeaderDict keys named from the section
             if end > size:
                 problems.add(f"{url}: {name} section ends at byte {end} but the file has {size} bytes (truncated)")
         if h["tile_type"] != TileType.MVT:
@@ -53,7 +53,7 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
         # metadata and vector layers
         try:
             meta = json.loads(_decompress(get_bytes(h["metadata_offset"], h["metadata_length"]), h["internal_compression"]))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
             return [f"{url}: metadata is unreadable ({exc})"], stats
         layers = meta.get("vector_layers") if isinstance(meta, dict) else None
         if not isinstance(layers, list) or not layers:
@@ -79,7 +79,7 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
                 break
             try:
                 entries = deserialize_directory(get_bytes(off, length))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
                 problems.add(f"{url}: directory at byte {off} is unreadable ({exc})")
                 break
             for e in entries:
@@ -99,7 +99,7 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
                 data = _decompress(get_bytes(*first), h["tile_compression"])
                 if not data:
                     problems.add(f"{url}: the first tile is empty")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
                 problems.add(f"{url}: the first tile does not decompress ({exc})")
         if h["tile_compression"] not in (Compression.GZIP, Compression.NONE, Compression.UNKNOWN):
             stats["tile_compression"] = h["tile_compression"].name
@@ -150,7 +150,7 @@ def _count_max_zoom(
             tile = vector_tile_pb2.tile()
             try:
                 tile.ParseFromString(_decompress(get_bytes(h["tile_data_offset"] + e.offset, e.length), h["tile_compression"]))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
                 problems.add(f"{url}: tile {e.tile_id} at zoom {z} is not a readable vector tile ({exc})")
                 return
             for lyr in tile.layers:

@@ -1,0 +1,28 @@
+"""CI runs what the README says, and the lint, format and type checks before it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ci_lines() -> list[str]:
+    text = (ROOT / ".ci" / "run").read_text()
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_ci_ends_with_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"Run the tests[^\n]*\n(?:[^\n]*\n)*?```bash\n([^\n]+)\n```", readme)
+    assert m, "README has no 'Run the tests' command block"
+    assert _ci_lines()[-1] == m.group(1)
+
+
+def test_ci_checks_lint_format_and_types_before_the_suite() -> None:
+    lines = _ci_lines()
+    assert "set -euo pipefail" in lines
+    checks = [".venv/bin/ruff check src tests", ".venv/bin/ruff format --check src tests", ".venv/bin/mypy"]
+    positions = [lines.index(c) for c in checks]
+    assert positions == sorted(positions) and positions[-1] < len(lines) - 1
