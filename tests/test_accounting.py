@@ -84,8 +84,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"source": src, "parquet": root / "polar.parquet", "pmtiles": root / "polar.pmtiles", "root": root}
 
 
-def _copy(outputs: dict[str, Path], dest: Path, hex_marker: dict[str, Any] | None = None,
-          footer: dict[str, Any] | None = None) -> tuple[str, str, str]:
+def _copy(
+    outputs: dict[str, Path], dest: Path, hex_marker: dict[str, Any] | None = None, footer: dict[str, Any] | None = None
+) -> tuple[str, str, str]:
     import shutil
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -108,9 +109,16 @@ def _copy(outputs: dict[str, Path], dest: Path, hex_marker: dict[str, Any] | Non
 
 def test_chain_of_recorded_accounting(outputs: dict[str, Path], tmp_path: Path) -> None:
     urls = _copy(
-        outputs, tmp_path,
-        footer={"accounting": {"unit": "features", "read": 11, "written": 10,
-                               "dropped": {"invalid row (--on-invalid skip)": 1}}},
+        outputs,
+        tmp_path,
+        footer={
+            "accounting": {
+                "unit": "features",
+                "read": 11,
+                "written": 10,
+                "dropped": {"invalid row (--on-invalid skip)": 1},
+            }
+        },
         hex_marker={"accounting": {"unit": "features", "read": 10, "written": 9, "dropped": {"null geometry": 1}}},
     )
     chain = acc.read_chain(*urls)
@@ -135,9 +143,13 @@ def test_chain_of_older_outputs_falls_back_to_their_counts(outputs: dict[str, Pa
 
 def test_unexplained_differences(outputs: dict[str, Path], tmp_path: Path) -> None:
     # hex lost one feature without a reason, and read other rows than the GeoParquet has
-    urls = _copy(outputs, tmp_path / "a", hex_marker={
-        "accounting": {"unit": "features", "read": 9, "written": 7, "dropped": {"null geometry": 1}},
-    })
+    urls = _copy(
+        outputs,
+        tmp_path / "a",
+        hex_marker={
+            "accounting": {"unit": "features", "read": 9, "written": 7, "dropped": {"null geometry": 1}},
+        },
+    )
     chain = acc.read_chain(*urls)
     found = chain.problems_of("hex")
     assert any("1 feature(s) lost without a recorded reason" in p for p in found), found
@@ -159,8 +171,9 @@ def test_independent_counts_are_compared(outputs: dict[str, Path], tmp_path: Pat
     assert "8 features in the partitions (counted) but hex recorded 9" in text
     assert "6 features in the tiles of the maximum zoom (counted) but pmtiles recorded 7" in text
     assert f"pmtiles recorded 2 feature(s) {LAT}, the GeoParquet has 3" in text
-    good = acc.Counts(source=10, geoparquet_rows=10, hex_features=9, pmtiles_features=7, no_geometry=1,
-                      beyond_mercator=2)
+    good = acc.Counts(
+        source=10, geoparquet_rows=10, hex_features=9, pmtiles_features=7, no_geometry=1, beyond_mercator=2
+    )
     assert acc.read_chain(*urls, good).problems == []
 
 
@@ -183,8 +196,9 @@ def polar_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     root = tmp_path_factory.mktemp("polar-run")
     src = _geojson(root / "polar.geojson", POLAR)
-    cfg = WorkflowConfig(dataset="polar", source_urls=(str(src),), bucket=str(root / "out"), h3_resolution=3,
-                         parent_resolutions=(0,))
+    cfg = WorkflowConfig(
+        dataset="polar", source_urls=(str(src),), bucket=str(root / "out"), h3_resolution=3, parent_resolutions=(0,)
+    )
     run_local(cfg, workers=2)
     return cfg
 
@@ -198,7 +212,7 @@ def test_run_prints_the_chain(polar_run: Any, capsys: pytest.CaptureFixture[str]
     derived = " [derived: no accounting record]"
     gp_info = json.loads(pq.read_metadata(polar_run.parquet_url).metadata[b"cng_datasets"])
     assert lines[0].startswith("accounting  ")
-    assert [ln[len("accounting  "):] for ln in lines] == [
+    assert [ln[len("accounting  ") :] for ln in lines] == [
         "source 10",
         "→ geoparquet 10" + ("" if "accounting" in gp_info else derived),
         "→ hex 9 (1 dropped: null geometry)" + ("" if "accounting" in _hex_marker(polar_run) else derived),

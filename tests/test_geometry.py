@@ -31,7 +31,9 @@ def test_already_split_and_pole_polygons_unchanged() -> None:
     # clipped along a parallel (Web Mercator Antarctica): the edge from 180 westwards to -143 is a
     # real planar boundary; the coast runs all the way round, so the short way would wind round
     # the pole
-    clipped = shapely.Polygon([(180, -84), (180, -85), (-143, -85), (-142, -84), (-100, -80), (0, -75), (100, -80), (180, -84)])
+    clipped = shapely.Polygon(
+        [(180, -84), (180, -85), (-143, -85), (-142, -84), (-100, -80), (0, -75), (100, -80), (180, -84)]
+    )
     assert split_antimeridian_one(clipped) is clipped
     east = shapely.Polygon([(177, -17), (180, -17), (180, -16), (177, -16), (177, -17)])
     assert split_antimeridian_one(east) is east
@@ -62,12 +64,15 @@ def test_line_crossing_is_cut() -> None:
 
 
 def test_vectorised_front_end_counts_changes() -> None:
-    geoms = np.array([
-        shapely.Point(0, 0),
-        None,
-        shapely.Polygon([(178, 0), (-178, 0), (-178, 1), (178, 1)]),
-        shapely.box(-10, -10, 10, 10),
-    ], dtype=object)
+    geoms = np.array(
+        [
+            shapely.Point(0, 0),
+            None,
+            shapely.Polygon([(178, 0), (-178, 0), (-178, 1), (178, 1)]),
+            shapely.box(-10, -10, 10, 10),
+        ],
+        dtype=object,
+    )
     out, changed = split_antimeridian(geoms)
     assert changed == 1 and out[0] is geoms[0] and out[1] is None and out[3] is geoms[3]
     assert out[2].area == pytest.approx(4.0)

@@ -240,7 +240,9 @@ def test_cities_points_equal_h3py():
 
 def test_tiny_features_collections_and_3d():
     tiny = shapely.box(10, 10, 10.001, 10.001)  # far smaller than a res-3 cell
-    coll = shapely.GeometryCollection([shapely.Point(0, 0), shapely.LineString([(0, 0), (0.5, 0.5)]), shapely.box(0, 0, 2, 2)])
+    coll = shapely.GeometryCollection(
+        [shapely.Point(0, 0), shapely.LineString([(0, 0), (0.5, 0.5)]), shapely.box(0, 0, 2, 2)]
+    )
     multi_overlap = shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(0.5, 0.5, 1.5, 1.5)])
     point3d = shapely.Point(5, 5, 100)
     geoms = np.array([tiny, None, coll, shapely.Polygon(), multi_overlap, point3d], dtype=object)
@@ -268,7 +270,9 @@ def test_coordinates_outside_lonlat_raise_instead_of_being_clipped():
     with pytest.raises(h3cells.OutOfRangeError, match="outside"):
         h3cells.point_cells(np.array([10.0]), np.array([91.0]), 3)
     # the edges themselves, and float noise of a hair beyond them, are lon/lat
-    edge = np.array([shapely.Point(180.0, 90.0), shapely.Point(-180.0, -90.0), shapely.Point(180.0 + 1e-12, 45.0)], dtype=object)
+    edge = np.array(
+        [shapely.Point(180.0, 90.0), shapely.Point(-180.0, -90.0), shapely.Point(180.0 + 1e-12, 45.0)], dtype=object
+    )
     idx, _cells = zip(*h3cells.feature_cells(edge, 3), strict=True)
     assert sorted(np.concatenate(idx).tolist()) == [0, 1, 2]
     assert h3cells.point_cells(np.array([0.0]), np.array([90.0 + 1e-12]), 3)[0] == h3.latlng_to_cell(90.0, 0.0, 3)

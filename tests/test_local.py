@@ -26,7 +26,11 @@ pytestmark = pytest.mark.xdist_group("local-run")
 
 def config(root: str, **kw: Any) -> WorkflowConfig:
     base: dict[str, Any] = dict(
-        dataset="countries", source_urls=(str(SAMPLE),), bucket=root, h3_resolution=3, parent_resolutions=(1, 0),
+        dataset="countries",
+        source_urls=(str(SAMPLE),),
+        bucket=root,
+        h3_resolution=3,
+        parent_resolutions=(1, 0),
     )
     base.update(kw)
     return WorkflowConfig(**base)
@@ -41,7 +45,11 @@ class Recorder:
 
     def __call__(self, ev: progress.Event) -> None:
         self.events.append(ev)
-        if self.stop_after is not None and ev.kind == "chunk-finished" and len(self.of("chunk-finished")) >= self.stop_after:
+        if (
+            self.stop_after is not None
+            and ev.kind == "chunk-finished"
+            and len(self.of("chunk-finished")) >= self.stop_after
+        ):
             raise KeyboardInterrupt
 
     def of(self, kind: str, step: str | None = None) -> list[progress.Event]:
@@ -75,14 +83,23 @@ def read_parquet(url: str) -> pa.Table:
 
 def test_resolve_argv_runs_this_interpreter() -> None:
     assert local.resolve_argv(("cng-datasets", "hex", "--chunk-id", "3")) == [
-        sys.executable, "-m", "cng_datasets", "hex", "--chunk-id", "3",
+        sys.executable,
+        "-m",
+        "cng_datasets",
+        "hex",
+        "--chunk-id",
+        "3",
     ]
     assert local.resolve_argv(("tippecanoe", "-o", "x")) == ["tippecanoe", "-o", "x"]
 
 
 def test_progress_counts_and_eta() -> None:
     p = progress.Progress(started=0.0)
-    p.update(progress.Event("plan", data={"steps": ["convert", "pmtiles", "hex", "repartition"], "chunks": 4, "features": 100}, time=0.0))
+    p.update(
+        progress.Event(
+            "plan", data={"steps": ["convert", "pmtiles", "hex", "repartition"], "chunks": 4, "features": 100}, time=0.0
+        )
+    )
     p.update(progress.Event("chunk-skipped", "hex", 0, data={"features": 25, "cells": 10}, time=0.0))
     p.update(progress.Event("step-started", "hex", time=10.0))
     p.update(progress.Event("chunk-started", "hex", 1, time=10.0))
@@ -100,7 +117,13 @@ def test_chunk_marker_index_parsing(tmp_path: Path) -> None:
         (done / name).write_text("{}")
     # leftovers of interrupted writes and foreign names are not completion markers: a temporary
     # file of chunk 4's marker must not make the runner skip chunk 4
-    for name in (".chunk-00004.json.3f2a9c.tmp", "chunk-00005.json.tmp", "00006-of-00020.json", "7", "xchunk-00008.json"):
+    for name in (
+        ".chunk-00004.json.3f2a9c.tmp",
+        "chunk-00005.json.tmp",
+        "00006-of-00020.json",
+        "7",
+        "xchunk-00008.json",
+    ):
         (done / name).write_text("{}")
     assert sorted(markers.chunk_done_markers(str(tmp_path / "chunks"))) == [3, 11]
 

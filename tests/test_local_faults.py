@@ -39,7 +39,9 @@ EXPECTED = re.compile(
 
 def unexpected(root: Path) -> list[str]:
     """Paths below ``root`` that a finished run must not leave (temporaries, lease, chunks)."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not EXPECTED.match(p.relative_to(root).as_posix()))
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if not EXPECTED.match(p.relative_to(root).as_posix())
+    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -48,8 +50,19 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 def run_argv(bucket: Path | str, *extra: str, res: int = 3) -> list[str]:
     return [
-        sys.executable, "-m", "cng_datasets", "run", "--dataset", "c", "--source-url", str(SAMPLE),
-        "--bucket", str(bucket), "--h3-resolution", str(res), *extra,
+        sys.executable,
+        "-m",
+        "cng_datasets",
+        "run",
+        "--dataset",
+        "c",
+        "--source-url",
+        str(SAMPLE),
+        "--bucket",
+        str(bucket),
+        "--h3-resolution",
+        str(res),
+        *extra,
     ]
 
 
@@ -115,7 +128,9 @@ def test_bucket_that_is_a_file_is_one_line_and_writes_nothing(tmp_path: Path) ->
         ("afile/deeper", f"--bucket {tmp_path / 'afile'} is a file"),
         ("data", f"the destination folder {tmp_path / 'data' / 'c'} is a file"),
     ):
-        proc = subprocess.run(run_argv(bucket), capture_output=True, text=True, cwd=tmp_path, env=env_with_tmp(tmp_path / "t"))
+        proc = subprocess.run(
+            run_argv(bucket), capture_output=True, text=True, cwd=tmp_path, env=env_with_tmp(tmp_path / "t")
+        )
         assert proc.returncode == 65, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr
@@ -128,7 +143,9 @@ def test_bucket_that_is_a_file_is_one_line_and_writes_nothing(tmp_path: Path) ->
 
 def test_an_output_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
     (tmp_path / "out" / "c.pmtiles").mkdir(parents=True)
-    cfg = WorkflowConfig(dataset="c", source_urls=(str(SAMPLE),), bucket=str(tmp_path / "out"), h3_resolution=3, parent_resolutions=(0,))
+    cfg = WorkflowConfig(
+        dataset="c", source_urls=(str(SAMPLE),), bucket=str(tmp_path / "out"), h3_resolution=3, parent_resolutions=(0,)
+    )
     with pytest.raises(UsageError, match=re.escape(f"{tmp_path / 'out' / 'c.pmtiles'} is a directory")):
         local.run_local(cfg)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.pmtiles"]
@@ -138,7 +155,8 @@ def test_convert_dest_below_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     proc = subprocess.run(
         [sys.executable, "-m", "cng_datasets", "convert", str(SAMPLE), str(tmp_path / "afile" / "c.parquet")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -172,7 +190,9 @@ def _rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
 def test_source_changed_with_same_size_and_mtime_is_converted_again(tmp_path: Path) -> None:
     src = tmp_path / "pts.geojson"
     src.write_bytes(_points(["alpha", "bravo", "charlie"]))
-    cfg = WorkflowConfig(dataset="c", source_urls=(str(src),), bucket=str(tmp_path / "out"), h3_resolution=3, parent_resolutions=(0,))
+    cfg = WorkflowConfig(
+        dataset="c", source_urls=(str(src),), bucket=str(tmp_path / "out"), h3_resolution=3, parent_resolutions=(0,)
+    )
     local.run_local(cfg, workers=2)
     assert pq.read_table(cfg.parquet_url).column("name").to_pylist() == ["alpha", "bravo", "charlie"]
 
@@ -185,7 +205,9 @@ def test_source_changed_with_same_size_and_mtime_is_converted_again(tmp_path: Pa
     assert not why, why
     assert [s.status for s in summary.steps] == ["ran"] * 4
     assert pq.read_table(cfg.parquet_url).column("name").to_pylist() == ["alpha", "bravo", "delta!!"]
-    hex_names = [n for f in Path(cfg.hex_url).rglob("data_*.parquet") for n in pq.read_table(f).column("name").to_pylist()]
+    hex_names = [
+        n for f in Path(cfg.hex_url).rglob("data_*.parquet") for n in pq.read_table(f).column("name").to_pylist()
+    ]
     assert "delta!!" in hex_names and "charlie" not in hex_names
     assert validate_dataset(cfg.root_url, "c").ok
     assert unexpected(Path(cfg.root_url)) == []
@@ -284,7 +306,9 @@ def hold_lease(url: str) -> subprocess.Popen[str]:
 @pytest.mark.slow
 def test_second_run_is_refused_then_waits_then_takes_over_a_dead_holders_lease(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    cfg = WorkflowConfig(dataset="c", source_urls=(str(SAMPLE),), bucket=str(out), h3_resolution=2, parent_resolutions=(0,))
+    cfg = WorkflowConfig(
+        dataset="c", source_urls=(str(SAMPLE),), bucket=str(out), h3_resolution=2, parent_resolutions=(0,)
+    )
     env = env_with_tmp(tmp_path / "t")
     holder = hold_lease(destination.lease_url(cfg))
     try:
@@ -299,7 +323,9 @@ def test_second_run_is_refused_then_waits_then_takes_over_a_dead_holders_lease(t
         assert not list((tmp_path / "t").iterdir())
 
         # --wait: waits while the holder lives, runs when it lets go
-        waiting = subprocess.Popen(run_argv(out, "--wait", res=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        waiting = subprocess.Popen(
+            run_argv(out, "--wait", res=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
         assert waiting.stderr is not None
         first = waiting.stderr.readline()
         assert f"waiting for the run that holds this dataset (pid {holder.pid}" in first
@@ -322,7 +348,9 @@ def test_second_run_is_refused_then_waits_then_takes_over_a_dead_holders_lease(t
 
 
 def test_force_keeps_the_lease_and_clean_removes_only_ours(tmp_path: Path) -> None:
-    cfg = WorkflowConfig(dataset="c", source_urls=(str(SAMPLE),), bucket=str(tmp_path), h3_resolution=2, parent_resolutions=(0,))
+    cfg = WorkflowConfig(
+        dataset="c", source_urls=(str(SAMPLE),), bucket=str(tmp_path), h3_resolution=2, parent_resolutions=(0,)
+    )
     held = lease.acquire(destination.lease_url(cfg))
     try:
         (tmp_path / "c" / "_cng" / "convert.json").write_text("{}")
@@ -377,7 +405,10 @@ def start_run(out: Path, tmp: Path, log: Path) -> tuple[subprocess.Popen[bytes],
     its step processes once both are running."""
     with open(log, "wb") as f:
         proc = subprocess.Popen(
-            run_argv(out, "--chunk-size", "10", "--workers", "2", res=5), stdout=f, stderr=subprocess.STDOUT, env=env_with_tmp(tmp)
+            run_argv(out, "--chunk-size", "10", "--workers", "2", res=5),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env_with_tmp(tmp),
         )
 
     def both_running() -> dict[int, str] | None:
@@ -391,7 +422,12 @@ def start_run(out: Path, tmp: Path, log: Path) -> tuple[subprocess.Popen[bytes],
 
 
 def resume_and_check(out: Path, tmp: Path) -> str:
-    proc = subprocess.run(run_argv(out, "--chunk-size", "10", "--workers", "2", res=5), capture_output=True, text=True, env=env_with_tmp(tmp))
+    proc = subprocess.run(
+        run_argv(out, "--chunk-size", "10", "--workers", "2", res=5),
+        capture_output=True,
+        text=True,
+        env=env_with_tmp(tmp),
+    )
     assert proc.returncode == 0, proc.stderr
     report = validate_dataset(str(out), "c")
     assert report.ok, report.problems
@@ -442,16 +478,27 @@ def test_kill_9_of_run_kills_its_children_and_a_rerun_completes(tmp_path: Path) 
 
 
 def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
-    cfg = WorkflowConfig(dataset="c", source_urls=(str(SAMPLE),), bucket=str(tmp_path), h3_resolution=2, parent_resolutions=(0,))
+    cfg = WorkflowConfig(
+        dataset="c", source_urls=(str(SAMPLE),), bucket=str(tmp_path), h3_resolution=2, parent_resolutions=(0,)
+    )
     ours = [
-        ".c.parquet.0123456789ab.tmp.parquet", ".c.pmtiles.0123456789ab.tmp.pmtiles", ".cng-tippecanoe-ab12cd_9",
-        "c/chunks/_tmp", "c/chunks/h0=1/.part-00003.parquet.0123456789ab.tmp.parquet",
-        "c/chunks/_done/.chunk-00003.json.abcdef012345.tmp", "c/hex/h0=2/.data_0.parquet.0123456789ab.tmp.parquet",
+        ".c.parquet.0123456789ab.tmp.parquet",
+        ".c.pmtiles.0123456789ab.tmp.pmtiles",
+        ".cng-tippecanoe-ab12cd_9",
+        "c/chunks/_tmp",
+        "c/chunks/h0=1/.part-00003.parquet.0123456789ab.tmp.parquet",
+        "c/chunks/_done/.chunk-00003.json.abcdef012345.tmp",
+        "c/hex/h0=2/.data_0.parquet.0123456789ab.tmp.parquet",
         "c/_cng/.convert.json.0123456789ab.tmp",
     ]
     theirs = [
-        ".other.parquet.0123456789ab.tmp.parquet", ".cng-tippecanoe-keep", "notes.tmp", "c/.notes.0123456789ab.tmp",
-        "c/b/.x.0123456789ab.tmp", "c/hex/h0=2/data_0.parquet", "c/_cng/convert.json",
+        ".other.parquet.0123456789ab.tmp.parquet",
+        ".cng-tippecanoe-keep",
+        "notes.tmp",
+        "c/.notes.0123456789ab.tmp",
+        "c/b/.x.0123456789ab.tmp",
+        "c/hex/h0=2/data_0.parquet",
+        "c/_cng/convert.json",
     ]
     for rel in ours + theirs:
         p = tmp_path / rel

@@ -28,8 +28,27 @@ HOSTILE_URL = "https://example.com/a b&c='d\"e.gpkg?x=1&y=2"
 
 def _counts() -> list[int]:
     rng = random.Random(20261129)
-    edges = [0, 1, 2, 999, 1000, 1001, 1999, 2000, 2001, 199_999, 200_000, 200_001, 200_999, 201_000,
-             201_001, 1_000_000, 1_000_001, 10**9 + 7, 2**31 + 3]
+    edges = [
+        0,
+        1,
+        2,
+        999,
+        1000,
+        1001,
+        1999,
+        2000,
+        2001,
+        199_999,
+        200_000,
+        200_001,
+        200_999,
+        201_000,
+        201_001,
+        1_000_000,
+        1_000_001,
+        10**9 + 7,
+        2**31 + 3,
+    ]
     return edges + [rng.randrange(0, 10**8) for _ in range(1500)] + [rng.randrange(0, 5000) for _ in range(300)]
 
 
@@ -120,7 +139,11 @@ def test_plan_with_unknown_count_and_several_sources() -> None:
     plan = build_plan(_config(source_urls=("s3://a/x.gpkg", "-starts-with-dash.gpkg")), None)
     assert plan.step("hex").completions == 200
     argv = plan.step("convert").argv
-    assert argv[argv.index("--") + 1 :] == ("s3://a/x.gpkg", "-starts-with-dash.gpkg", "s3://public-wdpa/wdpa/2024.parquet")
+    assert argv[argv.index("--") + 1 :] == (
+        "s3://a/x.gpkg",
+        "-starts-with-dash.gpkg",
+        "s3://public-wdpa/wdpa/2024.parquet",
+    )
 
 
 # ---- the DAG -----------------------------------------------------------------------------------
@@ -176,8 +199,13 @@ def test_two_steps_of_one_name_are_refused() -> None:
 @pytest.mark.parametrize("count", [None, 0, 1_000_000])
 def test_json_round_trip(count: int | None) -> None:
     cfg = _config(
-        layer="it's \"a\" layer", max_zoom=9, chunk_size=777, lat_column="lat", lon_column="lon",
-        resources={"hex": Resources(cpu="3", memory="1Gi", ephemeral_storage="2Gi")}, parent_resolutions=(5, 0),
+        layer='it\'s "a" layer',
+        max_zoom=9,
+        chunk_size=777,
+        lat_column="lat",
+        lon_column="lon",
+        resources={"hex": Resources(cpu="3", memory="1Gi", ephemeral_storage="2Gi")},
+        parent_resolutions=(5, 0),
     )
     plan = build_plan(cfg, count)
     text = plan.to_json()

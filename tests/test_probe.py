@@ -36,7 +36,11 @@ def _parquet(path: Path, rows: int) -> None:
     import pyarrow.parquet as pq
     import shapely
 
-    geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}
+    geo = {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}},
+    }
     table = pa.table({"x": list(range(rows)), "geometry": shapely.to_wkb(shapely.points(range(rows), range(rows)))})
     pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), path, row_group_size=7)
 

@@ -62,8 +62,14 @@ def test_vsi_path_local_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_s3_settings_variants() -> None:
     s = storage.s3_settings({"AWS_ENDPOINT_URL": "http://minio:9000/"})
     assert (s.endpoint_url, s.host, s.https, s.anonymous) == ("http://minio:9000", "minio:9000", False, True)
-    s = storage.s3_settings({"AWS_S3_ENDPOINT": "ceph.local:8080", "AWS_HTTPS": "NO", "AWS_ACCESS_KEY_ID": "a",
-                             "AWS_SECRET_ACCESS_KEY": "b"})
+    s = storage.s3_settings(
+        {
+            "AWS_S3_ENDPOINT": "ceph.local:8080",
+            "AWS_HTTPS": "NO",
+            "AWS_ACCESS_KEY_ID": "a",
+            "AWS_SECRET_ACCESS_KEY": "b",
+        }
+    )
     assert (s.endpoint_url, s.https, s.anonymous) == ("http://ceph.local:8080", False, False)
     s = storage.s3_settings({"AWS_S3_ENDPOINT": "s3.example.org"})
     assert s.endpoint_url == "https://s3.example.org" and s.https

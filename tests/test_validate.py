@@ -32,8 +32,12 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("validate") / "out"
     cfg = WorkflowConfig(
-        dataset="countries", source_urls=(str(SAMPLE),), bucket=str(root), h3_resolution=RES,
-        parent_resolutions=(2, 0), chunk_size=60,
+        dataset="countries",
+        source_urls=(str(SAMPLE),),
+        bucket=str(root),
+        h3_resolution=RES,
+        parent_resolutions=(2, 0),
+        chunk_size=60,
     )
     run_local(cfg, workers=2)
     return root
@@ -356,7 +360,9 @@ def test_pmtiles_without_record_missing_features_is_caught(out: Path) -> None:
     build_pmtiles(str(fewer), str(path), layer="countries", max_zoom=2)
     fewer.unlink()
     set_metadata(path, {"cng_datasets": None})
-    one_problem(out, "pmtiles:", "176 features in the tiles of the maximum zoom, the GeoParquet has 177 with a geometry")
+    one_problem(
+        out, "pmtiles:", "176 features in the tiles of the maximum zoom, the GeoParquet has 177 with a geometry"
+    )
 
 
 def test_geoparquet_with_fewer_rows_than_the_source_is_caught(out: Path) -> None:

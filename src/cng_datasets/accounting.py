@@ -313,15 +313,20 @@ def read_chain(parquet_url: str, hex_url: str, pmtiles_url: str, counts: Counts 
         if (why := balance_problem(r)) is not None:
             problems.append(("geoparquet", f"{parquet_url}: convert {why}"))
         if c.source is not None and c.source != r.read:
-            problems.append((
-                "geoparquet",
-                f"{parquet_url}: the source holds {c.source:,} features (re-counted) but convert read {r.read:,}",
-            ))
+            problems.append(
+                (
+                    "geoparquet",
+                    f"{parquet_url}: the source holds {c.source:,} features (re-counted) but convert read {r.read:,}",
+                )
+            )
         # (an older file's feature_count is compared with its rows by the GeoParquet check)
         if r.recorded and c.geoparquet_rows is not None and c.geoparquet_rows != r.written:
-            problems.append((
-                "geoparquet", f"{parquet_url}: {c.geoparquet_rows:,} rows but convert recorded writing {r.written:,}",
-            ))
+            problems.append(
+                (
+                    "geoparquet",
+                    f"{parquet_url}: {c.geoparquet_rows:,} rows but convert recorded writing {r.written:,}",
+                )
+            )
     gp_rows = gp.record.written if gp.record is not None else c.geoparquet_rows
 
     # GeoParquet → hex and GeoParquet → PMTiles
@@ -344,7 +349,9 @@ def read_chain(parquet_url: str, hex_url: str, pmtiles_url: str, counts: Counts 
     return Chain(gp.record.read if gp.record is not None else c.source, [gp, hx, pm], problems)
 
 
-def _check_branch(stage: Stage, counted: int | None, gp_rows: int | None, c: Counts, problems: list[tuple[str, str]]) -> None:
+def _check_branch(
+    stage: Stage, counted: int | None, gp_rows: int | None, c: Counts, problems: list[tuple[str, str]]
+) -> None:
     """The differences of one output read from the GeoParquet that no recorded reason explains."""
     name, url, r = stage.name, stage.url, stage.record
     where = "in the tiles of the maximum zoom" if name == "pmtiles" else "in the partitions"
@@ -352,11 +359,13 @@ def _check_branch(stage: Stage, counted: int | None, gp_rows: int | None, c: Cou
         if stage.note.startswith("no accounting") and counted is not None and gp_rows is not None:
             with_geometry = gp_rows - (c.no_geometry or 0)
             if counted != with_geometry:
-                problems.append((
-                    name,
-                    f"{url}: {counted:,} features {where}, the GeoParquet has {with_geometry:,} with a geometry, "
-                    "and no recorded reason explains the difference (written without accounting)",
-                ))
+                problems.append(
+                    (
+                        name,
+                        f"{url}: {counted:,} features {where}, the GeoParquet has {with_geometry:,} with a geometry, "
+                        "and no recorded reason explains the difference (written without accounting)",
+                    )
+                )
         return
     if (why := balance_problem(r)) is not None:
         problems.append((name, f"{url}: {name} {why}"))
@@ -365,14 +374,18 @@ def _check_branch(stage: Stage, counted: int | None, gp_rows: int | None, c: Cou
     if counted is not None and counted != r.written:
         problems.append((name, f"{url}: {counted:,} features {where} (counted) but {name} recorded {r.written:,}"))
     if c.no_geometry is not None and _no_geometry(r) != c.no_geometry:
-        problems.append((
-            name,
-            f"{url}: {name} recorded {_no_geometry(r):,} feature(s) without a geometry, "
-            f"the GeoParquet has {c.no_geometry:,}",
-        ))
+        problems.append(
+            (
+                name,
+                f"{url}: {name} recorded {_no_geometry(r):,} feature(s) without a geometry, "
+                f"the GeoParquet has {c.no_geometry:,}",
+            )
+        )
     if name == "pmtiles" and c.beyond_mercator is not None and r.dropped.get(REASON_LATITUDE, 0) != c.beyond_mercator:
-        problems.append((
-            name,
-            f"{url}: pmtiles recorded {r.dropped.get(REASON_LATITUDE, 0):,} feature(s) {REASON_LATITUDE}, "
-            f"the GeoParquet has {c.beyond_mercator:,}",
-        ))
+        problems.append(
+            (
+                name,
+                f"{url}: pmtiles recorded {r.dropped.get(REASON_LATITUDE, 0):,} feature(s) {REASON_LATITUDE}, "
+                f"the GeoParquet has {c.beyond_mercator:,}",
+            )
+        )

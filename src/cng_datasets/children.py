@@ -100,7 +100,11 @@ class Task:
         self.err = open(f"{self.log_base}.err", "wb")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            self.argv, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL, env=dict(env),
+            self.argv,
+            stdout=self.out,
+            stderr=self.err,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
             start_new_session=True,  # our Ctrl-C handling decides when children stop
             preexec_fn=die_with_parent(),  # and the kernel when we die (kill -9)
         )
@@ -124,7 +128,7 @@ class Task:
             text = Path(f"{self.log_base}.err").read_text(errors="replace")
         except OSError:
             return []
-        return [ln[len("warning:"):].strip() for ln in text.splitlines() if ln.startswith("warning:")]
+        return [ln[len("warning:") :].strip() for ln in text.splitlines() if ln.startswith("warning:")]
 
     def terminate(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -127,9 +127,7 @@ class WorkflowConfig:
             raise UsageError(f"--h3-resolution {self.h3_resolution} is outside 0..15")
         for r in self.parent_resolutions:
             if not 0 <= r < self.h3_resolution:
-                raise UsageError(
-                    f"--parent-resolutions: {r} must be coarser than --h3-resolution {self.h3_resolution}"
-                )
+                raise UsageError(f"--parent-resolutions: {r} must be coarser than --h3-resolution {self.h3_resolution}")
         if self.containment not in CONTAINMENT_MODES:
             raise UsageError(f"--containment must be one of {', '.join(CONTAINMENT_MODES)}")
         if self.max_completions < 1 or self.max_parallelism < 1:

@@ -92,6 +92,7 @@ def _wrap_into_world(geom: BaseGeometry) -> list[BaseGeometry]:
         if piece.is_empty:
             continue
         if k:
+
             def shift(c: NDArray[np.float64], dx: float = 360.0 * k) -> NDArray[np.float64]:
                 return c - np.array([dx, 0.0], dtype=np.float64)
 

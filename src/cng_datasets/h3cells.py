@@ -74,8 +74,10 @@ def check_range(geoms: np.ndarray) -> None:
     with np.errstate(invalid="ignore"):
         b = shapely.bounds(geoms)  # NaN for None / empty: never out of range
         bad = (
-            (b[:, 0] < -180.0 - RANGE_TOLERANCE) | (b[:, 2] > 180.0 + RANGE_TOLERANCE)
-            | (b[:, 1] < -90.0 - RANGE_TOLERANCE) | (b[:, 3] > 90.0 + RANGE_TOLERANCE)
+            (b[:, 0] < -180.0 - RANGE_TOLERANCE)
+            | (b[:, 2] > 180.0 + RANGE_TOLERANCE)
+            | (b[:, 1] < -90.0 - RANGE_TOLERANCE)
+            | (b[:, 3] > 90.0 + RANGE_TOLERANCE)
         )
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -84,6 +86,7 @@ def check_range(geoms: np.ndarray) -> None:
             f"coordinates outside [-180, 180] x [-90, 90] (bounds {[round(float(v), 6) for v in b[i]]}): "
             "not lon/lat degrees",
         )
+
 
 #: Default number of cells computed per H3 call (and so held in memory at once), about 16 MB.
 DEFAULT_BUDGET = 2_000_000
@@ -507,9 +510,12 @@ def tiled_cells(
         if not polys and not lns and not len(in_pts):
             continue
         parts = Parts(
-            np.asarray(polys, dtype=object), np.zeros(len(polys), np.int64),
-            np.asarray(lns, dtype=object), np.zeros(len(lns), np.int64),
-            np.empty(0, dtype=object), np.zeros(0, np.int64),
+            np.asarray(polys, dtype=object),
+            np.zeros(len(polys), np.int64),
+            np.asarray(lns, dtype=object),
+            np.zeros(len(lns), np.int64),
+            np.empty(0, dtype=object),
+            np.zeros(0, np.int64),
         )
         est = float(estimate_cells(parts, 1, res)[0])
         # a tile is never split below the margin (about a cell): its estimate could not shrink

@@ -58,7 +58,9 @@ class LeaseHeldError(CngError):
     def __init__(self, what: str, holder: dict[str, Any]) -> None:
         self.what = what
         self.holder = holder
-        super().__init__(f"{what} is in use by another run ({describe(holder)}); wait for it with --wait, or stop that run")
+        super().__init__(
+            f"{what} is in use by another run ({describe(holder)}); wait for it with --wait, or stop that run"
+        )
 
 
 class LeaseLostError(CngError):
@@ -220,7 +222,8 @@ class _LocalLease(Lease):
                     raise
                 log.warning(
                     "cannot lock %s (%s): another run into this destination at the same time would not be noticed",
-                    self.path, exc.strerror or exc,
+                    self.path,
+                    exc.strerror or exc,
                 )
             # the holder may have released (unlinked) the file between our open and our lock:
             # then we locked a file nobody will look at again; start over on the current one
@@ -256,7 +259,9 @@ class _LocalLease(Lease):
 
 def _s3_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", "")) or str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return str(response.get("Error", {}).get("Code", "")) or str(
+        response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    )
 
 
 _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
@@ -321,7 +326,8 @@ class _S3Lease(Lease):
             if _s3_code(exc) in _UNSUPPORTED and self.conditional:
                 log.warning(
                     "%s: this S3 server does not support conditional writes; another run into this "
-                    "dataset at the same time is only noticed when the lease is read back", self.url,
+                    "dataset at the same time is only noticed when the lease is read back",
+                    self.url,
                 )
                 self.conditional = False
                 return self._try()
@@ -358,7 +364,9 @@ class _S3Lease(Lease):
         except ClientError as exc:
             if _s3_code(exc) in _PRECONDITION + ("NoSuchKey", "404"):
                 holder, _ = self._get()
-                raise LeaseLostError(f"the lease {self.url} was taken over by another run ({describe(holder)})") from exc
+                raise LeaseLostError(
+                    f"the lease {self.url} was taken over by another run ({describe(holder)})"
+                ) from exc
             raise
 
     def _release(self) -> None:

@@ -88,7 +88,14 @@ from cng_datasets.progress import Event, EventCallback
 from cng_datasets.steps.repartition import success_url
 
 __all__ = [
-    "OutputInfo", "RunSummary", "StepFailedError", "StepResult", "clean", "describe_outputs", "resolve_argv", "run_local",
+    "OutputInfo",
+    "RunSummary",
+    "StepFailedError",
+    "StepResult",
+    "clean",
+    "describe_outputs",
+    "resolve_argv",
+    "run_local",
 ]
 
 #: Seconds between two polls of the running subprocesses.
@@ -206,7 +213,9 @@ class _Runner:
         self.fanouts: dict[str, _Fanout] = {}
         self.plan: Plan  # set by run()
 
-    def emit(self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", /, **data: Any) -> None:
+    def emit(
+        self, kind: str, step: str | None = None, chunk: int | None = None, message: str = "", /, **data: Any
+    ) -> None:
         if self.on_event is not None:
             self.on_event(Event(kind, step, chunk, message, data))
 
@@ -450,7 +459,9 @@ class _Runner:
         missing = [i for i in range(step.completions) if i not in done]
         if missing:
             raise StepFailedError(
-                step.name, missing[0], 1,
+                step.name,
+                missing[0],
+                1,
                 f"chunk(s) {', '.join(map(str, missing[:5]))} exited 0 but left no completion marker "
                 f"under {storage.join(step.outputs[0], DONE_DIR)}",
                 None,

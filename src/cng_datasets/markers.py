@@ -80,7 +80,7 @@ def _identity_local(path: str) -> dict[str, Any] | None:
         prefix = p.stem + "."
         for side in sorted(p.parent.iterdir()):
             if side != p and side.name.startswith(prefix) and side.is_file():
-                ident[side.name[len(p.stem):].lower()] = [side.stat().st_size, file_digest(side)]
+                ident[side.name[len(p.stem) :].lower()] = [side.stat().st_size, file_digest(side)]
     return ident
 
 
@@ -104,7 +104,7 @@ def _identity_s3(url: str, bucket: str, key: str) -> dict[str, Any] | None:
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                items.append((obj["Key"][len(prefix):], int(obj["Size"]), str(obj.get("ETag", ""))))
+                items.append((obj["Key"][len(prefix) :], int(obj["Size"]), str(obj.get("ETag", ""))))
     except ClientError as exc:
         raise storage._s3_error(url, exc) from exc
     if not items:
@@ -207,7 +207,10 @@ def chunk_stats(marker: str | None) -> dict[str, int]:
     if not isinstance(data, dict):
         return {}
     out: dict[str, int] = {}
-    for key, names in (("features", ("features", "feature_count", "rows_in")), ("cells", ("cells", "rows", "cell_count"))):
+    for key, names in (
+        ("features", ("features", "feature_count", "rows_in")),
+        ("cells", ("cells", "rows", "cell_count")),
+    ):
         for n in names:
             if isinstance(data.get(n), int):
                 out[key] = int(data[n])

@@ -202,7 +202,9 @@ class Plan:
             raise UsageError(f"not a plan: not JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
             found = doc.get("format") if isinstance(doc, dict) else None
-            raise UsageError(f"not a plan of format {PLAN_FORMAT} (format: {found!r}); write it again with this version")
+            raise UsageError(
+                f"not a plan of format {PLAN_FORMAT} (format: {found!r}); write it again with this version"
+            )
         try:
             return cls(
                 config=_from_jsonable(WorkflowConfig, doc["config"]),
@@ -264,8 +266,12 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
         convert += ("--layer", c.layer)
     if c.id_column:
         convert += ("--id-column", c.id_column)
-    for flag, value in (("--lat-column", c.lat_column), ("--lon-column", c.lon_column),
-                        ("--encoding", c.encoding), ("--source-crs", c.source_crs)):
+    for flag, value in (
+        ("--lat-column", c.lat_column),
+        ("--lon-column", c.lon_column),
+        ("--encoding", c.encoding),
+        ("--source-crs", c.source_crs),
+    ):
         if value:
             convert += (flag, value)
     if c.on_invalid != "fail":
@@ -276,35 +282,75 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     convert += ("--", *c.source_urls, c.parquet_url)
 
     pmtiles: tuple[str, ...] = (
-        PROGRAM, "pmtiles", "--input", c.parquet_url, "--output", c.pmtiles_url,
-        "--layer-name", c.base_name, "--max-zoom", str(c.resolved_max_zoom),
+        PROGRAM,
+        "pmtiles",
+        "--input",
+        c.parquet_url,
+        "--output",
+        c.pmtiles_url,
+        "--layer-name",
+        c.base_name,
+        "--max-zoom",
+        str(c.resolved_max_zoom),
         # Applied right after convert in the manual flow: wait (up to 24 h) for convert's atomic output.
-        "--wait-for-input", str(PMTILES_WAIT_FOR_INPUT),
+        "--wait-for-input",
+        str(PMTILES_WAIT_FOR_INPUT),
     )
     if c.min_zoom is not None:
         pmtiles += ("--min-zoom", str(c.min_zoom))
 
     parents = ",".join(str(r) for r in c.parent_resolutions)
     hex_argv = (
-        PROGRAM, "hex", "--input", c.parquet_url, "--output", c.chunks_url,
-        "--chunk-size", str(chunking.chunk_size), "--chunk-count", str(chunking.completions),
-        "--resolution", str(c.h3_resolution), "--parent-resolutions", parents,
-        "--containment", c.containment,
+        PROGRAM,
+        "hex",
+        "--input",
+        c.parquet_url,
+        "--output",
+        c.chunks_url,
+        "--chunk-size",
+        str(chunking.chunk_size),
+        "--chunk-count",
+        str(chunking.completions),
+        "--resolution",
+        str(c.h3_resolution),
+        "--parent-resolutions",
+        parents,
+        "--containment",
+        c.containment,
     )
     repartition = (PROGRAM, "repartition", "--chunks", c.chunks_url, "--output", c.hex_url, "--source", c.parquet_url)
 
     src = (c.parquet_url,)
     steps = (
         Step("convert", convert, c.resources_for("convert"), inputs=c.source_urls, outputs=src),
-        Step("pmtiles", pmtiles, c.resources_for("pmtiles"), depends_on=("convert",), inputs=src,
-             outputs=(c.pmtiles_url,)),
         Step(
-            "hex", hex_argv, c.resources_for("hex"), depends_on=("convert",), indexed=True,
-            completions=chunking.completions, parallelism=chunking.parallelism, inputs=src, outputs=(c.chunks_url,),
+            "pmtiles",
+            pmtiles,
+            c.resources_for("pmtiles"),
+            depends_on=("convert",),
+            inputs=src,
+            outputs=(c.pmtiles_url,),
+        ),
+        Step(
+            "hex",
+            hex_argv,
+            c.resources_for("hex"),
+            depends_on=("convert",),
+            indexed=True,
+            completions=chunking.completions,
+            parallelism=chunking.parallelism,
+            inputs=src,
+            outputs=(c.chunks_url,),
             consumed=True,  # repartition deletes the chunks once the hex output is published
         ),
         # the chunks arrive through depends_on; the GeoParquet is the input their provenance is checked against
-        Step("repartition", repartition, c.resources_for("repartition"), depends_on=("hex",), inputs=src,
-             outputs=(c.hex_url,)),
+        Step(
+            "repartition",
+            repartition,
+            c.resources_for("repartition"),
+            depends_on=("hex",),
+            inputs=src,
+            outputs=(c.hex_url,),
+        ),
     )
     return Plan(config=c, chunking=chunking, steps=steps)

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from cng_datasets.errors import CountFallbackWarning, first_line
 
 DEFAULT_TIMEOUT = 120.0
+
+
 def count_source(url: str, layer: str | None = None) -> int:
     """Features of one source, as convert will read it (no timeout; raises on failure)."""
     from cng_datasets.sources import count_features as count_one
@@ -50,9 +52,7 @@ def _count_in_subprocess(url: str, layer: str | None, timeout: float) -> int:
     return int(proc.stdout.strip().splitlines()[-1])
 
 
-def count_features(
-    urls: Sequence[str], layer: str | None = None, timeout: float = DEFAULT_TIMEOUT
-) -> int | None:
+def count_features(urls: Sequence[str], layer: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> int | None:
     """The total number of features of ``urls``, or ``None`` (with a warning) when any count fails
     or the whole count takes longer than ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -37,8 +37,19 @@ def with_retries(fn: Any, transient: Any, attempts: int = MAX_ATTEMPTS) -> Any:
 
 
 #: Words of pyarrow / AWS SDK errors that retrying cannot fix.
-_PERMANENT = ("ACCESS_DENIED", "AccessDenied", "NO_SUCH", "NoSuch", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-              "[code 403]", "[code 404]", "does not exist", "Forbidden", "INVALID_ACCESS_KEY_ID")
+_PERMANENT = (
+    "ACCESS_DENIED",
+    "AccessDenied",
+    "NO_SUCH",
+    "NoSuch",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "[code 403]",
+    "[code 404]",
+    "does not exist",
+    "Forbidden",
+    "INVALID_ACCESS_KEY_ID",
+)
 
 
 def s3_read_transient(exc: BaseException) -> bool:

@@ -36,10 +36,23 @@ SNIFF_TIMEOUT = 30.0
 SNIFF_BYTES = 4096
 
 _KIND_BY_SUFFIX = {
-    ".geojson": "GeoJSON", ".json": "GeoJSON", ".geojsonl": "GeoJSONSeq", ".geojsons": "GeoJSONSeq",
-    ".topojson": "TopoJSON", ".csv": "CSV", ".tsv": "CSV", ".gpkg": "GeoPackage", ".zip": "zip",
-    ".shp": "Shapefile", ".fgb": "FlatGeobuf", ".kml": "KML", ".gml": "GML", ".pbf": "OSM PBF",
-    ".osm": "OSM XML", ".parquet": "Parquet", ".geoparquet": "Parquet",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".geojsonl": "GeoJSONSeq",
+    ".geojsons": "GeoJSONSeq",
+    ".topojson": "TopoJSON",
+    ".csv": "CSV",
+    ".tsv": "CSV",
+    ".gpkg": "GeoPackage",
+    ".zip": "zip",
+    ".shp": "Shapefile",
+    ".fgb": "FlatGeobuf",
+    ".kml": "KML",
+    ".gml": "GML",
+    ".pbf": "OSM PBF",
+    ".osm": "OSM XML",
+    ".parquet": "Parquet",
+    ".geoparquet": "Parquet",
 }
 
 
@@ -124,9 +137,14 @@ def explain_gdal_error(url: str, exc: BaseException) -> SourceError:
     text = first_line(exc)
     low = text.lower()
     kind = kind_of(url)
-    if "not recognized as being in a supported file format" in low or "not recognized as a supported dataset name" in low:
+    if (
+        "not recognized as being in a supported file format" in low
+        or "not recognized as a supported dataset name" in low
+    ):
         if kind == "zip":
-            return SourceError(url, "no readable vector data in this zip (truncated or corrupt, or no data file inside)")
+            return SourceError(
+                url, "no readable vector data in this zip (truncated or corrupt, or no data file inside)"
+            )
         return SourceError(url, f"not a readable {kind} file (GDAL does not recognize its content)")
     if "failed to read geojson data" in low:
         detail = text.split(";", 1)[1].strip() if ";" in text else text
@@ -191,8 +209,17 @@ class CsvCoordinates:
     as text) is opened at the first batch with a null geometry and skips ahead to it.
     """
 
-    def __init__(self, url: str, vsi: str, layer: str, attrs: list[str], lat: list[str], lon: list[str],
-                 open_options: dict[str, str], batch_size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        vsi: str,
+        layer: str,
+        attrs: list[str],
+        lat: list[str],
+        lon: list[str],
+        open_options: dict[str, str],
+        batch_size: int,
+    ) -> None:
         self.url, self.vsi, self.layer = url, vsi, layer
         self.lat = _matching(attrs, lat)
         self.lon = _matching(attrs, lon)
@@ -213,8 +240,15 @@ class CsvCoordinates:
         import pyogrio
 
         cols = [c for c in (self.lat, self.lon) if c is not None]
-        self._cm = pyogrio.open_arrow(self.vsi, layer=self.layer, columns=cols, batch_size=self.batch_size,
-                                      use_pyarrow=True, return_fids=True, **self.options)
+        self._cm = pyogrio.open_arrow(
+            self.vsi,
+            layer=self.layer,
+            columns=cols,
+            batch_size=self.batch_size,
+            use_pyarrow=True,
+            return_fids=True,
+            **self.options,
+        )
         _, reader = self._cm.__enter__()
         self._it = iter(reader)
 
@@ -247,7 +281,13 @@ class CsvCoordinates:
         raw = self._rows(int(fids[0]), int(fids[-1]))
         if raw is None:
             return {}
-        by_fid = dict(zip(raw.column(0).to_pylist(), zip(raw.column(self.lat).to_pylist(), raw.column(self.lon).to_pylist(), strict=True), strict=True))
+        by_fid = dict(
+            zip(
+                raw.column(0).to_pylist(),
+                zip(raw.column(self.lat).to_pylist(), raw.column(self.lon).to_pylist(), strict=True),
+                strict=True,
+            )
+        )
         out: dict[int, str] = {}
         for i in missing:
             lat_text, lon_text = by_fid.get(int(fids[i]), (None, None))

@@ -103,7 +103,8 @@ def _dbf_needs_detection(vsi: str, url: str) -> list[str]:
                     return [str(dbf)]
     if path.is_dir():
         return [
-            str(d) for d in path.glob("*.dbf")
+            str(d)
+            for d in path.glob("*.dbf")
             if not d.with_suffix(".cpg").exists() and _ldid(d.open("rb").read(32)) == 0
         ]
     return []
@@ -186,10 +187,12 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
         # "Non increasing node id" and returns no lines or polygons. The SQLite index reads any order.
         # That index lives in a temporary SQLite file (above 100 MB) in CPL_TMPDIR, else in the
         # current directory, which in a container may be read-only.
-        pyogrio.set_gdal_config_options({
-            "OSM_USE_CUSTOM_INDEXING": "NO",
-            "CPL_TMPDIR": os.environ.get("CPL_TMPDIR") or tempfile.gettempdir(),
-        })
+        pyogrio.set_gdal_config_options(
+            {
+                "OSM_USE_CUSTOM_INDEXING": "NO",
+                "CPL_TMPDIR": os.environ.get("CPL_TMPDIR") or tempfile.gettempdir(),
+            }
+        )
     vsi = storage.vsi_path(url)
     open_options: dict[str, str] = {}
     if _is_csv(url):
@@ -238,8 +241,13 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
         )
         meta, reader = stack.enter_context(
             pyogrio.open_arrow(
-                vsi, layer=layer, batch_size=opts.batch_size, use_pyarrow=True, encoding=encoding,
-                return_fids=True, **open_options,
+                vsi,
+                layer=layer,
+                batch_size=opts.batch_size,
+                use_pyarrow=True,
+                encoding=encoding,
+                return_fids=True,
+                **open_options,
             )
         )
     except Exception as exc:
@@ -260,8 +268,14 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     coords = None
     if open_options:
         coords = source_checks.CsvCoordinates(
-            url, vsi, layer, attrs.names, open_options["Y_POSSIBLE_NAMES"].split(","),
-            open_options["X_POSSIBLE_NAMES"].split(","), open_options, opts.batch_size,
+            url,
+            vsi,
+            layer,
+            attrs.names,
+            open_options["Y_POSSIBLE_NAMES"].split(","),
+            open_options["X_POSSIBLE_NAMES"].split(","),
+            open_options,
+            opts.batch_size,
         )
         stack.callback(coords.close)
 

@@ -22,7 +22,16 @@ def test_help_is_fast_and_complete() -> None:
     proc = subprocess.run([sys.executable, "-m", "cng_datasets", "run", "--help"], capture_output=True, text=True)
     took = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
-    for flag in ("--dataset", "--source-url", "--bucket", "--h3-resolution", "--force", "--wait", "--quiet", "--workers"):
+    for flag in (
+        "--dataset",
+        "--source-url",
+        "--bucket",
+        "--h3-resolution",
+        "--force",
+        "--wait",
+        "--quiet",
+        "--workers",
+    ):
         assert flag in proc.stdout
     assert "--namespace" not in proc.stdout  # accepted for symmetry with `workflow`, hidden
     assert took < 5
@@ -34,8 +43,19 @@ def test_help_is_fast_and_complete() -> None:
 def test_run_then_validate_like_the_readme(cli_run, tmp_path: Path) -> None:
     # a bare relative directory is a local directory (./out), not an S3 bucket; k8s flags are ignored
     proc = cli_run(
-        "run", "--dataset", "countries", "--source-url", SAMPLE, "--bucket", "out", "--h3-resolution", "4",
-        "--namespace", "ignored", "--hex-cpu", "3",
+        "run",
+        "--dataset",
+        "countries",
+        "--source-url",
+        SAMPLE,
+        "--bucket",
+        "out",
+        "--h3-resolution",
+        "4",
+        "--namespace",
+        "ignored",
+        "--hex-cpu",
+        "3",
     )
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
@@ -55,7 +75,16 @@ def test_run_then_validate_like_the_readme(cli_run, tmp_path: Path) -> None:
 
     # re-run: nothing to do; quiet prints only where the outputs are
     again = cli_run(
-        "run", "--dataset", "countries", "--source-url", SAMPLE, "--bucket", "out", "--h3-resolution", "4", "--quiet",
+        "run",
+        "--dataset",
+        "countries",
+        "--source-url",
+        SAMPLE,
+        "--bucket",
+        "out",
+        "--h3-resolution",
+        "4",
+        "--quiet",
     )
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().startswith("outputs: ") and again.stderr == ""
@@ -70,7 +99,9 @@ def test_run_then_validate_like_the_readme(cli_run, tmp_path: Path) -> None:
 
 
 def test_failing_step_is_one_line_with_exit_65(cli_run, tmp_path: Path) -> None:
-    proc = cli_run("run", "--dataset", "x", "--source-url", tmp_path / "missing.gpkg", "--bucket", "out", "--h3-resolution", "3")
+    proc = cli_run(
+        "run", "--dataset", "x", "--source-url", tmp_path / "missing.gpkg", "--bucket", "out", "--h3-resolution", "3"
+    )
     assert proc.returncode == 65
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: step convert failed (exit 65): ")

@@ -33,8 +33,17 @@ def _invoke(*args: str) -> Any:
 
 def _base(out: Path, *extra: str) -> list[str]:
     return [
-        "--dataset", "my-dataset", "--source-url", "https://example.com/data.gpkg", "--bucket", "public-my-dataset",
-        "--namespace", "biodiversity", "--output-dir", str(out), *extra,
+        "--dataset",
+        "my-dataset",
+        "--source-url",
+        "https://example.com/data.gpkg",
+        "--bucket",
+        "public-my-dataset",
+        "--namespace",
+        "biodiversity",
+        "--output-dir",
+        str(out),
+        *extra,
     ]
 
 
@@ -58,19 +67,53 @@ def test_writes_exactly_the_described_files(tmp_path: Path) -> None:
 
 def test_flags_reach_the_manifests(tmp_path: Path) -> None:
     out = tmp_path / "o"
-    r = _invoke(*_base(
-        out, "--feature-count", "5000", "--source-url", HOSTILE_URL, "--layer", "lyr", "--image", "reg.io/x:1",
-        "--s3-endpoint", "http://minio:9000", "--s3-secret", "keys", "--s3-access-key-key", "id",
-        "--s3-secret-key-key", "secret", "--s3-region", "eu", "--hex-cpu", "500m", "--hex-memory", "2Gi",
-        "--hex-ephemeral-storage", "3Gi", "--max-completions", "3", "--max-parallelism", "2",
-        "--containment", "full", "--max-zoom", "9", "--k8s-version", "1.31",
-    ))
+    r = _invoke(
+        *_base(
+            out,
+            "--feature-count",
+            "5000",
+            "--source-url",
+            HOSTILE_URL,
+            "--layer",
+            "lyr",
+            "--image",
+            "reg.io/x:1",
+            "--s3-endpoint",
+            "http://minio:9000",
+            "--s3-secret",
+            "keys",
+            "--s3-access-key-key",
+            "id",
+            "--s3-secret-key-key",
+            "secret",
+            "--s3-region",
+            "eu",
+            "--hex-cpu",
+            "500m",
+            "--hex-memory",
+            "2Gi",
+            "--hex-ephemeral-storage",
+            "3Gi",
+            "--max-completions",
+            "3",
+            "--max-parallelism",
+            "2",
+            "--containment",
+            "full",
+            "--max-zoom",
+            "9",
+            "--k8s-version",
+            "1.31",
+        )
+    )
     assert r.exit_code == 0, r.output
     (conv,) = _load(out / "convert-job.yaml")
     c = conv["spec"]["template"]["spec"]["containers"][0]
     assert c["image"] == "reg.io/x:1"
     assert c["command"][c["command"].index("--") + 1 :] == [
-        "https://example.com/data.gpkg", HOSTILE_URL, "s3://public-my-dataset/my-dataset.parquet"
+        "https://example.com/data.gpkg",
+        HOSTILE_URL,
+        "s3://public-my-dataset/my-dataset.parquet",
     ]
     env = {e["name"]: e for e in c["env"]}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
@@ -133,8 +176,15 @@ def test_count_failure_falls_back_with_a_warning(cli_run: Any, tmp_path: Path) -
 
 def test_config_from_options_ignores_unknown_and_fills_resources() -> None:
     cfg = config_from_options(
-        dataset="a/b", source_urls=("s3://x/y.gpkg",), bucket="bkt", output_dir="ignored", parent_resolutions=(8, 0),
-        hex_cpu="3", hex_memory=None, hex_ephemeral_storage="1Gi", quiet=True,
+        dataset="a/b",
+        source_urls=("s3://x/y.gpkg",),
+        bucket="bkt",
+        output_dir="ignored",
+        parent_resolutions=(8, 0),
+        hex_cpu="3",
+        hex_memory=None,
+        hex_ephemeral_storage="1Gi",
+        quiet=True,
     )
     assert cfg.parent_resolutions == (8, 0)
     assert cfg.resources["hex"] == Resources(cpu="3", memory=DEFAULT_RESOURCES["hex"].memory, ephemeral_storage="1Gi")

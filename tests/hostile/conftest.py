@@ -70,10 +70,11 @@ class Outcome:
 
     def no_temp_files(self) -> None:
         """No temporary or partial file anywhere below the destination."""
-        left = [
-            p for p in self.out.rglob("*")
-            if ".tmp" in p.name or p.name.startswith(".cng-") or "_tmp" in p.parts
-        ] if self.out.exists() else []
+        left = (
+            [p for p in self.out.rglob("*") if ".tmp" in p.name or p.name.startswith(".cng-") or "_tmp" in p.parts]
+            if self.out.exists()
+            else []
+        )
         assert not left, left
 
     # ---- outputs ---------------------------------------------------------------------
@@ -111,12 +112,29 @@ class Outcome:
             return dict(Reader(MmapSource(f)).header())
 
 
-def run_case(cli_run, out: Path, source: Path | str, *extra: str, res: int = 3, dataset: str = DATASET,
-             env: dict[str, str] | None = None) -> Outcome:
+def run_case(
+    cli_run,
+    out: Path,
+    source: Path | str,
+    *extra: str,
+    res: int = 3,
+    dataset: str = DATASET,
+    env: dict[str, str] | None = None,
+) -> Outcome:
     """``cng-datasets run`` of one source into ``out``, then an Outcome to check."""
     proc = cli_run(
-        "run", "--dataset", dataset, "--source-url", str(source), "--bucket", str(out),
-        "--h3-resolution", str(res), *extra, env=env, timeout=300,
+        "run",
+        "--dataset",
+        dataset,
+        "--source-url",
+        str(source),
+        "--bucket",
+        str(out),
+        "--h3-resolution",
+        str(res),
+        *extra,
+        env=env,
+        timeout=300,
     )
     return Outcome(proc, out, dataset)
 

@@ -33,8 +33,12 @@ def wkb_point_zm(x: float, y: float, z: float, m: float) -> bytes:
 
 
 def write_gpkg(
-    path: Path, geometries: list[Any], attrs: dict[str, list[Any]] | None = None, crs: str | None = "EPSG:4326",
-    geometry_type: str = "Unknown", layer: str | None = None,
+    path: Path,
+    geometries: list[Any],
+    attrs: dict[str, list[Any]] | None = None,
+    crs: str | None = "EPSG:4326",
+    geometry_type: str = "Unknown",
+    layer: str | None = None,
 ) -> Path:
     """A GeoPackage layer from shapely geometries or raw WKB bytes (None for a null geometry)."""
     import pyogrio
@@ -67,9 +71,14 @@ def topojson_box(path: Path, ring: list[list[float]], name: str) -> Path:
 
     topo = {
         "type": "Topology",
-        "objects": {"shapes": {"type": "GeometryCollection", "geometries": [
-            {"type": "Polygon", "arcs": [[0]], "properties": {"name": name}},
-        ]}},
+        "objects": {
+            "shapes": {
+                "type": "GeometryCollection",
+                "geometries": [
+                    {"type": "Polygon", "arcs": [[0]], "properties": {"name": name}},
+                ],
+            }
+        },
         "arcs": [ring],
     }
     path.write_text(json.dumps(topo), encoding="utf-8")

@@ -66,7 +66,7 @@ class FaultProxy:
                     code = int(fault)
                     text = (
                         f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>'
-                        f'{"SlowDown" if code == 503 else "InternalError"}</Code>'
+                        f"{'SlowDown' if code == 503 else 'InternalError'}</Code>"
                         f"<Message>injected fault</Message></Error>"
                     ).encode()
                     self.send_response(code)

@@ -22,8 +22,13 @@ GEOMS = [box(0, 0, 5, 5), shapely.Point(10, 10)]
 
 def _props(i: int) -> dict[str, object]:
     return {
-        "_cng_fid": f"x{i}", "geometry": f"g{i}", "bbox": f"b{i}",
-        "Name": f"upper{i}", "name": f"lower{i}", "größe": 1.5 * i, "名前": ["東京", "大阪"][i - 1],
+        "_cng_fid": f"x{i}",
+        "geometry": f"g{i}",
+        "bbox": f"b{i}",
+        "Name": f"upper{i}",
+        "name": f"lower{i}",
+        "größe": 1.5 * i,
+        "名前": ["東京", "大阪"][i - 1],
     }
 
 
@@ -74,10 +79,14 @@ def _parent(cell: int, res: int) -> int:
 
 
 @pytest.mark.parametrize("column", ["h0", "h3", "h2"], ids=["h0", "h-resolution", "h-parent"])
-@pytest.mark.xfail(strict=True, reason=(
-    "steps/hex.py hex_chunk: a source attribute named like an H3 output column (h0, h<res>, a parent) "
-    "fails the hex step with 'clashes with an H3 column name' after convert and pmtiles have published "
-    "(late, partial run); it should be renamed (h0_1, with a RenamedColumnWarning) and carried along"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "steps/hex.py hex_chunk: a source attribute named like an H3 output column (h0, h<res>, a parent) "
+        "fails the hex step with 'clashes with an H3 column name' after convert and pmtiles have published "
+        "(late, partial run); it should be renamed (h0_1, with a RenamedColumnWarning) and carried along"
+    ),
+)
 def test_attribute_named_like_an_h3_column(cli_run, tmp_path: Path, column: str) -> None:
     src = write_geojson(tmp_path / "h.geojson", [feature(g, **{column: f"v{i}"}) for i, g in enumerate(GEOMS)])
     o = run_case(cli_run, tmp_path / "out", src, "--parent-resolutions", "2,0")
@@ -89,13 +98,16 @@ def test_attribute_named_like_an_h3_column(cli_run, tmp_path: Path, column: str)
         assert r[f"{column}_1"] == f"v{r['_cng_fid'] - 1}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "validate.py check_hex: every column named h<N> is taken as an H3 cell column (_CELL_COLUMN), so a "
-    "source attribute h10 / h1 carried through hex at resolution 3 fails validation ('invalid literal "
-    "for int() with base 16'); it should take the resolution and parents from hex/_SUCCESS.json"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "validate.py check_hex: every column named h<N> is taken as an H3 cell column (_CELL_COLUMN), so a "
+        "source attribute h10 / h1 carried through hex at resolution 3 fails validation ('invalid literal "
+        "for int() with base 16'); it should take the resolution and parents from hex/_SUCCESS.json"
+    ),
+)
 def test_attributes_named_like_other_h3_resolutions(cli_run, tmp_path: Path) -> None:
-    src = write_geojson(tmp_path / "h.geojson", [
-        feature(g, h10=f"ten{i}", h1=i + 0.5) for i, g in enumerate(GEOMS)])
+    src = write_geojson(tmp_path / "h.geojson", [feature(g, h10=f"ten{i}", h1=i + 0.5) for i, g in enumerate(GEOMS)])
     o = run_case(cli_run, tmp_path / "out", src)
     o.ok()
     rows = o.hex_table().to_pylist()
@@ -104,10 +116,14 @@ def test_attributes_named_like_other_h3_resolutions(cli_run, tmp_path: Path) -> 
     validate_ok(cli_run, o)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sources.py/_open_gdal + steps/convert.py _merge_schemas/_conform: GDAL gives a CSV with two "
-    "columns named 'name' as two Arrow fields of the same name; the merge keys columns by name, so the "
-    "first column's values are silently replaced by the second's. Should rename (name_2) or fail"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "sources.py/_open_gdal + steps/convert.py _merge_schemas/_conform: GDAL gives a CSV with two "
+        "columns named 'name' as two Arrow fields of the same name; the merge keys columns by name, so the "
+        "first column's values are silently replaced by the second's. Should rename (name_2) or fail"
+    ),
+)
 def test_exactly_duplicated_csv_column_names(cli_run, tmp_path: Path) -> None:
     src = tmp_path / "dup.csv"
     src.write_text("id,name,name,NAME,lon,lat\n1,a,b,c,10,20\n2,d,e,f,11,21\n", encoding="utf-8")

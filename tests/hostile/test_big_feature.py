@@ -49,15 +49,45 @@ def test_continent_sized_feature_at_resolution_10_in_bounded_memory(cli_run, tmp
     x0, y0 = 10.0, 0.0
     ring = [[x0, y0], [x0 + SIDE, y0], [x0 + SIDE, y0 + SIDE], [x0, y0 + SIDE], [x0, y0]]
     src = tmp_path / "big.geojson"
-    src.write_text(json.dumps({"type": "FeatureCollection", "features": [{
-        "type": "Feature", "properties": {"name": "big", "note": "x" * 64},
-        "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    src.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": "big", "note": "x" * 64},
+                        "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    }
+                ],
+            }
+        )
+    )
     out = tmp_path / "out"
     rss_file = tmp_path / "maxrss"
     proc = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(rss_file), sys.executable, "-m", "cng_datasets", "run",
-         "--dataset", "big", "--source-url", str(src), "--bucket", str(out), "--h3-resolution", str(RES), "-q"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            _MEASURE,
+            str(rss_file),
+            sys.executable,
+            "-m",
+            "cng_datasets",
+            "run",
+            "--dataset",
+            "big",
+            "--source-url",
+            str(src),
+            "--bucket",
+            str(out),
+            "--h3-resolution",
+            str(RES),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     o = Outcome(proc, out, "big")
     o.ok()
@@ -69,7 +99,9 @@ def test_continent_sized_feature_at_resolution_10_in_bounded_memory(cli_run, tmp
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     # expected count: the box's area times the cell density h3-py gives in a 0.25° box at its centre
     cx, cy, d = x0 + SIDE / 2, y0 + SIDE / 2, 0.125
-    sample = h3.polygon_to_cells(h3.LatLngPoly([(cy - d, cx - d), (cy - d, cx + d), (cy + d, cx + d), (cy + d, cx - d)]), RES)
+    sample = h3.polygon_to_cells(
+        h3.LatLngPoly([(cy - d, cx - d), (cy - d, cx + d), (cy + d, cx + d), (cy + d, cx - d)]), RES
+    )
     density = len(sample) / _sphere_area_km2(cx - d, cy - d, cx + d, cy + d)
     expected = density * _sphere_area_km2(x0, y0, x0 + SIDE, y0 + SIDE)
     assert abs(rows - expected) / expected < 0.01, (rows, expected)

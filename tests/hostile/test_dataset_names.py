@@ -23,8 +23,18 @@ LONG = "Long_Name-" * 30  # 300 characters
 def _workflow(cli_run, tmp_path: Path, dataset: str):
     out = tmp_path / "manifests"
     proc = cli_run(
-        "workflow", "--dataset", dataset, "--source-url", SOURCE, "--bucket", "bucket", "--output-dir", out,
-        "--feature-count", "10", "-q",
+        "workflow",
+        "--dataset",
+        dataset,
+        "--source-url",
+        SOURCE,
+        "--bucket",
+        "bucket",
+        "--output-dir",
+        out,
+        "--feature-count",
+        "10",
+        "-q",
     )
     return proc, out
 

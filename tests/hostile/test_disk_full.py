@@ -80,8 +80,19 @@ def test_disk_full_in_hex(cli_run, tmp_path: Path, small_disk: Path) -> None:
     src = _csv(tmp_path / "big.csv", 40_000)
     parquet = tmp_path / "big.parquet"
     assert cli_run("convert", src, parquet).returncode == 0
-    proc = cli_run("hex", "--input", parquet, "--output", small_disk / "chunks", "--chunk-id", "0",
-                   "--chunk-size", "100000", "--resolution", "5")
+    proc = cli_run(
+        "hex",
+        "--input",
+        parquet,
+        "--output",
+        small_disk / "chunks",
+        "--chunk-id",
+        "0",
+        "--chunk-size",
+        "100000",
+        "--resolution",
+        "5",
+    )
     o = Outcome(proc, small_disk)
     _nothing_half_written(small_disk)
     assert not list(small_disk.rglob("chunk-00000.json"))

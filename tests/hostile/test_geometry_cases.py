@@ -54,7 +54,10 @@ def check_correct(cli_run, o: Outcome, expected: dict[int, Any], res: int = RES)
         assert got is not None, fid
         assert not long_edges(got), (fid, long_edges(got))
         assert got.geom_type == want.geom_type or {got.geom_type, want.geom_type} <= {"Polygon", "MultiPolygon"}, (
-            fid, got.geom_type, want.geom_type)
+            fid,
+            got.geom_type,
+            want.geom_type,
+        )
         if want.area:
             assert shapely.symmetric_difference(got, want).area < 1e-6, (fid, got.wkt[:200], want.wkt[:200])
             assert hexed[fid] == h3_reference(want, res), fid
@@ -82,7 +85,9 @@ def _no_band_round_the_world(o: Outcome, z: int = 4) -> None:
 @pytest.mark.parametrize("fmt", ["geojson", "topojson"])
 def test_ring_crossing_the_antimeridian_unsplit(cli_run, tmp_path: Path, fmt: str) -> None:
     if fmt == "geojson":
-        src = write_geojson(tmp_path / "am.geojson", [feature({"type": "Polygon", "coordinates": [RAW_RING]}, name="box")])
+        src = write_geojson(
+            tmp_path / "am.geojson", [feature({"type": "Polygon", "coordinates": [RAW_RING]}, name="box")]
+        )
     else:  # TopoJSON world maps draw rings across ±180 as they are
         src = topojson_box(tmp_path / "am.topojson", RAW_RING, "box")
     o = run_case(cli_run, tmp_path / "out", src)
@@ -159,9 +164,11 @@ def test_polygon_containing_the_pole_in_lonlat(cli_run, tmp_path: Path, ring: li
 INVALID = {
     "bow-tie": shapely.from_wkt("POLYGON ((0 0, 10 10, 10 0, 0 10, 0 0))"),
     "hole outside its shell": shapely.from_wkt(
-        "POLYGON ((20 0, 30 0, 30 10, 20 10, 20 0), (40 0, 45 0, 45 5, 40 5, 40 0))"),
+        "POLYGON ((20 0, 30 0, 30 10, 20 10, 20 0), (40 0, 45 0, 45 5, 40 5, 40 0))"
+    ),
     "overlapping parts": shapely.from_wkt(
-        "MULTIPOLYGON (((50 0, 60 0, 60 10, 50 10, 50 0)), ((55 5, 65 5, 65 15, 55 15, 55 5)))"),
+        "MULTIPOLYGON (((50 0, 60 0, 60 10, 50 10, 50 0)), ((55 5, 65 5, 65 15, 55 15, 55 5)))"
+    ),
     "spike": shapely.from_wkt("POLYGON ((70 0, 80 0, 80 10, 75 10, 75 20, 75 10, 70 10, 70 0))"),
     "self-touching ring": shapely.from_wkt("POLYGON ((90 0, 100 0, 100 10, 95 0, 90 10, 90 0))"),
 }
@@ -173,7 +180,9 @@ def test_invalid_polygons_are_repaired_not_dropped(cli_run, tmp_path: Path) -> N
     src = write_geojson(tmp_path / "invalid.geojson", [feature(g, name=n) for n, g in INVALID.items()])
     o = run_case(cli_run, tmp_path / "out", src)
     # the reference repair: GEOS "structure" (shells unioned, holes subtracted), kept polygonal
-    want = {i + 1: shapely.make_valid(g, method="structure", keep_collapsed=False) for i, g in enumerate(INVALID.values())}
+    want = {
+        i + 1: shapely.make_valid(g, method="structure", keep_collapsed=False) for i, g in enumerate(INVALID.values())
+    }
     assert abs(want[1].area - 50.0) < 1e-9  # the two triangles of the bow tie
     geoms = check_correct(cli_run, o, want)
     assert all(g.is_valid for g in geoms.values())
@@ -195,10 +204,19 @@ def test_null_empty_and_mixed_types_in_one_layer(cli_run, tmp_path: Path) -> Non
     ]
     src = write_geojson(tmp_path / "mixed.geojson", feats)
     o = run_case(cli_run, tmp_path / "out", src)
-    geoms = check_correct(cli_run, o, {
-        1: None, 2: None, 3: shapely.Point(10.5, 20.5), 4: box(0, 0, 5, 5),
-        5: shapely.LineString([(0, 30), (10, 31)]), 6: shapely.MultiPoint([(1, 1), (40, 40)]), 7: None,
-    })
+    geoms = check_correct(
+        cli_run,
+        o,
+        {
+            1: None,
+            2: None,
+            3: shapely.Point(10.5, 20.5),
+            4: box(0, 0, 5, 5),
+            5: shapely.LineString([(0, 30), (10, 31)]),
+            6: shapely.MultiPoint([(1, 1), (40, 40)]),
+            7: None,
+        },
+    )
     assert o.table().column("kind").to_pylist() == [f["properties"]["kind"] for f in feats]
     cells = o.hex_cells(RES)
     assert cells[6] == h3_reference(geoms[6], RES)  # both points of the multipoint
@@ -212,7 +230,9 @@ def test_null_empty_and_mixed_types_in_one_layer(cli_run, tmp_path: Path) -> Non
 
 def test_geometry_collection(cli_run, tmp_path: Path) -> None:
     gc = shapely.GeometryCollection([box(0, 0, 5, 5), shapely.Point(20, 20), shapely.LineString([(30, 0), (35, 0)])])
-    src = write_geojson(tmp_path / "gc.geojson", [feature(gc, name="gc"), feature(box(-20, -20, -15, -15), name="plain")])
+    src = write_geojson(
+        tmp_path / "gc.geojson", [feature(gc, name="gc"), feature(box(-20, -20, -15, -15), name="plain")]
+    )
     o = run_case(cli_run, tmp_path / "out", src)
     o.ok()
     validate_ok(cli_run, o)
@@ -239,7 +259,9 @@ def test_curves_are_linearized(cli_run, tmp_path: Path, fmt: str) -> None:
         src = tmp_path / "curves.csv"
         src.write_text(
             'name,WKT\ncircle,"CURVEPOLYGON (CIRCULARSTRING (0 0, 1 1, 2 0, 1 -1, 0 0))"\n'
-            'arc,"CIRCULARSTRING (10 0, 11 1, 12 0)"\n', encoding="utf-8")
+            'arc,"CIRCULARSTRING (10 0, 11 1, 12 0)"\n',
+            encoding="utf-8",
+        )
     o = run_case(cli_run, tmp_path / "out", src, res=4)
     o.ok()
     validate_ok(cli_run, o)
@@ -267,7 +289,9 @@ def test_z_and_m_values_are_dropped_not_the_features(cli_run, tmp_path: Path) ->
 
 def test_3d_geojson(cli_run, tmp_path: Path) -> None:
     poly = {"type": "Polygon", "coordinates": [[[0, 0, 10], [5, 0, 10], [5, 5, 12], [0, 5, 12], [0, 0, 10]]]}
-    src = write_geojson(tmp_path / "z.geojson", [feature(poly, name="z"), feature({"type": "Point", "coordinates": [1, 2, 3]})])
+    src = write_geojson(
+        tmp_path / "z.geojson", [feature(poly, name="z"), feature({"type": "Point", "coordinates": [1, 2, 3]})]
+    )
     o = run_case(cli_run, tmp_path / "out", src)
     check_correct(cli_run, o, {1: box(0, 0, 5, 5), 2: shapely.Point(1, 2)})
 
@@ -280,8 +304,12 @@ def test_projected_source(cli_run, tmp_path: Path, crs: str) -> None:
     lonlat = box(12.0, 45.0, 16.0, 48.0).segmentize(0.05)
     to_src = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     projected = shapely.transform(lonlat, lambda xy: np.column_stack(to_src.transform(xy[:, 0], xy[:, 1])))
-    src = write_gpkg(tmp_path / "projected.gpkg", [projected, shapely.Point(to_src.transform(13.4, 52.5))],
-                     {"name": ["box", "berlin"]}, crs=crs)
+    src = write_gpkg(
+        tmp_path / "projected.gpkg",
+        [projected, shapely.Point(to_src.transform(13.4, 52.5))],
+        {"name": ["box", "berlin"]},
+        crs=crs,
+    )
     o = run_case(cli_run, tmp_path / "out", src, res=4)
     check_correct(cli_run, o, {1: lonlat, 2: shapely.Point(13.4, 52.5)}, res=4)
     pt = o.geometries()[2]

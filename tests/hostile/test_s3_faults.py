@@ -28,17 +28,25 @@ N = 60
 def _source(tmp_path: Path, bucket: str) -> tuple[str, list[shapely.Geometry]]:
     """N small boxes and points in a GeoPackage uploaded to the bucket (read through /vsis3)."""
     # a 10 x 6 grid in a few h0 cells: the run's request count stays small
-    geoms = [box(3.0 * (i % 10), 3.0 * (i // 10), 3.0 * (i % 10) + 2, 3.0 * (i // 10) + 1.5) if i % 3
-             else shapely.Point(3.0 * (i % 10) + 0.5, 3.0 * (i // 10) + 0.5) for i in range(N)]
-    path = write_gpkg(tmp_path / "src.gpkg", geoms, {"name": [f"f{i}" for i in range(N)], "n": list(range(N))},
-                      geometry_type="Unknown")
+    geoms = [
+        box(3.0 * (i % 10), 3.0 * (i // 10), 3.0 * (i % 10) + 2, 3.0 * (i // 10) + 1.5)
+        if i % 3
+        else shapely.Point(3.0 * (i % 10) + 0.5, 3.0 * (i // 10) + 0.5)
+        for i in range(N)
+    ]
+    path = write_gpkg(
+        tmp_path / "src.gpkg",
+        geoms,
+        {"name": [f"f{i}" for i in range(N)], "n": list(range(N))},
+        geometry_type="Unknown",
+    )
     url = f"{bucket}/src/src.gpkg"
     storage.upload_file(path, url)
     return url, geoms
 
 
 def _keys(bucket: str, prefix: str) -> list[str]:
-    return [u[len(bucket) + 1:] for u in storage.list_prefix(f"{bucket}/{prefix}")]
+    return [u[len(bucket) + 1 :] for u in storage.list_prefix(f"{bucket}/{prefix}")]
 
 
 def _check_complete(cli_run, bucket: str, geoms: list[shapely.Geometry], tmp_path: Path) -> None:
@@ -75,9 +83,21 @@ def test_transient_s3_errors_are_retried(cli_run, s3_server: str, s3: str, tmp_p
     src, geoms = _source(tmp_path, s3)
     with FaultProxy(s3_server, every=7, faults=("500", "drop", "503")) as proxy:
         proc = cli_run(
-            "run", "--dataset", "ds", "--source-url", src, "--bucket", f"{s3}/out", "--h3-resolution", str(RES),
-            "--chunk-size", "30", "--workers", "2",
-            env={"AWS_ENDPOINT_URL": proxy.url}, timeout=300,
+            "run",
+            "--dataset",
+            "ds",
+            "--source-url",
+            src,
+            "--bucket",
+            f"{s3}/out",
+            "--h3-resolution",
+            str(RES),
+            "--chunk-size",
+            "30",
+            "--workers",
+            "2",
+            env={"AWS_ENDPOINT_URL": proxy.url},
+            timeout=300,
         )
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 0, proc.stderr
@@ -89,8 +109,9 @@ def test_transient_s3_errors_are_retried(cli_run, s3_server: str, s3: str, tmp_p
 
 @pytest.mark.parametrize("fault", ["500", "503", "drop"])
 @pytest.mark.parametrize("client", ["boto3", "pyarrow", "gdal"])
-def test_each_s3_client_retries(cli_run, s3_server: str, s3: str, tmp_path: Path,
-                                monkeypatch: pytest.MonkeyPatch, client: str, fault: str) -> None:
+def test_each_s3_client_retries(
+    cli_run, s3_server: str, s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: str, fault: str
+) -> None:
     """Every third request fails: each of the three S3 clients the steps use gets through."""
     src, geoms = _source(tmp_path, s3)
     table = pa.table({"n": list(range(5000)), "s": [f"value {i}" for i in range(5000)]})
@@ -133,8 +154,19 @@ def test_missing_object_is_not_retried(s3_server: str, s3: str, monkeypatch: pyt
 
 
 def _run_into(cli_run, src: str, dest: str, env: dict[str, str] | None = None):
-    return cli_run("run", "--dataset", "ds", "--source-url", src, "--bucket", dest, "--h3-resolution", str(RES),
-                   env=env, timeout=120)
+    return cli_run(
+        "run",
+        "--dataset",
+        "ds",
+        "--source-url",
+        src,
+        "--bucket",
+        dest,
+        "--h3-resolution",
+        str(RES),
+        env=env,
+        timeout=120,
+    )
 
 
 def _one_line(proc, *words: str) -> str:
@@ -159,18 +191,30 @@ def test_missing_source_bucket(cli_run, s3: str, tmp_path: Path) -> None:
     assert not _keys(s3, "out/ds.parquet")
 
 
-@pytest.mark.parametrize(("action", "prefix", "words"), [
-    # the run's first write is its lease on the dataset (out/ds/_cng/lease.json)
-    ("s3:PutObject", "out/", ["out/ds", "access denied"]),
-    ("s3:GetObject", "src/", ["src/src.gpkg", "403"]),
-], ids=["writes-denied", "source-read-denied"])
+@pytest.mark.parametrize(
+    ("action", "prefix", "words"),
+    [
+        # the run's first write is its lease on the dataset (out/ds/_cng/lease.json)
+        ("s3:PutObject", "out/", ["out/ds", "access denied"]),
+        ("s3:GetObject", "src/", ["src/src.gpkg", "403"]),
+    ],
+    ids=["writes-denied", "source-read-denied"],
+)
 def test_bucket_policy_denies(cli_run, s3: str, tmp_path: Path, action: str, prefix: str, words: list[str]) -> None:
     """A bucket policy (moto enforces it) denies writing the outputs or reading the source (GDAL)."""
     src, _ = _source(tmp_path, s3)
     bucket = storage.parse(s3).bucket
-    policy = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Deny", "Principal": "*", "Action": [action], "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
-    }]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": [action],
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            }
+        ],
+    }
     storage.s3_client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     before = set(_keys(s3, ""))
     proc = _run_into(cli_run, src, f"{s3}/out")

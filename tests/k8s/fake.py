@@ -97,8 +97,15 @@ def _iso(t: float) -> str:
 
 
 def _api_error(status: int, reason: str, message: str, details: dict[str, Any] | None = None) -> ApiException:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": status}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": status,
+    }
     if details:
         body["details"] = details
     return ApiException(status=status, reason=reason, body=json.dumps(body))
@@ -146,7 +153,10 @@ class FakeCluster:
     """The fake API server plus Job controller and kubelet. See the module docstring."""
 
     def __init__(
-        self, tmp_path: Path, namespaces: tuple[str, ...] = ("geo",), user: str = "kubernetes-admin",
+        self,
+        tmp_path: Path,
+        namespaces: tuple[str, ...] = ("geo",),
+        user: str = "kubernetes-admin",
     ) -> None:
         self.tmp = Path(tmp_path)
         self.namespaces = set(namespaces)
@@ -190,7 +200,8 @@ class FakeCluster:
 
     def pods(self, namespace: str = "geo", job: str | None = None) -> list[dict[str, Any]]:
         return [
-            o for (k, ns, _), o in self.objects.items()
+            o
+            for (k, ns, _), o in self.objects.items()
             if k == "Pod" and ns == namespace and (job is None or o["metadata"]["labels"].get("job-name") == job)
         ]
 
@@ -199,13 +210,16 @@ class FakeCluster:
     def _check(self, group: str, resource: str, verb: str, namespace: str) -> None:
         if self.unreachable:
             raise urllib3.exceptions.MaxRetryError(
-                None, "/apis", reason=urllib3.exceptions.NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
+                None,
+                "/apis",
+                reason=urllib3.exceptions.NewConnectionError(None, "Connection refused"),  # type: ignore[arg-type]
             )
         self.calls.append((group, resource, verb))
         if self.allowed is not None and (group, resource, verb) not in self.allowed:
             what = f"{resource}.{group}" if group else resource
             raise _api_error(
-                403, "Forbidden",
+                403,
+                "Forbidden",
                 f'{what} is forbidden: User "{self.user}" cannot {verb} resource "{resource}" in API group '
                 f'"{group}" in the namespace "{namespace}"',
                 {"group": group, "kind": resource},
@@ -214,7 +228,9 @@ class FakeCluster:
     def _not_found(self, kind: str, name: str) -> ApiException:
         k = KINDS[kind]
         what = f"{k.resource}.{k.group}" if k.group else k.resource
-        return _api_error(404, "NotFound", f'{what} "{name}" not found', {"name": name, "group": k.group, "kind": k.resource})
+        return _api_error(
+            404, "NotFound", f'{what} "{name}" not found', {"name": name, "group": k.group, "kind": k.resource}
+        )
 
     def _dispatch(self, op: str, kind: str, *args: Any, **kw: Any) -> Any:
         k = KINDS[kind]
@@ -238,8 +254,10 @@ class FakeCluster:
             return copy.deepcopy(self.objects[key])
         if op == "replace":
             new = copy.deepcopy(body)
-            new["metadata"] = dict(self.objects[key]["metadata"], **{
-                k2: v for k2, v in new.get("metadata", {}).items() if k2 in ("labels", "annotations")})
+            new["metadata"] = dict(
+                self.objects[key]["metadata"],
+                **{k2: v for k2, v in new.get("metadata", {}).items() if k2 in ("labels", "annotations")},
+            )
             self._serial += 1
             new["metadata"]["resourceVersion"] = str(self._serial)
             self.objects[key] = new
@@ -271,18 +289,27 @@ class FakeCluster:
             raise _api_error(400, "BadRequest", f"kind {obj.get('kind')} sent to the {kind} endpoint")
         if md.get("namespace") not in (None, namespace):
             raise _api_error(
-                400, "BadRequest",
+                400,
+                "BadRequest",
                 "the namespace of the provided object does not match the namespace sent on the request",
             )
         if namespace not in self.namespaces:
-            raise _api_error(404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"})
+            raise _api_error(
+                404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"}
+            )
         if (kind, namespace, name) in self.objects:
             k = KINDS[kind]
             what = f"{k.resource}.{k.group}" if k.group else k.resource
-            raise _api_error(409, "AlreadyExists", f'{what} "{name}" already exists', {"name": name, "kind": k.resource})
+            raise _api_error(
+                409, "AlreadyExists", f'{what} "{name}" already exists', {"name": name, "kind": k.resource}
+            )
         self._serial += 1
-        md.update(namespace=namespace, uid=f"uid-{self._serial}", resourceVersion=str(self._serial),
-                  creationTimestamp=_iso(self.now))
+        md.update(
+            namespace=namespace,
+            uid=f"uid-{self._serial}",
+            resourceVersion=str(self._serial),
+            creationTimestamp=_iso(self.now),
+        )
         if kind == "Job":
             self._admit_job(obj)
             self.created_jobs.append(name)
@@ -304,8 +331,12 @@ class FakeCluster:
         if problems:
             raise _api_error(422, "Invalid", f'Job.batch "{job["metadata"]["name"]}" is invalid: {"; ".join(problems)}')
         uid, name = job["metadata"]["uid"], job["metadata"]["name"]
-        sel = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-               "controller-uid": uid, "job-name": name}
+        sel = {
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid,
+            "job-name": name,
+        }
         spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
         spec["template"].setdefault("metadata", {}).setdefault("labels", {}).update(sel)
         spec.setdefault("completions", 1)
@@ -314,11 +345,19 @@ class FakeCluster:
         spec.setdefault("completionMode", "NonIndexed")
         job["status"] = {}
         n = int(spec["completions"])
-        self._ctl[uid] = {"attempts": {i: 0 for i in range(n)}, "index_failures": {i: 0 for i in range(n)},
-                          "done": set(), "failed_idx": set(), "failed": 0, "succeeded": 0, "final": None}
+        self._ctl[uid] = {
+            "attempts": {i: 0 for i in range(n)},
+            "index_failures": {i: 0 for i in range(n)},
+            "done": set(),
+            "failed_idx": set(),
+            "failed": 0,
+            "succeeded": 0,
+            "final": None,
+        }
 
-    def _pod_log(self, name: str, namespace: str, container: str | None = None, tail_lines: int | None = None,
-                 **_: Any) -> str:
+    def _pod_log(
+        self, name: str, namespace: str, container: str | None = None, tail_lines: int | None = None, **_: Any
+    ) -> str:
         self._check("", "pods/log", "get", namespace)
         pod = self.objects.get(("Pod", namespace, name))
         if pod is None:
@@ -329,8 +368,9 @@ class FakeCluster:
     def _exec_placeholder(self, *a: Any, **kw: Any) -> Any:  # only passed to stream(), never called
         raise AssertionError("call through stream()")
 
-    def stream(self, func: Any, name: str, namespace: str, command: list[str], container: str | None = None,
-               **_: Any) -> FakeWS:
+    def stream(
+        self, func: Any, name: str, namespace: str, command: list[str], container: str | None = None, **_: Any
+    ) -> FakeWS:
         """``kubernetes.stream.stream`` for exec: runs ``receive-yamls`` argvs on the PVC directory."""
         self._check("", "pods/exec", "create", namespace)
         pod = self.objects.get(("Pod", namespace, name))
@@ -350,8 +390,11 @@ class FakeCluster:
 
     def _mounts(self, pod: dict[str, Any]) -> dict[str, Path]:
         ns = pod["metadata"]["namespace"]
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"].get("volumes", [])
-                  if "persistentVolumeClaim" in v}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in pod["spec"].get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
         out = {}
         for c in pod["spec"]["containers"]:
             for m in c.get("volumeMounts", []):
@@ -384,8 +427,15 @@ class FakeCluster:
         if "complete" in flags:
             receive.complete(d, wait=0)
             return ""
-        receive.put(d, opts["--put"], opts["--content-b64"], part=int(opts.get("--part", 1)),
-                    parts=int(opts.get("--parts", 1)), sha256=opts.get("--sha256"), wait=0)
+        receive.put(
+            d,
+            opts["--put"],
+            opts["--content-b64"],
+            part=int(opts.get("--part", 1)),
+            parts=int(opts.get("--parts", 1)),
+            sha256=opts.get("--sha256"),
+            wait=0,
+        )
         return ""
 
     # ---- the controllers ------------------------------------------------------------------------
@@ -423,28 +473,60 @@ class FakeCluster:
             labels["batch.kubernetes.io/job-completion-index"] = str(index)
             annotations["batch.kubernetes.io/job-completion-index"] = str(index)
         pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations,
-                         "uid": f"uid-{self._serial}", "creationTimestamp": _iso(self.now),
-                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": jname,
-                                              "uid": job["metadata"]["uid"], "controller": True}]},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": labels,
+                "annotations": annotations,
+                "uid": f"uid-{self._serial}",
+                "creationTimestamp": _iso(self.now),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": jname,
+                        "uid": job["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
             "spec": tmpl["spec"],
-            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
-                       "containerStatuses": [
-                           {"name": c["name"], "ready": False, "restartCount": 0,
-                            "state": {"waiting": {"reason": "ContainerCreating"}}}
-                           for c in tmpl["spec"]["containers"]]},
-            "_index": i, "_attempt": attempt, "_outcome": self._outcome(job, i, attempt), "_left": None,
+            "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": [
+                    {
+                        "name": c["name"],
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": "ContainerCreating"}},
+                    }
+                    for c in tmpl["spec"]["containers"]
+                ],
+            },
+            "_index": i,
+            "_attempt": attempt,
+            "_outcome": self._outcome(job, i, attempt),
+            "_left": None,
         }
         self.objects[("Pod", ns, name)] = pod
 
     def _start_program(self, pod: dict[str, Any]) -> None:
-        argv = [str(a) for a in (pod["spec"]["containers"][0].get("command") or [])
-                + (pod["spec"]["containers"][0].get("args") or [])]
+        argv = [
+            str(a)
+            for a in (pod["spec"]["containers"][0].get("command") or [])
+            + (pod["spec"]["containers"][0].get("args") or [])
+        ]
         if argv[1:2] == ["receive-yamls"]:
             opts = dict(zip(argv[2::2], argv[3::2], strict=False))
-            rec = receive.Receiver(self._host_path(pod, opts["--dir"]), opts["--expect"].split(","),
-                                   stable_seconds=30, clock=lambda: self.now)
+            rec = receive.Receiver(
+                self._host_path(pod, opts["--dir"]),
+                opts["--expect"].split(","),
+                stable_seconds=30,
+                clock=lambda: self.now,
+            )
             rec.start()
             pod["_receiver"] = rec
             pod["_deadline"] = self.now + float(opts.get("--timeout", 3600))
@@ -485,8 +567,14 @@ class FakeCluster:
         st["phase"] = "Succeeded" if code == 0 else "Failed"
         for cs in st["containerStatuses"]:
             cs["ready"] = False
-            cs["state"] = {"terminated": {"exitCode": code, "reason": reason, "startedAt": st.get("startTime"),
-                                          "finishedAt": _iso(self.now)}}
+            cs["state"] = {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": reason,
+                    "startedAt": st.get("startTime"),
+                    "finishedAt": _iso(self.now),
+                }
+            }
         pod["_log"] = pod.get("_log", "") + text
         return "ok" if code == 0 else "fail"
 
@@ -504,8 +592,16 @@ class FakeCluster:
 
     def _set_condition(self, job: dict[str, Any], ctype: str, reason: str, message: str) -> None:
         conds = job["status"].setdefault("conditions", [])
-        conds.append({"type": ctype, "status": "True", "reason": reason, "message": message,
-                      "lastProbeTime": _iso(self.now), "lastTransitionTime": _iso(self.now)})
+        conds.append(
+            {
+                "type": ctype,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastProbeTime": _iso(self.now),
+                "lastTransitionTime": _iso(self.now),
+            }
+        )
 
     def _reconcile(self, job: dict[str, Any]) -> None:
         ctl = self._ctl.get(job["metadata"]["uid"])
@@ -548,10 +644,12 @@ class FakeCluster:
                 continue
             ctl["failed"] += 1
             if action == "FailJob":
-                fail = fail or ("PodFailurePolicy",
-                                f"Container {pod['spec']['containers'][0]['name']} for pod {ns}/{pod['metadata']['name']} "
-                                f"failed with exit code {pod['status']['containerStatuses'][0]['state']['terminated']['exitCode']} "
-                                "matching FailJob rule at index 0")
+                fail = fail or (
+                    "PodFailurePolicy",
+                    f"Container {pod['spec']['containers'][0]['name']} for pod {ns}/{pod['metadata']['name']} "
+                    f"failed with exit code {pod['status']['containerStatuses'][0]['state']['terminated']['exitCode']} "
+                    "matching FailJob rule at index 0",
+                )
             elif per_index is not None:
                 ctl["index_failures"][i] += 1
                 if action == "FailIndex" or ctl["index_failures"][i] > per_index:
@@ -571,7 +669,9 @@ class FakeCluster:
             fail = ("FailedIndexes", "Job has failed indexes")
         active_pods = [p for p in self.pods(ns, name) if p["status"]["phase"] in ("Pending", "Running")]
         if fail is None and len(ctl["done"]) >= n:
-            self._set_condition(job, "SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods")
+            self._set_condition(
+                job, "SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"
+            )
             ctl["final"] = ("Complete", "CompletionsReached", "Reached expected number of succeeded pods")
         elif fail is not None:
             for p in active_pods:  # the controller deletes the remaining pods
@@ -606,8 +706,13 @@ class FakeCluster:
 
 
 def write_workflow(
-    directory: Path, bucket: str = "bkt", namespace: str = "geo", feature_count: int = 4500, chunk_size: int = 1000,
-    dataset: str = "demo/places", **settings: Any,
+    directory: Path,
+    bucket: str = "bkt",
+    namespace: str = "geo",
+    feature_count: int = 4500,
+    chunk_size: int = 1000,
+    dataset: str = "demo/places",
+    **settings: Any,
 ) -> Path:
     """A real workflow folder, written by the manifest builders of ``cng-datasets workflow``
     (``settings``: more :class:`~cng_datasets.config.WorkflowConfig` fields, e.g. ``h3_resolution``)."""
@@ -615,8 +720,14 @@ def write_workflow(
     from cng_datasets.k8s import manifests
     from cng_datasets.plan import build_plan
 
-    config = WorkflowConfig(dataset=dataset, source_urls=("https://example.org/places.gpkg",), bucket=bucket,
-                            namespace=namespace, chunk_size=chunk_size, **settings)
+    config = WorkflowConfig(
+        dataset=dataset,
+        source_urls=("https://example.org/places.gpkg",),
+        bucket=bucket,
+        namespace=namespace,
+        chunk_size=chunk_size,
+        **settings,
+    )
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in manifests.render_files(build_plan(config, feature_count), str(directory)).items():
         (directory / name).write_text(text, encoding="utf-8")

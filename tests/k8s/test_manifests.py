@@ -25,8 +25,11 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = "CNG_UPDATE_GOLDEN"
 HOSTILE_URL = "https://example.com/a b&c='d\"e.gpkg?x=1&y=2"
 SUPPORTED = sorted(
-    {kubernetes_validate.utils.major_minor(v) for v in kubernetes_validate.utils.all_versions()
-     if m._version_tuple(v) >= m._version_tuple(m.MIN_K8S_VERSION)},
+    {
+        kubernetes_validate.utils.major_minor(v)
+        for v in kubernetes_validate.utils.all_versions()
+        if m._version_tuple(v) >= m._version_tuple(m.MIN_K8S_VERSION)
+    },
     key=m._version_tuple,
 )
 
@@ -75,8 +78,16 @@ def _validate_all(files: dict[str, str], version: str) -> int:
 def test_exactly_the_described_files(plan: Plan) -> None:
     files = m.render_files(plan, "my-dataset")
     assert list(files) == [
-        "convert-job.yaml", "pmtiles-job.yaml", "hex-job.yaml", "repartition-job.yaml",
-        "workflow-rbac.yaml", "workflow-pvc.yaml", "workflow-upload.yaml", "workflow.yaml", "plan.json", "README.md",
+        "convert-job.yaml",
+        "pmtiles-job.yaml",
+        "hex-job.yaml",
+        "repartition-job.yaml",
+        "workflow-rbac.yaml",
+        "workflow-pvc.yaml",
+        "workflow-upload.yaml",
+        "workflow.yaml",
+        "plan.json",
+        "README.md",
     ]
     assert Plan.from_json(files["plan.json"]) == plan  # the orchestrator's order, on the PVC with the Jobs
     for name, text in files.items():
@@ -118,8 +129,14 @@ def test_every_document_validates_strictly(plan: Plan, version: str) -> None:
 @pytest.mark.parametrize("feature_count", [0, 1, 12_345, None])
 def test_other_shapes_validate(feature_count: int | None) -> None:
     cfg = golden_config(
-        dataset="Nested/Path/With_Underscores", source_urls=(HOSTILE_URL, "s3://src/b.zip"), s3_endpoint=None,
-        s3_region="us-west-2", layer="layer one", max_zoom=12, min_zoom=2, containment="overlap",
+        dataset="Nested/Path/With_Underscores",
+        source_urls=(HOSTILE_URL, "s3://src/b.zip"),
+        s3_endpoint=None,
+        s3_region="us-west-2",
+        layer="layer one",
+        max_zoom=12,
+        min_zoom=2,
+        containment="overlap",
         resources={"hex": Resources(cpu="500m", memory="3.5Gi", ephemeral_storage="5Gi")},
     )
     assert _validate_all(m.render_files(build_plan(cfg, feature_count)), DEFAULT_K8S_VERSION) == 10
@@ -157,8 +174,11 @@ def test_processing_jobs_names_labels_annotations(plan: Plan, docs: dict[str, li
             "cng-datasets/step": step,
         }
         assert expected_labels.items() <= meta["labels"].items()
-        assert meta["annotations"] == {"cng-datasets/depends-on": depends[step], "cng-datasets/dataset-path": "my-dataset",
-                                       "cng-datasets/spec-hash": meta["annotations"]["cng-datasets/spec-hash"]}
+        assert meta["annotations"] == {
+            "cng-datasets/depends-on": depends[step],
+            "cng-datasets/dataset-path": "my-dataset",
+            "cng-datasets/spec-hash": meta["annotations"]["cng-datasets/spec-hash"],
+        }
         assert job["spec"]["template"]["metadata"]["labels"]["cng-datasets/step"] == step
         assert job["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
         assert job["spec"]["activeDeadlineSeconds"] == m.ACTIVE_DEADLINE_SECONDS[step]
@@ -182,7 +202,8 @@ def test_env_credentials_from_the_secret_only(docs: dict[str, list[dict[str, Any
         (c,) = docs[filename][0]["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e for e in c["env"]}
         assert env["AWS_ACCESS_KEY_ID"] == {
-            "name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "aws", "key": "AWS_ACCESS_KEY_ID"}}
+            "name": "AWS_ACCESS_KEY_ID",
+            "valueFrom": {"secretKeyRef": {"name": "aws", "key": "AWS_ACCESS_KEY_ID"}},
         }
         assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
             "secretKeyRef": {"name": "aws", "key": "AWS_SECRET_ACCESS_KEY"}
@@ -204,8 +225,10 @@ def test_custom_secret_keys_and_region() -> None:
 
 def test_resources_and_volumes(docs: dict[str, list[dict[str, Any]]]) -> None:
     expected = {
-        "convert": ("2", "8Gi", "50Gi"), "pmtiles": ("4", "16Gi", "100Gi"),
-        "hex": ("1", "8Gi", "20Gi"), "repartition": ("2", "8Gi", "50Gi"),
+        "convert": ("2", "8Gi", "50Gi"),
+        "pmtiles": ("4", "16Gi", "100Gi"),
+        "hex": ("1", "8Gi", "20Gi"),
+        "repartition": ("2", "8Gi", "50Gi"),
     }
     for step, filename in m.JOB_FILES.items():
         pod = docs[filename][0]["spec"]["template"]["spec"]
@@ -233,7 +256,11 @@ def test_every_container_is_locked_down(docs: dict[str, list[dict[str, Any]]]) -
             assert sc["capabilities"] == {"drop": ["ALL"]}
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
             assert sc["runAsNonRoot"] is True
-            assert set(c["resources"]["requests"]) == set(c["resources"]["limits"]) == {"cpu", "memory", "ephemeral-storage"}
+            assert (
+                set(c["resources"]["requests"])
+                == set(c["resources"]["limits"])
+                == {"cpu", "memory", "ephemeral-storage"}
+            )
             assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
             assert isinstance(c["command"], list) and c["command"][0] == PROGRAM
             assert not {"bash", "sh", "/bin/sh", "/bin/bash", "-c"} & set(c["command"][:3])
@@ -263,7 +290,10 @@ def test_hex_is_an_indexed_job_with_per_index_failure_handling(docs: dict[str, l
     assert spec["podFailurePolicy"] == {
         "rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            {"action": "FailIndex", "onExitCodes": {"containerName": "step", "operator": "In", "values": [EXIT_BAD_INPUT]}},
+            {
+                "action": "FailIndex",
+                "onExitCodes": {"containerName": "step", "operator": "In", "values": [EXIT_BAD_INPUT]},
+            },
         ]
     }
     assert EXIT_BAD_INPUT == 65
@@ -278,15 +308,20 @@ def test_other_jobs_fail_at_once_on_bad_input(docs: dict[str, list[dict[str, Any
         assert "completionMode" not in spec
         rules = spec["podFailurePolicy"]["rules"]
         assert rules[0]["action"] == "Ignore"
-        assert rules[1] == {"action": "FailJob", "onExitCodes": {"containerName": "step", "operator": "In", "values": [65]}}
+        assert rules[1] == {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "step", "operator": "In", "values": [65]},
+        }
 
 
 # ---- spec hashes --------------------------------------------------------------------------
 
 
 def _hashes(config: WorkflowConfig, feature_count: int = 1_000_000) -> dict[str, str]:
-    return {name: job["metadata"]["annotations"]["cng-datasets/spec-hash"]
-            for name, job in _jobs(m.build_documents(build_plan(config, feature_count))).items()}
+    return {
+        name: job["metadata"]["annotations"]["cng-datasets/spec-hash"]
+        for name, job in _jobs(m.build_documents(build_plan(config, feature_count))).items()
+    }
 
 
 def test_every_job_carries_the_spec_hash_the_orchestrator_recomputes(docs: dict[str, list[dict[str, Any]]]) -> None:
@@ -297,11 +332,20 @@ def test_every_job_carries_the_spec_hash_the_orchestrator_recomputes(docs: dict[
     for job in jobs.values():
         assert re.fullmatch(r"[0-9a-f]{16}", spechash.annotated(job) or "")
     # recomputed from the YAML text, as orchestrate / submit do
-    files = {n: list(yaml.safe_load_all(t)) for n, t in m.render_files(build_plan(golden_config(), 1_000_000)).items()
-             if n.endswith(".yaml")}
-    steps = [(d["metadata"]["labels"]["cng-datasets/step"], d,
-              [x for x in d["metadata"]["annotations"]["cng-datasets/depends-on"].split(",") if x])
-             for f in m.JOB_FILES.values() for d in files[f]]
+    files = {
+        n: list(yaml.safe_load_all(t))
+        for n, t in m.render_files(build_plan(golden_config(), 1_000_000)).items()
+        if n.endswith(".yaml")
+    }
+    steps = [
+        (
+            d["metadata"]["labels"]["cng-datasets/step"],
+            d,
+            [x for x in d["metadata"]["annotations"]["cng-datasets/depends-on"].split(",") if x],
+        )
+        for f in m.JOB_FILES.values()
+        for d in files[f]
+    ]
     hashes = spechash.step_hashes(steps)
     for step, job, _ in steps:
         assert spechash.annotated(job) == hashes[step]
@@ -322,11 +366,17 @@ def test_spec_hash_follows_what_a_job_runs_and_what_it_reads() -> None:
     assert "my-dataset-convert" not in changed and "my-dataset-upload-yamls" not in changed
     changed = {n for n, h in _hashes(golden_config(max_zoom=9)).items() if h != base[n]}
     assert changed == {"my-dataset-pmtiles", "my-dataset-workflow"}
-    changed = {n for n, h in _hashes(golden_config(source_urls=("https://example.com/other.gpkg",))).items()
-               if h != base[n]}
+    changed = {
+        n for n, h in _hashes(golden_config(source_urls=("https://example.com/other.gpkg",))).items() if h != base[n]
+    }
     # only convert's command differs, but every step after it reads convert's output
-    assert changed == {"my-dataset-convert", "my-dataset-pmtiles", "my-dataset-hex", "my-dataset-repartition",
-                       "my-dataset-workflow"}
+    assert changed == {
+        "my-dataset-convert",
+        "my-dataset-pmtiles",
+        "my-dataset-hex",
+        "my-dataset-repartition",
+        "my-dataset-workflow",
+    }
     changed = {n for n, h in _hashes(golden_config(), 2_000_000).items() if h != base[n]}
     assert changed == {"my-dataset-hex", "my-dataset-repartition", "my-dataset-workflow"}  # other chunks
     changed = {n for n, h in _hashes(golden_config(image="ghcr.io/x/y:2")).items() if h != base[n]}
@@ -364,18 +414,25 @@ def test_rbac_is_namespaced_least_privilege(docs: dict[str, list[dict[str, Any]]
         assert d["metadata"]["name"] == "cng-datasets-workflow"
         assert d["metadata"]["namespace"] == "biodiversity"
         assert "cng-datasets/dataset" not in d["metadata"]["labels"]  # shared by every dataset
-    assert role["rules"] == [
-        {"apiGroups": [g], "resources": [r], "verbs": list(v)} for g, r, v in RULES
-    ]
+    assert role["rules"] == [{"apiGroups": [g], "resources": [r], "verbs": list(v)} for g, r, v in RULES]
     # within what the orchestrator may ever need: Jobs, and reading Pods and their logs
-    allowed = {("batch", "jobs"): {"get", "list", "watch", "create"}, ("", "pods"): {"get", "list", "watch"},
-               ("", "pods/log"): {"get"}}
+    allowed = {
+        ("batch", "jobs"): {"get", "list", "watch", "create"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "pods/log"): {"get"},
+    }
     for group, resource, verbs in RULES:
         assert set(verbs) <= allowed[(group, resource)], (group, resource, verbs)
     assert ("batch", "jobs") in {(g, r) for g, r, _ in RULES}
     assert not any(r in ("secrets", "*") or "*" in v for _, r, v in RULES)
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cng-datasets-workflow"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cng-datasets-workflow", "namespace": "biodiversity"}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "cng-datasets-workflow",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "cng-datasets-workflow", "namespace": "biodiversity"}
+    ]
     kinds = {d["kind"] for ds in docs.values() for d in ds}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Secret", "Namespace"}
 
@@ -390,12 +447,22 @@ def test_pvc_upload_and_orchestrator(docs: dict[str, list[dict[str, Any]]]) -> N
     assert upload["metadata"]["name"] == "my-dataset-upload-yamls"
     assert orch["metadata"]["name"] == "my-dataset-workflow"
     assert upload["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "cng-datasets", "receive-yamls", "--dir", "/yamls",
-        "--expect", "convert-job.yaml,pmtiles-job.yaml,hex-job.yaml,repartition-job.yaml,plan.json",
-        "--timeout", "3600",
+        "cng-datasets",
+        "receive-yamls",
+        "--dir",
+        "/yamls",
+        "--expect",
+        "convert-job.yaml,pmtiles-job.yaml,hex-job.yaml,repartition-job.yaml,plan.json",
+        "--timeout",
+        "3600",
     ]
     assert orch["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "cng-datasets", "orchestrate", "--yamls", "/yamls", "--namespace", "biodiversity",
+        "cng-datasets",
+        "orchestrate",
+        "--yamls",
+        "/yamls",
+        "--namespace",
+        "biodiversity",
     ]
     for job in (upload, orch):
         pod = job["spec"]["template"]["spec"]
@@ -412,20 +479,20 @@ def test_pvc_upload_and_orchestrator(docs: dict[str, list[dict[str, Any]]]) -> N
 
 
 def test_hostile_url_reaches_the_step_byte_exact() -> None:
-    cfg = golden_config(source_urls=(HOSTILE_URL, "s3://b/-dash.gpkg", "s3://b/x y.gpkg"), layer="it's \"a\" layer; rm -rf /")
+    cfg = golden_config(
+        source_urls=(HOSTILE_URL, "s3://b/-dash.gpkg", "s3://b/x y.gpkg"), layer='it\'s "a" layer; rm -rf /'
+    )
     files = m.render_files(build_plan(cfg, 10))
     (job,) = yaml.safe_load_all(files["convert-job.yaml"])
     cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert HOSTILE_URL in cmd and cmd.count(HOSTILE_URL) == 1
     assert cmd[cmd.index("--") + 1 : cmd.index("--") + 4] == [HOSTILE_URL, "s3://b/-dash.gpkg", "s3://b/x y.gpkg"]
-    assert cmd[cmd.index("--layer") + 1] == "it's \"a\" layer; rm -rf /"
+    assert cmd[cmd.index("--layer") + 1] == 'it\'s "a" layer; rm -rf /'
     assert all(isinstance(a, str) for a in cmd)
     assert "bash" not in files["convert-job.yaml"]
 
 
-@pytest.mark.parametrize(
-    "dataset", ["Nested/Deep/Path_2024", "a" * 120, "x/" + "long_name_" * 12, "ünï/cödé-1"]
-)
+@pytest.mark.parametrize("dataset", ["Nested/Deep/Path_2024", "a" * 120, "x/" + "long_name_" * 12, "ünï/cödé-1"])
 def test_hostile_dataset_names(dataset: str) -> None:
     cfg = golden_config(dataset=dataset)
     p = build_plan(cfg, 10)
@@ -437,7 +504,9 @@ def test_hostile_dataset_names(dataset: str) -> None:
         for value in job["metadata"]["labels"].values():
             assert len(value) <= 63
     (conv,) = docs["convert-job.yaml"]
-    assert conv["spec"]["template"]["spec"]["containers"][0]["command"][-1] == f"s3://public-my-dataset/{dataset}.parquet"
+    assert (
+        conv["spec"]["template"]["spec"]["containers"][0]["command"][-1] == f"s3://public-my-dataset/{dataset}.parquet"
+    )
     assert _validate_all(m.render_files(p), DEFAULT_K8S_VERSION) == 10
 
 
@@ -467,12 +536,16 @@ def test_readme_has_the_exact_commands(plan: Plan) -> None:
         assert f"kubectl cp 'out dir/my-dataset'/{f} \"$POD\":/yamls/ -n biodiversity" in text
     assert "kubectl logs -f job/my-dataset-workflow -n biodiversity" in text
     # the individual order of the description
-    order = [text.index(f"kubectl apply -f 'out dir/my-dataset'/{f}", text.index("## Jobs one by one"))
-             for f in ("convert-job.yaml", "pmtiles-job.yaml", "hex-job.yaml", "repartition-job.yaml")]
+    order = [
+        text.index(f"kubectl apply -f 'out dir/my-dataset'/{f}", text.index("## Jobs one by one"))
+        for f in ("convert-job.yaml", "pmtiles-job.yaml", "hex-job.yaml", "repartition-job.yaml")
+    ]
     assert order == sorted(order)
     assert "kubectl wait --for=condition=complete job/my-dataset-convert -n biodiversity" in text
     # on a re-run the old .parquet exists, so pmtiles would not wait for the new one
-    section = text[text.index("## Jobs one by one"):text.index("kubectl apply -f 'out dir/my-dataset'/pmtiles-job.yaml")]
+    section = text[
+        text.index("## Jobs one by one") : text.index("kubectl apply -f 'out dir/my-dataset'/pmtiles-job.yaml")
+    ]
     assert "re-run: apply pmtiles only after convert has completed" in section
 
 

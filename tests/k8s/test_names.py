@@ -84,8 +84,12 @@ def test_impossible_names_give_a_clear_error(dataset: str) -> None:
 
 def test_job_and_pvc_names() -> None:
     assert [names.job_name("my-dataset", s) for s in names.JOB_SUFFIXES] == [
-        "my-dataset-convert", "my-dataset-pmtiles", "my-dataset-hex", "my-dataset-repartition",
-        "my-dataset-upload-yamls", "my-dataset-workflow",
+        "my-dataset-convert",
+        "my-dataset-pmtiles",
+        "my-dataset-hex",
+        "my-dataset-repartition",
+        "my-dataset-upload-yamls",
+        "my-dataset-workflow",
     ]
     assert names.pvc_name("my-dataset") == "my-dataset-workflow-yamls"
     assert names.service_account_name() == "cng-datasets-workflow"

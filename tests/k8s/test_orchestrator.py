@@ -54,8 +54,9 @@ def cluster(tmp_path: Path) -> FakeCluster:
 
 
 def run(cluster: FakeCluster, yamls: Path, namespace: str = "geo", sleep=None):  # type: ignore[no-untyped-def]
-    return orchestrate(cluster.api(), yamls, namespace, poll_interval=10, sleep=sleep or cluster.sleep,
-                       now=lambda: cluster.now)
+    return orchestrate(
+        cluster.api(), yamls, namespace, poll_interval=10, sleep=sleep or cluster.sleep, now=lambda: cluster.now
+    )
 
 
 def test_success_runs_in_dependency_order_with_pmtiles_parallel_and_awaited(
@@ -207,7 +208,9 @@ def test_rerun_with_other_settings_fails_naming_the_stale_jobs_instead_of_skippi
     for step in ("hex", "repartition"):
         assert f"{JOB[step]} (spec-hash " in msg and f"; {step}-job.yaml has " in msg
     assert JOB["convert"] not in msg  # convert's settings did not change
-    assert "`cng-datasets submit DIR --replace-stale`" in msg and "`cng-datasets cleanup DIR` (keeps the outputs)" in msg
+    assert (
+        "`cng-datasets submit DIR --replace-stale`" in msg and "`cng-datasets cleanup DIR` (keeps the outputs)" in msg
+    )
     assert cluster.created_jobs == created  # nothing created …
     assert "skipped" not in caplog.text and "workflow complete" not in caplog.text  # … nothing skipped silently
     assert cluster.used_rules() == {("batch", "jobs", "get")}
@@ -237,8 +240,11 @@ def test_a_job_without_spec_hash_is_stale_and_created_jobs_carry_the_recomputed_
     assert spechash.annotated(manifests["hex"].manifest) != want["hex"]
     # a Job from before spec hashes (or applied by hand without one) is not taken for this run's
     del cluster.objects[("Job", "geo", JOB["convert"])]["metadata"]["annotations"]["cng-datasets/spec-hash"]
-    with pytest.raises(StaleJobError, match=r"^Job in namespace geo from an earlier run with other settings: "
-                                            r"demo-places-convert \(no spec-hash; convert-job.yaml has [0-9a-f]{16}\)"):
+    with pytest.raises(
+        StaleJobError,
+        match=r"^Job in namespace geo from an earlier run with other settings: "
+        r"demo-places-convert \(no spec-hash; convert-job.yaml has [0-9a-f]{16}\)",
+    ):
         run(cluster, yamls)
 
 
@@ -302,13 +308,18 @@ def test_rbac_rules_are_exactly_the_calls_of_orchestrate(tmp_path: Path, yamls: 
             used |= c.used_rules()
     assert used == GRANTED
     # …and the Role that `cng-datasets workflow` renders grants exactly these.
-    role = [d for d in yaml.safe_load_all((tmp_path / "wf" / "workflow-rbac.yaml").read_text()) if d["kind"] == "Role"][0]
-    rendered = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-                for v in rule["verbs"]}
+    role = [d for d in yaml.safe_load_all((tmp_path / "wf" / "workflow-rbac.yaml").read_text()) if d["kind"] == "Role"][
+        0
+    ]
+    rendered = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
     assert rendered == used
 
 
-def test_workflow_yaml_runs_exactly_the_orchestrate_command(tmp_path: Path, yamls: Path, monkeypatch, restore_logging) -> None:  # type: ignore[no-untyped-def]
+def test_workflow_yaml_runs_exactly_the_orchestrate_command(
+    tmp_path: Path, yamls: Path, monkeypatch, restore_logging
+) -> None:  # type: ignore[no-untyped-def]
     """workflow.yaml's argv, given to the real CLI (with /yamls standing for the PVC), runs the
     orchestrator to completion with the ServiceAccount's rules."""
     from click.testing import CliRunner
@@ -323,7 +334,8 @@ def test_workflow_yaml_runs_exactly_the_orchestrate_command(tmp_path: Path, yaml
     assert argv == ["cng-datasets", "orchestrate", "--yamls", "/yamls", "--namespace", "geo"]
     assert pod["serviceAccountName"] == rbac.SERVICE_ACCOUNT
     assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v} == {
-        "demo-places-workflow-yamls"}
+        "demo-places-workflow-yamls"
+    }
     assert COMMANDS["orchestrate"][:2] == ("cng_datasets.cli.cluster", "orchestrate")
 
     cluster = FakeCluster(tmp_path / "c")
@@ -349,13 +361,26 @@ def test_workflow_yaml_runs_exactly_the_orchestrate_command(tmp_path: Path, yaml
 
 def _job(name: str, deps: str, argv: list[str] | None = None) -> dict:  # type: ignore[type-arg]
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": f"x-{name}", "namespace": "geo",
-                     "labels": {"app.kubernetes.io/name": "cng-datasets", "cng-datasets/dataset": "x",
-                                "cng-datasets/step": name},
-                     "annotations": {"cng-datasets/depends-on": deps, "cng-datasets/dataset-path": "x"}},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
-            {"name": "step", "image": "i", "command": argv or ["cng-datasets", name]}]}}},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"x-{name}",
+            "namespace": "geo",
+            "labels": {
+                "app.kubernetes.io/name": "cng-datasets",
+                "cng-datasets/dataset": "x",
+                "cng-datasets/step": name,
+            },
+            "annotations": {"cng-datasets/depends-on": deps, "cng-datasets/dataset-path": "x"},
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "step", "image": "i", "command": argv or ["cng-datasets", name]}],
+                }
+            }
+        },
     }
 
 
@@ -372,12 +397,19 @@ def _write_folder(d: Path, plan_deps: dict[str, tuple[str, ...]], annotated: dic
 def test_order_comes_from_the_plan_not_from_the_annotations_or_the_names(tmp_path: Path, cluster: FakeCluster) -> None:
     d = tmp_path / "custom"
     # the annotations (and the file names' order) say the opposite of the plan
-    _write_folder(d, {"omega": ("alpha", "beta"), "beta": ("zeta",), "alpha": ("zeta",), "zeta": ()},
-                  {"zeta": "omega", "alpha": "", "beta": "", "omega": ""})
-    (d / "other.yaml").write_text(yaml.safe_dump_all([_job("stray", ""), {"kind": "ConfigMap", "metadata": {"name": "c"}}]))
+    _write_folder(
+        d,
+        {"omega": ("alpha", "beta"), "beta": ("zeta",), "alpha": ("zeta",), "zeta": ()},
+        {"zeta": "omega", "alpha": "", "beta": "", "omega": ""},
+    )
+    (d / "other.yaml").write_text(
+        yaml.safe_dump_all([_job("stray", ""), {"kind": "ConfigMap", "metadata": {"name": "c"}}])
+    )
     jobs = load_step_jobs(d)
     assert [(j.step, j.depends_on, j.source) for j in jobs] == [
-        ("zeta", (), "zeta-job.yaml"), ("beta", ("zeta",), "beta-job.yaml"), ("alpha", ("zeta",), "alpha-job.yaml"),
+        ("zeta", (), "zeta-job.yaml"),
+        ("beta", ("zeta",), "beta-job.yaml"),
+        ("alpha", ("zeta",), "alpha-job.yaml"),
         ("omega", ("alpha", "beta"), "omega-job.yaml"),
     ]
     run(cluster, d)
@@ -396,13 +428,19 @@ def test_an_invalid_plan_stops_before_any_call(
 ) -> None:
     d = tmp_path / "bad"
     d.mkdir()
-    (d / "plan.json").write_text(json.dumps({"format": 1, "config": {"dataset": "x", "source_urls": ["s3://b/x"],
-                                                                     "bucket": "b"},
-                                             "chunking": {"chunk_size": 1, "completions": 1, "parallelism": 1,
-                                                          "feature_count": 1},
-                                             "steps": [{"name": n, "argv": ["cng-datasets", n],
-                                                        "resources": {}, "depends_on": list(deps)}
-                                                       for n, deps in plan_deps.items()]}))
+    (d / "plan.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "config": {"dataset": "x", "source_urls": ["s3://b/x"], "bucket": "b"},
+                "chunking": {"chunk_size": 1, "completions": 1, "parallelism": 1, "feature_count": 1},
+                "steps": [
+                    {"name": n, "argv": ["cng-datasets", n], "resources": {}, "depends_on": list(deps)}
+                    for n, deps in plan_deps.items()
+                ],
+            }
+        )
+    )
     with pytest.raises(UsageError, match=re.escape(match)):
         run(cluster, d)
     assert cluster.calls == []
@@ -454,6 +492,7 @@ def test_waits_return_typed_outcomes(cluster: FakeCluster, yamls: Path) -> None:
     outcome = wait_for_jobs(api, "geo", [JOB["convert"], JOB["hex"]], 10_000, cluster.sleep, 10, lambda: cluster.now)
     assert outcome.succeeded == {JOB["convert"]} and set(outcome.failed) == {JOB["hex"]}
     assert outcome.failed[JOB["hex"]].failed_indexes == "0" and not outcome.timed_out
-    outcome = wait_for_jobs(api, "geo", [JOB["convert"], JOB["pmtiles"], "absent"], 60, cluster.sleep, 10,
-                            lambda: cluster.now)
+    outcome = wait_for_jobs(
+        api, "geo", [JOB["convert"], JOB["pmtiles"], "absent"], 60, cluster.sleep, 10, lambda: cluster.now
+    )
     assert outcome.timed_out and outcome.succeeded == {JOB["convert"]} and not outcome.failed

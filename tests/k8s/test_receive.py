@@ -90,8 +90,15 @@ def test_parts_assemble_in_any_order_and_are_checked(tmp_path: Path) -> None:
     assert len(cmds) == 5 and all(len(c[7]) <= receive.PART_CHARS for c in cmds)
     for cmd in reversed(cmds):
         opts = dict(zip(cmd[2::2], cmd[3::2], strict=False))
-        done = receive.put(tmp_path, "a.yaml", opts["--content-b64"], part=int(opts["--part"]),
-                           parts=int(opts["--parts"]), sha256=opts["--sha256"], wait=0)
+        done = receive.put(
+            tmp_path,
+            "a.yaml",
+            opts["--content-b64"],
+            part=int(opts["--part"]),
+            parts=int(opts["--parts"]),
+            sha256=opts["--sha256"],
+            wait=0,
+        )
     assert done and (tmp_path / "a.yaml").read_bytes() == data
     assert not list(tmp_path.glob(".a.yaml.part*"))
     with pytest.raises(ClusterError, match="sha256"):
@@ -133,7 +140,9 @@ def test_console_script_end_to_end(tmp_path: Path, cli_run) -> None:  # type: ig
     exe = [sys.executable, "-m", "cng_datasets"]
     receiver = subprocess.Popen(
         exe + ["receive-yamls", "--dir", str(d), "--expect", "a.yaml,b.yaml", "--timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         for name, data in (("a.yaml", b"kind: Job\n" * 500), ("b.yaml", b"kind: Job\n")):

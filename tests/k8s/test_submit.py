@@ -33,8 +33,9 @@ def cluster(tmp_path: Path) -> FakeCluster:
 
 def do_submit(cluster: FakeCluster, wf_dir: Path, **kw):  # type: ignore[no-untyped-def]
     lines: list[str] = []
-    result = submit(cluster.api(), load_workflow(wf_dir), sleep=cluster.sleep, clock=lambda: cluster.now,
-                    echo=lines.append, **kw)
+    result = submit(
+        cluster.api(), load_workflow(wf_dir), sleep=cluster.sleep, clock=lambda: cluster.now, echo=lines.append, **kw
+    )
     return result, lines
 
 
@@ -43,8 +44,9 @@ def run_orchestrator(cluster: FakeCluster, namespace: str = NS) -> None:
     saved = cluster.allowed
     cluster.allow_only(rbac.RULES)
     try:
-        orchestrate(cluster.api(), cluster.pvc_dir(namespace, PVC), namespace, sleep=cluster.sleep,
-                    now=lambda: cluster.now)
+        orchestrate(
+            cluster.api(), cluster.pvc_dir(namespace, PVC), namespace, sleep=cluster.sleep, now=lambda: cluster.now
+        )
     finally:
         cluster.allowed = saved
 
@@ -53,9 +55,14 @@ def test_submit_does_the_eight_steps_in_one(cluster: FakeCluster, wf_dir: Path) 
     result, lines = do_submit(cluster, wf_dir)
     assert result == "submitted"
     kinds = {(k, n) for (k, ns, n) in cluster.objects if ns == NS and k != "Pod"}
-    assert {("ServiceAccount", "cng-datasets-workflow"), ("Role", "cng-datasets-workflow"),
-            ("RoleBinding", "cng-datasets-workflow"), ("PersistentVolumeClaim", PVC),
-            ("Job", "demo-places-upload-yamls"), ("Job", "demo-places-workflow")} <= kinds
+    assert {
+        ("ServiceAccount", "cng-datasets-workflow"),
+        ("Role", "cng-datasets-workflow"),
+        ("RoleBinding", "cng-datasets-workflow"),
+        ("PersistentVolumeClaim", PVC),
+        ("Job", "demo-places-upload-yamls"),
+        ("Job", "demo-places-workflow"),
+    } <= kinds
     # every YAML of DIR arrived byte for byte on the PVC, through exec (long ones in parts)
     pvc = cluster.pvc_dir(NS, PVC)
     for path in [*wf_dir.glob("*.yaml"), wf_dir / "plan.json"]:
@@ -80,8 +87,10 @@ def test_submit_twice_is_idempotent(cluster: FakeCluster, wf_dir: Path) -> None:
     result, lines = do_submit(cluster, wf_dir)
     assert result == "running"
     assert cluster.created_jobs == created and len(cluster.execs) == execs
-    assert lines == ["workflow demo-places-workflow is already running; follow it with: "
-                     "kubectl logs -f job/demo-places-workflow -n geo"]
+    assert lines == [
+        "workflow demo-places-workflow is already running; follow it with: "
+        "kubectl logs -f job/demo-places-workflow -n geo"
+    ]
     for _ in range(4):
         cluster.tick()  # the orchestrator Job completes
     result, _ = do_submit(cluster, wf_dir)
@@ -116,7 +125,9 @@ def test_submit_after_regenerating_with_other_settings_stops_naming_the_stale_jo
         do_submit(cluster, wf_dir)
     msg = str(err.value)
     assert "\n" not in msg and "already completed" not in msg
-    assert msg.startswith("Jobs in namespace geo from an earlier run with other settings: demo-places-workflow (spec-hash ")
+    assert msg.startswith(
+        "Jobs in namespace geo from an earlier run with other settings: demo-places-workflow (spec-hash "
+    )
     assert "; workflow.yaml has " in msg and "demo-places-hex (spec-hash " in msg and "demo-places-repartition" in msg
     assert "demo-places-convert" not in msg and "demo-places-upload-yamls" not in msg  # unchanged / replaced anyway
     assert f"`cng-datasets submit {wf_dir} --replace-stale`" in msg and f"`cng-datasets cleanup {wf_dir}`" in msg
@@ -146,8 +157,11 @@ def test_a_running_workflow_or_upload_of_other_settings_is_not_reused(cluster: F
     cluster.script["demo-places-workflow"] = {None: [HANG]}
     do_submit(cluster, wf_dir)
     write_workflow(wf_dir, image="ghcr.io/example/cng-datasets:2")
-    with pytest.raises(StaleJobError, match=r"^Job in namespace geo from an earlier run with other settings: "
-                                            r"demo-places-workflow \(spec-hash [0-9a-f]{16}; workflow.yaml has"):
+    with pytest.raises(
+        StaleJobError,
+        match=r"^Job in namespace geo from an earlier run with other settings: "
+        r"demo-places-workflow \(spec-hash [0-9a-f]{16}; workflow.yaml has",
+    ):
         do_submit(cluster, wf_dir)  # was: "already running"
     result, lines = do_submit(cluster, wf_dir, replace_stale=True)
     assert result == "submitted" and lines[0].startswith("deleting Job demo-places-workflow")
@@ -160,8 +174,11 @@ def test_a_running_workflow_or_upload_of_other_settings_is_not_reused(cluster: F
     upload = cluster.objects[("Job", NS, "demo-places-upload-yamls")]
     upload["metadata"]["annotations"]["cng-datasets/spec-hash"] = "0" * 16
     upload["status"] = {"active": 1}
-    with pytest.raises(StaleJobError, match=r"demo-places-upload-yamls \(spec-hash 0000000000000000; "
-                                            r"workflow-upload.yaml has "):
+    with pytest.raises(
+        StaleJobError,
+        match=r"demo-places-upload-yamls \(spec-hash 0000000000000000; "
+        r"workflow-upload.yaml has ",
+    ):
         do_submit(cluster, wf_dir)
 
 
@@ -197,7 +214,8 @@ def test_cli_errors_are_one_line(cluster: FakeCluster, wf_dir: Path, monkeypatch
     result = CliRunner().invoke(cli, ["submit", str(wf_dir)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        "error: namespace 'geo' does not exist (create it, or pass the right --namespace)")
+        "error: namespace 'geo' does not exist (create it, or pass the right --namespace)"
+    )
 
 
 def test_failed_run_status_logs_and_retry_failed(cluster: FakeCluster, wf_dir: Path) -> None:
@@ -207,8 +225,14 @@ def test_failed_run_status_logs_and_retry_failed(cluster: FakeCluster, wf_dir: P
         run_orchestrator(cluster)
     # the orchestrator's pod failed too (it exits 1): mark its Job failed as the controller would
     job = cluster.objects[("Job", NS, "demo-places-workflow")]
-    job["status"]["conditions"] = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                    "message": "Job has reached the specified backoff limit"}]
+    job["status"]["conditions"] = [
+        {
+            "type": "Failed",
+            "status": "True",
+            "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+        }
+    ]
 
     wf = load_workflow(wf_dir)
     rows = {r.step: r for r in status(cluster.api(), wf)}
@@ -256,8 +280,13 @@ def test_cleanup_deletes_jobs_and_pvc_but_not_rbac(cluster: FakeCluster, wf_dir:
     cluster.script["pmtiles"] = {None: [HANG]}
     do_submit(cluster, wf_dir)
     with pytest.raises(Exception):  # noqa: B017 - stop the orchestrator half-way
-        orchestrate(cluster.api(), cluster.pvc_dir(NS, PVC), NS, sleep=lambda s: (_ for _ in ()).throw(RuntimeError()),
-                    now=lambda: cluster.now)
+        orchestrate(
+            cluster.api(),
+            cluster.pvc_dir(NS, PVC),
+            NS,
+            sleep=lambda s: (_ for _ in ()).throw(RuntimeError()),
+            now=lambda: cluster.now,
+        )
     lines: list[str] = []
     counts = cleanup(cluster.api(), load_workflow(wf_dir), echo=lines.append)
     assert counts["pvc"] == 1 and counts["jobs"] >= 3 and counts["objects"] == 0
@@ -279,8 +308,13 @@ def test_cleanup_data_deletes_exactly_the_outputs_after_confirmation(
     objects, prefixes = output_urls(wf)
     assert objects == [f"{s3}/demo/places.parquet", f"{s3}/demo/places.pmtiles"]
     assert sorted(prefixes) == [f"{s3}/demo/places/chunks", f"{s3}/demo/places/hex"]
-    outputs = [f"{s3}/demo/places.parquet", f"{s3}/demo/places.pmtiles", f"{s3}/demo/places/hex/h0=1/a.parquet",
-               f"{s3}/demo/places/hex/h0=2/b.parquet", f"{s3}/demo/places/chunks/chunk-0.parquet"]
+    outputs = [
+        f"{s3}/demo/places.parquet",
+        f"{s3}/demo/places.pmtiles",
+        f"{s3}/demo/places/hex/h0=1/a.parquet",
+        f"{s3}/demo/places/hex/h0=2/b.parquet",
+        f"{s3}/demo/places/chunks/chunk-0.parquet",
+    ]
     keep = [f"{s3}/demo/other.parquet", f"{s3}/demo/places-v2/hex/x.parquet", f"{s3}/demo/placesX.pmtiles"]
     for url in outputs + keep:
         storage.write_bytes(url, b"x")
@@ -296,8 +330,9 @@ def test_cleanup_data_deletes_exactly_the_outputs_after_confirmation(
     assert all(storage.exists(u) for u in keep)
 
 
-def test_cleanup_cli_without_yes_on_a_pipe_keeps_data(cluster: FakeCluster, wf_dir: Path, monkeypatch,
-                                                       restore_logging) -> None:  # type: ignore[no-untyped-def]
+def test_cleanup_cli_without_yes_on_a_pipe_keeps_data(
+    cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging
+) -> None:  # type: ignore[no-untyped-def]
     from cng_datasets.cli import cli
     from cng_datasets.k8s import api as k8s_api
     from cng_datasets.k8s import submit as submit_mod
@@ -312,8 +347,9 @@ def test_cleanup_cli_without_yes_on_a_pipe_keeps_data(cluster: FakeCluster, wf_d
     assert submit_mod.output_urls(load_workflow(wf_dir))[0][0] in result.output
 
 
-def test_submit_cli_stale_jobs_exit_65_in_one_line(cluster: FakeCluster, wf_dir: Path, monkeypatch,
-                                                  restore_logging) -> None:  # type: ignore[no-untyped-def]
+def test_submit_cli_stale_jobs_exit_65_in_one_line(
+    cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging
+) -> None:  # type: ignore[no-untyped-def]
     import functools
 
     from cng_datasets.cli import cli
@@ -321,8 +357,9 @@ def test_submit_cli_stale_jobs_exit_65_in_one_line(cluster: FakeCluster, wf_dir:
     from cng_datasets.k8s import submit as submit_mod
 
     monkeypatch.setattr(k8s_api, "connect", lambda context=None: cluster.api())
-    monkeypatch.setattr(submit_mod, "submit", functools.partial(submit_mod.submit, sleep=cluster.sleep,
-                                                                clock=lambda: cluster.now))
+    monkeypatch.setattr(
+        submit_mod, "submit", functools.partial(submit_mod.submit, sleep=cluster.sleep, clock=lambda: cluster.now)
+    )
     _run_to_completion(cluster, wf_dir)
     write_workflow(wf_dir, h3_resolution=11)
     result = CliRunner().invoke(cli, ["submit", str(wf_dir)])
@@ -364,11 +401,13 @@ def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     spec_hash = load_workflow(wf_dir).spec_hashes()["hex"]  # the running hex Job is this run's
-    hex_job = {"apiVersion": "batch/v1", "kind": "Job",
-               "metadata": {"name": "demo-places-hex", "namespace": NS,
-                            "annotations": {"cng-datasets/spec-hash": spec_hash}},
-               "spec": {"completionMode": "Indexed", "completions": 5},
-               "status": {"active": 2, "completedIndexes": "0,2-3", "startTime": "2024-05-01T10:00:00Z"}}
+    hex_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "demo-places-hex", "namespace": NS, "annotations": {"cng-datasets/spec-hash": spec_hash}},
+        "spec": {"completionMode": "Indexed", "completions": 5},
+        "status": {"active": 2, "completedIndexes": "0,2-3", "startTime": "2024-05-01T10:00:00Z"},
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: dict) -> None:  # type: ignore[type-arg]
@@ -383,14 +422,31 @@ def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
             if self.path.startswith("/apis/batch/v1/namespaces/geo/jobs/demo-places-hex"):
                 return self._send(200, hex_job)
             name = self.path.rsplit("/", 1)[-1]
-            return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
-                                    "message": f'jobs.batch "{name}" not found',
-                                    "details": {"name": name, "group": "batch", "kind": "jobs"}})
+            return self._send(
+                404,
+                {
+                    "kind": "Status",
+                    "status": "Failure",
+                    "reason": "NotFound",
+                    "code": 404,
+                    "message": f'jobs.batch "{name}" not found',
+                    "details": {"name": name, "group": "batch", "kind": "jobs"},
+                },
+            )
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
-                                    "message": 'namespaces "geo" not found', "details": {"name": "geo", "kind": "namespaces"}})
+            return self._send(
+                404,
+                {
+                    "kind": "Status",
+                    "status": "Failure",
+                    "reason": "NotFound",
+                    "code": 404,
+                    "message": 'namespaces "geo" not found',
+                    "details": {"name": "geo", "kind": "namespaces"},
+                },
+            )
 
         def log_message(self, *a: object) -> None:
             pass
@@ -420,7 +476,8 @@ def test_real_client_status_and_missing_namespace(api_server: Path, wf_dir: Path
     proc = cli_run("submit", str(wf_dir), env=env, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: namespace 'geo' does not exist (create it, or pass the right --namespace)")
+        "error: namespace 'geo' does not exist (create it, or pass the right --namespace)"
+    )
 
 
 def test_real_client_without_config_or_server(tmp_path: Path, wf_dir: Path, cli_run) -> None:  # type: ignore[no-untyped-def]

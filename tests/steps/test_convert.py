@@ -46,7 +46,13 @@ def check_geoparquet(path: str | Path, expected_rows: int | None = None) -> pa.T
     col = geo["columns"]["geometry"]
     assert col["encoding"] == "WKB"
     assert set(col["geometry_types"]) <= {
-        "Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon", "GeometryCollection"
+        "Point",
+        "LineString",
+        "Polygon",
+        "MultiPoint",
+        "MultiLineString",
+        "MultiPolygon",
+        "GeometryCollection",
     }
     assert col["covering"] == {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}
     if "crs" in col:
@@ -66,7 +72,15 @@ def check_geoparquet(path: str | Path, expected_rows: int | None = None) -> pa.T
     assert shapely.has_z(geoms[present]).sum() == 0, "Z is dropped"
     assert shapely.is_valid(geoms[present]).all()
     types = {shapely.get_type_id(g) for g in geoms[present]}
-    type_names = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
+    type_names = {
+        0: "Point",
+        1: "LineString",
+        3: "Polygon",
+        4: "MultiPoint",
+        5: "MultiLineString",
+        6: "MultiPolygon",
+        7: "GeometryCollection",
+    }
     assert {type_names[t] for t in types} == set(col["geometry_types"])
     bounds = shapely.bounds(geoms)
     bbox = table["bbox"].combine_chunks()
@@ -101,7 +115,9 @@ def test_natural_earth_zip_utf8_without_cpg(tmp_path: Path) -> None:
 
 
 def test_latin1_shapefile_without_cpg_is_detected(tmp_path: Path) -> None:
-    t = pa.table({"name": ["Zürich", "São Paulo"], "geometry": shapely.to_wkb(shapely.points([8.5, -46.6], [47.4, -23.5]))})
+    t = pa.table(
+        {"name": ["Zürich", "São Paulo"], "geometry": shapely.to_wkb(shapely.points([8.5, -46.6], [47.4, -23.5]))}
+    )
     shp = tmp_path / "l1.shp"
     pyogrio.write_arrow(t, shp, geometry_name="geometry", geometry_type="Point", crs="EPSG:4326", encoding="ISO-8859-1")
     (tmp_path / "l1.cpg").unlink(missing_ok=True)
@@ -171,12 +187,23 @@ def test_topojson_counties_layer(tmp_path: Path) -> None:
 def test_geopackage_3857_multilayer_reprojected(tmp_path: Path) -> None:
     gpkg = tmp_path / "multi.gpkg"
     ne = multi(pyogrio.read_arrow(LOWRES)[1])
-    pyogrio.write_arrow(ne, gpkg, layer="countries", geometry_name="wkb_geometry", geometry_type="MultiPolygon",
-                        crs="EPSG:4326")
+    pyogrio.write_arrow(
+        ne, gpkg, layer="countries", geometry_name="wkb_geometry", geometry_type="MultiPolygon", crs="EPSG:4326"
+    )
     # a second spatial layer in EPSG:3857 and a non-spatial table
     pyogrio.write_arrow(
-        pa.table({"name": ["a", "b"], "wkb_geometry": shapely.to_wkb(shapely.points([1113194.9, -2226389.8], [1118890.0, 0.0]))}),
-        gpkg, layer="merc", geometry_name="wkb_geometry", geometry_type="Point", crs="EPSG:3857", append=False,
+        pa.table(
+            {
+                "name": ["a", "b"],
+                "wkb_geometry": shapely.to_wkb(shapely.points([1113194.9, -2226389.8], [1118890.0, 0.0])),
+            }
+        ),
+        gpkg,
+        layer="merc",
+        geometry_name="wkb_geometry",
+        geometry_type="Point",
+        crs="EPSG:3857",
+        append=False,
     )
     pyogrio.write_arrow(pa.table({"k": [1]}), gpkg, layer="lookup", geometry_type=None, append=False)
     with pytest.raises(SourceError, match="2 layers, choose one with --layer: countries, merc"):
@@ -210,9 +237,16 @@ def test_geopackage_in_3857_from_real_data(tmp_path: Path) -> None:
 def _write_filegdb(tmp_path: Path) -> Path:
     gdb = tmp_path / "ne.gdb"
     table = multi(pyogrio.read_arrow(LOWRES)[1])
-    pyogrio.write_arrow(table, gdb, driver="OpenFileGDB", layer="countries", geometry_name="wkb_geometry",
-                        geometry_type="MultiPolygon", crs="EPSG:4326",
-                        layer_options={"TARGET_ARCGIS_VERSION": "ARCGIS_PRO_3_2_OR_LATER"})
+    pyogrio.write_arrow(
+        table,
+        gdb,
+        driver="OpenFileGDB",
+        layer="countries",
+        geometry_name="wkb_geometry",
+        geometry_type="MultiPolygon",
+        crs="EPSG:4326",
+        layer_options={"TARGET_ARCGIS_VERSION": "ARCGIS_PRO_3_2_OR_LATER"},
+    )
     return gdb
 
 
@@ -288,8 +322,12 @@ def test_options_simplify_trim_rowgroups(tmp_path: Path) -> None:
     convert([str(LOWRES)], str(simple), ConvertOptions(simplify_tolerance=0.5))
     full = tmp_path / "f.parquet"
     convert([str(LOWRES)], str(full))
-    n_simple = shapely.get_num_coordinates(shapely.from_wkb(pq.read_table(simple)["geometry"].to_numpy(zero_copy_only=False))).sum()
-    n_full = shapely.get_num_coordinates(shapely.from_wkb(pq.read_table(full)["geometry"].to_numpy(zero_copy_only=False))).sum()
+    n_simple = shapely.get_num_coordinates(
+        shapely.from_wkb(pq.read_table(simple)["geometry"].to_numpy(zero_copy_only=False))
+    ).sum()
+    n_full = shapely.get_num_coordinates(
+        shapely.from_wkb(pq.read_table(full)["geometry"].to_numpy(zero_copy_only=False))
+    ).sum()
     assert n_simple < 0.8 * n_full
 
 
@@ -315,8 +353,16 @@ def test_target_crs_writes_projjson(tmp_path: Path) -> None:
 def test_antimeridian_ring_is_split(tmp_path: Path) -> None:
     gj = tmp_path / "am.geojson"
     ring = [[178, -10], [-178, -10], [-178, -20], [178, -20], [178, -10]]
-    gj.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"n": 1}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    gj.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {"type": "Feature", "properties": {"n": 1}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+                ],
+            }
+        )
+    )
     table = check_geoparquet(_convert(gj, tmp_path), 1)
     g = shapely.from_wkb(table["geometry"][0].as_py())
     assert g.geom_type == "MultiPolygon" and len(g.geoms) == 2
@@ -331,7 +377,10 @@ def test_antimeridian_ring_is_split(tmp_path: Path) -> None:
     [
         (lambda d: d / "missing.gpkg", "file not found"),
         (lambda d: _write(d / "corrupt.gpkg", b"this is not a geopackage"), "corrupt.gpkg"),
-        (lambda d: _write(d / "broken.geojson", b'{"type": "FeatureCollection", "features": [{"type": '), "broken.geojson"),
+        (
+            lambda d: _write(d / "broken.geojson", b'{"type": "FeatureCollection", "features": [{"type": '),
+            "broken.geojson",
+        ),
         (lambda d: "https://127.0.0.1:9/nothing.gpkg", "nothing.gpkg"),
     ],
     ids=["missing", "corrupt-gpkg", "corrupt-geojson", "unreachable-url"],
@@ -406,7 +455,9 @@ def test_s3_missing_source_leaves_nothing(s3: str, cli_run) -> None:
 def test_geojsonseq_and_flatgeobuf(tmp_path: Path, driver: str, ext: str) -> None:
     src = tmp_path / f"quakes.{ext}"
     meta, table = pyogrio.read_arrow(QUAKES)
-    pyogrio.write_arrow(table, src, driver=driver, geometry_name="wkb_geometry", geometry_type="Point Z", crs="EPSG:4326")
+    pyogrio.write_arrow(
+        table, src, driver=driver, geometry_name="wkb_geometry", geometry_type="Point Z", crs="EPSG:4326"
+    )
     out = check_geoparquet(_convert(src, tmp_path), 1707)
     # source order is the order the file holds (FlatGeobuf's writer sorts by its spatial index)
     assert out["id"].to_pylist() == pyogrio.read_arrow(src)[1]["id"].to_pylist()
@@ -436,8 +487,10 @@ def test_remote_reads_over_http_and_zipped_filegdb_on_s3(s3: str, tmp_path: Path
 
 
 def _geojson(path: Path, rings: list[list[list[float]]]) -> Path:
-    feats = [{"type": "Feature", "properties": {"k": i}, "geometry": {"type": "Polygon", "coordinates": [r]}}
-             for i, r in enumerate(rings)]
+    feats = [
+        {"type": "Feature", "properties": {"k": i}, "geometry": {"type": "Polygon", "coordinates": [r]}}
+        for i, r in enumerate(rings)
+    ]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     return path
 
@@ -484,11 +537,22 @@ def test_polar_projection_polygon_covers_the_pole(tmp_path: Path) -> None:
     must cover the cap down to -90, not collapse to a sliver or a null."""
     angles = np.linspace(0, 2 * np.pi, 65)[:-1]
     circle = shapely.Polygon(np.column_stack([2_000_000 * np.sin(angles), 2_000_000 * np.cos(angles)]))
-    wobbly = shapely.Polygon(np.column_stack([1_500_000 * (1 + 0.1 * np.sin(5 * angles)) * np.sin(angles),
-                                              1_500_000 * (1 + 0.1 * np.sin(5 * angles)) * np.cos(angles)]))
+    wobbly = shapely.Polygon(
+        np.column_stack(
+            [
+                1_500_000 * (1 + 0.1 * np.sin(5 * angles)) * np.sin(angles),
+                1_500_000 * (1 + 0.1 * np.sin(5 * angles)) * np.cos(angles),
+            ]
+        )
+    )
     gpkg = tmp_path / "polar.gpkg"
-    pyogrio.write_arrow(pa.table({"k": [1, 2], "geom": shapely.to_wkb([circle, wobbly])}), gpkg,
-                        geometry_name="geom", geometry_type="Polygon", crs="EPSG:3031")
+    pyogrio.write_arrow(
+        pa.table({"k": [1, 2], "geom": shapely.to_wkb([circle, wobbly])}),
+        gpkg,
+        geometry_name="geom",
+        geometry_type="Polygon",
+        crs="EPSG:3031",
+    )
     table = check_geoparquet(_convert(gpkg, tmp_path), 2)
     geoms = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
     for g in geoms:
@@ -503,9 +567,15 @@ def test_polar_projection_polygon_covers_the_pole(tmp_path: Path) -> None:
 def test_coordinates_outside_lonlat_need_a_source_crs(tmp_path: Path) -> None:
     csv = tmp_path / "metres.csv"
     csv.write_text("x,y,name\n1113194.9,1118890.0,a\n-2226389.8,0,b\n")
-    with pytest.warns(UserWarning, match="no CRS"), pytest.raises(SourceError, match="outside the lon/lat range.*--source-crs"):
+    with (
+        pytest.warns(UserWarning, match="no CRS"),
+        pytest.raises(SourceError, match="outside the lon/lat range.*--source-crs"),
+    ):
         _convert(csv, tmp_path)
     assert not (tmp_path / "out.parquet").exists()
     table = check_geoparquet(_convert(csv, tmp_path, source_crs="EPSG:3857"), 2)
-    np.testing.assert_allclose(shapely.get_coordinates(shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))),
-                               [[10, 10], [-20, 0]], atol=1e-4)
+    np.testing.assert_allclose(
+        shapely.get_coordinates(shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))),
+        [[10, 10], [-20, 0]],
+        atol=1e-4,
+    )

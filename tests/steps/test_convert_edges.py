@@ -98,8 +98,15 @@ def test_empty_layer_of_a_geopackage_fails(tmp_path: Path) -> None:
     gpkg = tmp_path / "two.gpkg"
     pts = pa.table({"name": ["a"], "geometry": shapely.to_wkb(shapely.points([1.0], [2.0]))})
     pyogrio.write_arrow(pts, gpkg, layer="full", geometry_name="geometry", geometry_type="Point", crs="EPSG:4326")
-    pyogrio.write_arrow(pts.slice(0, 0), gpkg, layer="empty", geometry_name="geometry", geometry_type="Point",
-                        crs="EPSG:4326", append=True)
+    pyogrio.write_arrow(
+        pts.slice(0, 0),
+        gpkg,
+        layer="empty",
+        geometry_name="geometry",
+        geometry_type="Point",
+        crs="EPSG:4326",
+        append=True,
+    )
     with pytest.raises(DataError, match="no features"):
         convert([str(gpkg)], str(tmp_path / "out.parquet"), ConvertOptions(layer="empty"))
     assert not (tmp_path / "out.parquet").exists()
@@ -167,19 +174,22 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize(("case", "words"), [
-    ("empty", ["empty.geojson", "is empty (0 bytes)"]),
-    ("html", ["page.geojson", "looks like an HTML page", "not GeoJSON"]),
-    ("half-gpkg", ["half.gpkg", "corrupt or truncated"]),
-    ("no-shx", ["cut.shp", ".shx index is missing"]),
-    ("not-a-zip", ["data.zip", "is not a zip archive"]),
-    ("empty-parquet", ["nothing.parquet", "is empty (0 bytes)"]),
-    ("cut-geojson", ["cut.geojson", "is not valid GeoJSON, truncated or corrupt?"]),
-    # GDAL logs the short read as an ERROR and ends the stream early: without the guard this
-    # wrote the first features only, exit 0
-    ("cut-shp", ["cut.shp", "GDAL error while reading", "fread"]),
-    ("xml", ["denied.geojson", "looks like an XML document"]),
-])
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("empty", ["empty.geojson", "is empty (0 bytes)"]),
+        ("html", ["page.geojson", "looks like an HTML page", "not GeoJSON"]),
+        ("half-gpkg", ["half.gpkg", "corrupt or truncated"]),
+        ("no-shx", ["cut.shp", ".shx index is missing"]),
+        ("not-a-zip", ["data.zip", "is not a zip archive"]),
+        ("empty-parquet", ["nothing.parquet", "is empty (0 bytes)"]),
+        ("cut-geojson", ["cut.geojson", "is not valid GeoJSON, truncated or corrupt?"]),
+        # GDAL logs the short read as an ERROR and ends the stream early: without the guard this
+        # wrote the first features only, exit 0
+        ("cut-shp", ["cut.shp", "GDAL error while reading", "fread"]),
+        ("xml", ["denied.geojson", "looks like an XML document"]),
+    ],
+)
 def test_bad_file_is_one_line(tmp_path: Path, cli_run, case: str, words: list[str]) -> None:
     src = _corrupt(tmp_path, case)
     proc = cli_run("convert", src, tmp_path / "out" / "x.parquet")
@@ -222,11 +232,14 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize(("path", "words"), [
-    ("/403/data.geojson", ["HTTP 403"]),
-    ("/missing/data.geojson", ["HTTP 404"]),
-    ("/missing/data.parquet", ["HTTP 404"]),
-])
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/403/data.geojson", ["HTTP 403"]),
+        ("/missing/data.geojson", ["HTTP 404"]),
+        ("/missing/data.parquet", ["HTTP 404"]),
+    ],
+)
 def test_url_answering_403_or_404(tmp_path: Path, http_status: str, path: str, words: list[str]) -> None:
     url = http_status + path
     with pytest.raises(SourceError, match=words[0]) as err:
@@ -265,8 +278,11 @@ def test_s3_empty_and_html_objects(s3: str) -> None:
     client.put_object(Bucket=bucket, Key="in/empty.geojson", Body=b"")
     client.put_object(Bucket=bucket, Key="in/page.geojson", Body=b"<html><body>Access denied</body></html>")
     client.put_object(Bucket=bucket, Key="in/empty.parquet", Body=b"")
-    for key, words in (("empty.geojson", "is empty"), ("page.geojson", "looks like an HTML page"),
-                       ("empty.parquet", "is empty")):
+    for key, words in (
+        ("empty.geojson", "is empty"),
+        ("page.geojson", "looks like an HTML page"),
+        ("empty.parquet", "is empty"),
+    ):
         with pytest.raises(SourceError, match=words):
             convert([f"{s3}/in/{key}"], f"{s3}/out/x.parquet")
     assert storage.list_prefix(f"{s3}/out") == []
@@ -287,8 +303,11 @@ def test_own_output_keeps_a_text_id_column(tmp_path: Path) -> None:
 
 def test_foreign_cng_fid_column_is_renamed_with_a_warning(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.parquet"
-    geo = {"version": "1.1.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}
+    geo = {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}},
+    }
     table = pa.table({"_cng_fid": [7, 7], "geometry": shapely.to_wkb(shapely.points([1.0, 2.0], [3.0, 4.0]))})
     pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), foreign)
     out = tmp_path / "out.parquet"
@@ -343,7 +362,10 @@ def test_on_invalid_skip_writes_the_rest_and_lists_the_skipped(tmp_path: Path, c
     assert table["_cng_fid"].to_pylist() == list(range(1, 398))
     info = read_dataset_info(str(out))
     assert info["accounting"] == {
-        "unit": "features", "read": 400, "written": 397, "dropped": {"invalid row (--on-invalid skip)": 3},
+        "unit": "features",
+        "read": 400,
+        "written": 397,
+        "dropped": {"invalid row (--on-invalid skip)": 3},
     }
     assert info["sources"][0]["read"] == 400 and info["sources"][0]["skipped"] == 3
     report = tmp_path / "out.skipped.csv"
@@ -370,8 +392,11 @@ def test_on_invalid_skip_writes_the_rest_and_lists_the_skipped(tmp_path: Path, c
 
 def test_unreadable_wkb_is_an_invalid_feature(tmp_path: Path) -> None:
     src = tmp_path / "wkb.parquet"
-    geo = {"version": "1.1.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}
+    geo = {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}},
+    }
     wkb = list(shapely.to_wkb(shapely.points([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])))
     wkb[1] = b"\x01\x01\x00\x00\x00garbage"
     pq.write_table(pa.table({"k": [1, 2, 3], "geometry": wkb}).replace_schema_metadata({"geo": json.dumps(geo)}), src)
@@ -409,7 +434,9 @@ def test_swapped_lat_lon_is_detected(tmp_path: Path, cli_run) -> None:
     with pytest.warns(UserWarning):
         s = convert([str(src)], str(tmp_path / "o.parquet"), ConvertOptions(lat_column="lon", lon_column="lat"))
     assert s.features == 200
-    b = shapely.total_bounds(shapely.from_wkb(pq.read_table(tmp_path / "o.parquet")["geometry"].to_numpy(zero_copy_only=False)))
+    b = shapely.total_bounds(
+        shapely.from_wkb(pq.read_table(tmp_path / "o.parquet")["geometry"].to_numpy(zero_copy_only=False))
+    )
     assert -124 <= b[0] and b[2] <= -70 and 26 <= b[1] and b[3] <= 48
 
 
@@ -441,18 +468,45 @@ def test_run_and_workflow_pass_the_convert_options() -> None:
 
     base = WorkflowConfig(dataset="d", source_urls=("a.csv",), bucket="b")
     assert build_plan(base, 10).step("convert").argv == ("cng-datasets", "convert", "--", "a.csv", "s3://b/d.parquet")
-    cfg = base.with_(lat_column="y", lon_column="x", encoding="CP1252", source_crs="EPSG:3857",
-                     on_invalid="skip", expect_features=10)
+    cfg = base.with_(
+        lat_column="y", lon_column="x", encoding="CP1252", source_crs="EPSG:3857", on_invalid="skip", expect_features=10
+    )
     argv = build_plan(cfg, 10).step("convert").argv
     assert argv == (
-        "cng-datasets", "convert", "--lat-column", "y", "--lon-column", "x", "--encoding", "CP1252",
-        "--source-crs", "EPSG:3857", "--on-invalid", "skip", "--expect-features", "10", "--", "a.csv", "s3://b/d.parquet",
+        "cng-datasets",
+        "convert",
+        "--lat-column",
+        "y",
+        "--lon-column",
+        "x",
+        "--encoding",
+        "CP1252",
+        "--source-crs",
+        "EPSG:3857",
+        "--on-invalid",
+        "skip",
+        "--expect-features",
+        "10",
+        "--",
+        "a.csv",
+        "s3://b/d.parquet",
     )
 
 
 def test_run_options_reach_convert(tmp_path: Path, cli_run) -> None:
-    proc = cli_run("run", "--dataset", "d", "--source-url", LOWRES, "--bucket", tmp_path / "out",
-                   "--expect-features", "5", "--h3-resolution", "2")
+    proc = cli_run(
+        "run",
+        "--dataset",
+        "d",
+        "--source-url",
+        LOWRES,
+        "--bucket",
+        tmp_path / "out",
+        "--expect-features",
+        "5",
+        "--h3-resolution",
+        "2",
+    )
     assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
     assert "not the 5 that --expect-features says" in proc.stderr
     assert not (tmp_path / "out" / "d.parquet").exists()

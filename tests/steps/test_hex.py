@@ -154,18 +154,45 @@ def test_big_feature_streams_in_batches(lowres_parquet: str, tmp_path: Path, mon
 
 def test_cli_env_chunk_id_and_errors(lowres_parquet: str, tmp_path: Path, cli_run) -> None:
     out = tmp_path / "chunks"
-    args = ["hex", "--input", lowres_parquet, "--output", out, "--chunk-size", "100", "--chunk-count", "2",
-            "--resolution", "2", "--parent-resolutions", "1,0"]
+    args = [
+        "hex",
+        "--input",
+        lowres_parquet,
+        "--output",
+        out,
+        "--chunk-size",
+        "100",
+        "--chunk-count",
+        "2",
+        "--resolution",
+        "2",
+        "--parent-resolutions",
+        "1,0",
+    ]
     proc = cli_run(*args, env={"JOB_COMPLETION_INDEX": "1"})
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "_done" / "chunk-00001.json").read_text())["start_row"] == 100
     proc = cli_run(*args, "--chunk-id", "5")
     assert proc.returncode == 0 and not (out / "_done" / "chunk-00005.json").exists()
-    bad = cli_run("hex", "--input", lowres_parquet, "--output", out, "--chunk-id", "0", "--chunk-size", "10",
-                  "--resolution", "16")
+    bad = cli_run(
+        "hex", "--input", lowres_parquet, "--output", out, "--chunk-id", "0", "--chunk-size", "10", "--resolution", "16"
+    )
     assert bad.returncode == 65 and "resolution" in bad.stderr
-    bad = cli_run("hex", "--input", lowres_parquet, "--output", out, "--chunk-id", "0", "--chunk-size", "10",
-                  "--resolution", "3", "--parent-resolutions", "5")
+    bad = cli_run(
+        "hex",
+        "--input",
+        lowres_parquet,
+        "--output",
+        out,
+        "--chunk-id",
+        "0",
+        "--chunk-size",
+        "10",
+        "--resolution",
+        "3",
+        "--parent-resolutions",
+        "5",
+    )
     assert bad.returncode == 65 and "finer" in bad.stderr
 
 
@@ -234,7 +261,7 @@ def test_s3_round_trip(lowres_parquet: str, s3: str, tmp_path: Path) -> None:
         hexstep.hex_chunk(lowres_parquet, str(local), i, 100, 2, (0,), chunk_count=2)
         hexstep.hex_chunk(src, f"{s3}/ds/chunks", i, 100, 2, (0,), chunk_count=2)
     remote = storage.list_prefix(f"{s3}/ds/chunks")
-    rel_remote = sorted(u[len(f"{s3}/ds/chunks/"):] for u in remote)
+    rel_remote = sorted(u[len(f"{s3}/ds/chunks/") :] for u in remote)
     rel_local = sorted(str(p.relative_to(local)).replace(os.sep, "/") for p in local.rglob("*") if p.is_file())
     assert rel_remote == rel_local
     for rel in rel_local:
@@ -284,8 +311,21 @@ def test_projected_input_is_refused(mercator_parquet: str, tmp_path: Path, cli_r
     with pytest.raises(DataError, match=r"CRS is EPSG:3857 .*not lon/lat"):
         hexstep.hex_chunk(mercator_parquet, str(out), 0, 1000, 3, (0,), last_chunk=True)
     assert not list(out.rglob("*.parquet"))
-    proc = cli_run("hex", "--input", mercator_parquet, "--output", out, "--chunk-id", "0", "--chunk-size", "1000",
-                   "--chunk-count", "1", "--resolution", "3")
+    proc = cli_run(
+        "hex",
+        "--input",
+        mercator_parquet,
+        "--output",
+        out,
+        "--chunk-id",
+        "0",
+        "--chunk-size",
+        "1000",
+        "--chunk-count",
+        "1",
+        "--resolution",
+        "3",
+    )
     assert proc.returncode == 65, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "EPSG:3857" in lines[0] and "not lon/lat" in lines[0], proc.stderr
@@ -295,8 +335,13 @@ def test_lonlat_crs_spellings_are_accepted(lowres_parquet: str, tmp_path: Path) 
     import pyproj
 
     ref = hexstep.hex_chunk(lowres_parquet, str(tmp_path / "ref"), 0, 1000, 2, (0,), last_chunk=True)
-    for name, crs in (("4326", pyproj.CRS("EPSG:4326").to_json_dict()), ("crs84", pyproj.CRS("OGC:CRS84").to_json_dict())):
-        src = _with_geo(lowres_parquet, tmp_path / f"{name}.parquet", lambda g, c=crs: g["columns"]["geometry"].update(crs=c))
+    for name, crs in (
+        ("4326", pyproj.CRS("EPSG:4326").to_json_dict()),
+        ("crs84", pyproj.CRS("OGC:CRS84").to_json_dict()),
+    ):
+        src = _with_geo(
+            lowres_parquet, tmp_path / f"{name}.parquet", lambda g, c=crs: g["columns"]["geometry"].update(crs=c)
+        )
         m = hexstep.hex_chunk(src, str(tmp_path / name), 0, 1000, 2, (0,), last_chunk=True)
         assert m["cells"] == ref["cells"] and m["parts"] == ref["parts"]
 

@@ -29,7 +29,9 @@ HEX_ARGS = ("--chunk-size", "50", "--chunk-count", "4", "--resolution", str(RES)
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("src") / "countries.parquet"
-    convert([str(data_file("naturalearth_lowres") / "naturalearth_lowres.shp")], str(out), ConvertOptions(row_group_size=40))
+    convert(
+        [str(data_file("naturalearth_lowres") / "naturalearth_lowres.shp")], str(out), ConvertOptions(row_group_size=40)
+    )
     return str(out)
 
 

@@ -210,7 +210,9 @@ def test_countries_antimeridian(countries_pmtiles: Any, archive: Any) -> None:
 def test_countries_via_cli(parquets: Any, tmp_path: Path, cli_run: Any, archive: Any) -> None:
     src = parquets("naturalearth_lowres")
     out = tmp_path / "out" / "world.pmtiles"
-    proc = cli_run("pmtiles", "--input", src, "--output", out, "--max-zoom", "2", "--min-zoom", "1", "--layer-name", "land")
+    proc = cli_run(
+        "pmtiles", "--input", src, "--output", out, "--max-zoom", "2", "--min-zoom", "1", "--layer-name", "land"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "land" in proc.stdout
     a = archive(out)
@@ -265,7 +267,9 @@ def test_earthquakes_3d_points(parquets: Any, tmp_path: Path, archive: Any) -> N
     table = pq.read_table(src)
     # convert writes 2D; make sure a 3D file (GeoParquet from elsewhere) is tiled as well
     geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
-    raw = shapely.from_geojson(json.dumps(json.loads(data_file("earthquakes.json").read_text())["features"][0]["geometry"]))
+    raw = shapely.from_geojson(
+        json.dumps(json.loads(data_file("earthquakes.json").read_text())["features"][0]["geometry"])
+    )
     assert shapely.has_z(raw)
     three_d = shapely.force_3d(geoms, 10.0)
     src3d = tmp_path / "quakes3d.parquet"
@@ -312,7 +316,11 @@ def test_attribute_types(tmp_path: Path, archive: Any) -> None:
             "geometry": pa.array(shapely.to_wkb(pts), pa.binary()),
         }
     )
-    geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}
+    geo = {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}},
+    }
     src = tmp_path / "types.parquet"
     pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), src)
     out = tmp_path / "types.pmtiles"
@@ -344,9 +352,15 @@ def test_projected_input_is_reprojected(tmp_path: Path, archive: Any) -> None:
 
     # Web Mercator point of Berlin
     x, y = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(13.4, 52.5)
-    table = pa.table({"_cng_fid": pa.array([1], pa.int64()), "geometry": pa.array([shapely.to_wkb(shapely.Point(x, y))])})
+    table = pa.table(
+        {"_cng_fid": pa.array([1], pa.int64()), "geometry": pa.array([shapely.to_wkb(shapely.Point(x, y))])}
+    )
     crs = pyproj.CRS("EPSG:3857").to_json_dict()
-    geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"], "crs": crs}}}
+    geo = {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"], "crs": crs}},
+    }
     src = tmp_path / "merc.parquet"
     pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), src)
     out = tmp_path / "merc.pmtiles"
@@ -495,7 +509,6 @@ def test_threads_env_is_a_power_of_two(parquets: Any, tmp_path: Path) -> None:
     assert nofile == "unlimited" or int(nofile) >= resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-
 def test_wait_for_input(parquets: Any, tmp_path: Path, archive: Any) -> None:
     """`--wait-for-input`: the plan may start pmtiles before convert has published its output."""
     import shutil
@@ -522,9 +535,7 @@ def test_unsplit_antimeridian_input_is_not_a_world_band(tmp_path: Path, archive:
 
     crossing = shapely.Polygon([(170, -20), (-170, -20), (-170, -10), (170, -10)])
     line = shapely.LineString([(175, 60), (-175, 62)])
-    table = pa.table(
-        {"_cng_fid": pa.array([1, 2], pa.int64()), "geometry": pa.array(shapely.to_wkb([crossing, line]))}
-    )
+    table = pa.table({"_cng_fid": pa.array([1, 2], pa.int64()), "geometry": pa.array(shapely.to_wkb([crossing, line]))})
     src = tmp_path / "wrap.parquet"
     pq.write_table(table, src)
     step.build_pmtiles(str(src), str(tmp_path / "wrap.pmtiles"), max_zoom=3)
@@ -573,7 +584,9 @@ def test_dense_data_stays_within_tile_limits(tmp_path: Path, archive: Any) -> No
         count = len(mapbox_vector_tile.decode(gzip.decompress(data))["dense"]["features"])
         assert 0 < count <= 200_000
     # the tile at the maximum zoom kept many points, but not all of them
-    assert max(len(mapbox_vector_tile.decode(gzip.decompress(d))["dense"]["features"]) for _, d in tiles if _[0] == 3) < n
+    assert (
+        max(len(mapbox_vector_tile.decode(gzip.decompress(d))["dense"]["features"]) for _, d in tiles if _[0] == 3) < n
+    )
     result_drops = result.accounting["dropped"]
     assert result.written < n and result_drops == {"dropped by tippecanoe": n - result.written}
 

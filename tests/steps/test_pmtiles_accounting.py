@@ -48,8 +48,14 @@ def test_features_beyond_web_mercator_are_counted_and_reported(tmp_path: Path, c
     """Points (and whole features) beyond ±85.0511° are not silently absent: a warning with the
     count and a reason in the archive's metadata; a polygon reaching past the limit is kept."""
     geoms = [
-        _pt(10, 0), _pt(10, 84), _pt(10, 85.05),  # inside
-        _pt(10, 85.06), _pt(10, 86), _pt(10, 89.9), _pt(10, -86), _pt(10, -90),  # beyond
+        _pt(10, 0),
+        _pt(10, 84),
+        _pt(10, 85.05),  # inside
+        _pt(10, 85.06),
+        _pt(10, 86),
+        _pt(10, 89.9),
+        _pt(10, -86),
+        _pt(10, -90),  # beyond
         _box(80, 88),  # partly beyond: kept (clipped)
         _box(86, 88),  # wholly beyond
         {"type": "LineString", "coordinates": [[0, 86], [20, 89]]},  # wholly beyond
@@ -61,7 +67,10 @@ def test_features_beyond_web_mercator_are_counted_and_reported(tmp_path: Path, c
         result = step.build_pmtiles(str(src), str(out), max_zoom=4)
     beyond = "latitude beyond ±85.0511 (Web Mercator)"
     assert result.accounting == {
-        "unit": "features", "read": 12, "written": 4, "dropped": {"null geometry": 1, beyond: 7},
+        "unit": "features",
+        "read": 12,
+        "written": 4,
+        "dropped": {"null geometry": 1, beyond: 7},
     }
     assert any("7 feature(s) lie wholly beyond ±85.0511° latitude" in r.getMessage() for r in caplog.records)
     # the record is in the archive, and the tiles hold exactly the features it says (ids = _cng_fid)
@@ -76,7 +85,9 @@ def test_features_beyond_web_mercator_are_counted_and_reported(tmp_path: Path, c
 
 def test_only_features_beyond_web_mercator_is_one_clear_error(tmp_path: Path) -> None:
     src = _convert(_geojson(tmp_path / "pole.geojson", [_pt(0, 89), _pt(5, -88)]), tmp_path / "pole.parquet")
-    with pytest.raises(DataError, match=r"no features with a geometry to tile \(2 rows, 2 wholly beyond ±85.0511° latitude\)"):
+    with pytest.raises(
+        DataError, match=r"no features with a geometry to tile \(2 rows, 2 wholly beyond ±85.0511° latitude\)"
+    ):
         step.build_pmtiles(str(src), str(tmp_path / "out" / "pole.pmtiles"), max_zoom=2)
     assert _leftovers(tmp_path / "out") == []
 
@@ -117,10 +128,13 @@ def test_mvt_id_reader_agrees_with_mapbox_vector_tile() -> None:
     from cng_datasets.steps.pmtiles_archive import mvt_feature_ids
 
     layers = [
-        {"name": "a", "features": [
-            {"geometry": "POINT(1 2)", "properties": {"k": "v" * 300, "n": i}, "id": fid}
-            for i, fid in enumerate([1, 300, 2**40])
-        ]},
+        {
+            "name": "a",
+            "features": [
+                {"geometry": "POINT(1 2)", "properties": {"k": "v" * 300, "n": i}, "id": fid}
+                for i, fid in enumerate([1, 300, 2**40])
+            ],
+        },
         {"name": "b", "features": [{"geometry": "POINT(3 4)", "properties": {}, "id": 7}]},
     ]
     data = mapbox_vector_tile.encode(layers)
@@ -135,10 +149,15 @@ def test_features_that_were_not_given_to_tippecanoe_fail_the_step(tmp_path: Path
     """The tiles hold an id that was never streamed (tippecanoe fed from elsewhere): refused, nothing published."""
     src = _convert(_geojson(tmp_path / "two.geojson", [_pt(1, 1), _pt(2, 2)]), tmp_path / "two.parquet")
     other = tmp_path / "other.geojsons"
-    other.write_text("\n".join(
-        json.dumps({"type": "Feature", "id": fid, "properties": {"n": 0, "_cng_fid": fid}, "geometry": _pt(1.5, 1.5)})
-        for fid in (1, 2, 999)
-    ) + "\n")
+    other.write_text(
+        "\n".join(
+            json.dumps(
+                {"type": "Feature", "id": fid, "properties": {"n": 0, "_cng_fid": fid}, "geometry": _pt(1.5, 1.5)}
+            )
+            for fid in (1, 2, 999)
+        )
+        + "\n"
+    )
     fake = _fake_tippecanoe(tmp_path, f'cat > /dev/null\nexec {step.find_tippecanoe()} "$@" {other}\n')
     out = tmp_path / "out" / "two.pmtiles"
     with pytest.raises(ToolError, match=r"holds 1 feature\(s\) at zoom 2 that were not given to it \(ids \[999\]\)"):

@@ -23,7 +23,9 @@ from tests.conftest import data_file
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("src") / "countries.parquet"
-    convert([str(data_file("naturalearth_lowres") / "naturalearth_lowres.shp")], str(out), ConvertOptions(row_group_size=40))
+    convert(
+        [str(data_file("naturalearth_lowres") / "naturalearth_lowres.shp")], str(out), ConvertOptions(row_group_size=40)
+    )
     return str(out)
 
 
@@ -179,11 +181,15 @@ def test_failure_midway_leaves_the_output_unpublished(source: str, tmp_path: Pat
     repartition(str(chunks), str(out), source)
     new = success(out)
     assert new["resolution"] == 4 and new != old
-    assert sorted(new["files"]) == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "_SUCCESS.json")
+    assert sorted(new["files"]) == sorted(
+        str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "_SUCCESS.json"
+    )
     assert check_hex(str(out), source)[0] == []
 
 
-def test_marker_removed_first_stale_files_removed_last(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_marker_removed_first_stale_files_removed_last(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chunks, out = tmp_path / "chunks", tmp_path / "hex"
     make_chunks(source, str(tmp_path / "c0"))
     repartition(str(tmp_path / "c0"), str(out), source)
@@ -226,8 +232,24 @@ def test_text_id_column_end_to_end(tmp_path: Path, cli_run) -> None:
     parquet, chunks, out = tmp_path / "countries.parquet", tmp_path / "chunks", tmp_path / "hex"
     cli_run("convert", src, parquet, "--id-column", "name", check=True)
     for i in range(2):
-        cli_run("hex", "--input", parquet, "--output", chunks, "--chunk-id", i, "--chunk-size", "100",
-                "--chunk-count", "2", "--resolution", "3", "--parent-resolutions", "1,0", check=True)
+        cli_run(
+            "hex",
+            "--input",
+            parquet,
+            "--output",
+            chunks,
+            "--chunk-id",
+            i,
+            "--chunk-size",
+            "100",
+            "--chunk-count",
+            "2",
+            "--resolution",
+            "3",
+            "--parent-resolutions",
+            "1,0",
+            check=True,
+        )
     marker = json.loads((chunks / "_done" / "chunk-00000.json").read_text())
     assert marker["id_column"] == "name" and marker["id_min"] is None
     cli_run("repartition", "--chunks", chunks, "--output", out, "--source", parquet, check=True)
@@ -315,15 +337,37 @@ def test_seed_style_chunks_without_a_count_are_complete(source: str, tmp_path: P
 
     chunks, out = tmp_path / "chunks", tmp_path / "hex"
     seed_chunks(source, chunks, range(5))  # 177 rows: chunks 0..3 hold them, 4 starts past the end
-    proc = cli_run("hex", "--input", source, "--output", chunks, "--chunk-size", "50", "--resolution", "3",
-                   "--parent-resolutions", "1,0", env={"JOB_COMPLETION_INDEX": "5"})
+    proc = cli_run(
+        "hex",
+        "--input",
+        source,
+        "--output",
+        chunks,
+        "--chunk-size",
+        "50",
+        "--resolution",
+        "3",
+        "--parent-resolutions",
+        "1,0",
+        env={"JOB_COMPLETION_INDEX": "5"},
+    )
     assert proc.returncode == 0, proc.stderr
     markers = {i: json.loads((chunks / "_done" / f"chunk-{i:05d}.json").read_text()) for i in range(6)}
     assert [(m["start_row"], m["end_row"]) for m in markers.values()] == [
-        (0, 50), (50, 100), (100, 150), (150, 177), (177, 177), (177, 177)
+        (0, 50),
+        (50, 100),
+        (100, 150),
+        (150, 177),
+        (177, 177),
+        (177, 177),
     ]
     assert not any(m["last"] for m in markers.values()) and all(m["chunk_count"] is None for m in markers.values())
-    assert markers[5]["parts"] == {} and markers[5]["accounting"] == {"unit": "features", "read": 0, "written": 0, "dropped": {}}
+    assert markers[5]["parts"] == {} and markers[5]["accounting"] == {
+        "unit": "features",
+        "read": 0,
+        "written": 0,
+        "dropped": {},
+    }
 
     proc = cli_run("repartition", "--chunks", chunks, "--output", out, "--source", source)
     assert proc.returncode == 0, proc.stderr
@@ -348,12 +392,16 @@ def test_seed_style_gap_names_the_rows_and_the_chunk(source: str, tmp_path: Path
     seed_chunks(source, chunks, [0, 1, 3, 4])
     proc = cli_run("repartition", "--chunks", chunks, "--output", out, "--source", source)
     assert proc.returncode == 65
-    assert "missing 1 hex chunk(s): chunk 2 (_done/chunk-00002.json) (source rows 100..149 are in no chunk)" in proc.stderr
+    assert (
+        "missing 1 hex chunk(s): chunk 2 (_done/chunk-00002.json) (source rows 100..149 are in no chunk)" in proc.stderr
+    )
     assert not out.exists() and (chunks / "_done" / "chunk-00000.json").exists()
     # and a gap at the end: the last chunk of a seed-style run is just one more index
     (chunks / "_done" / "chunk-00003.json").unlink()
     seed_chunks(source, chunks, [2])
-    with pytest.raises(IncompleteOutputError, match=r"chunk 3 \(_done/chunk-00003.json\) \(source rows 150..176 are in no chunk\)"):
+    with pytest.raises(
+        IncompleteOutputError, match=r"chunk 3 \(_done/chunk-00003.json\) \(source rows 150..176 are in no chunk\)"
+    ):
         repartition(str(chunks), str(out), source)
 
 
@@ -390,14 +438,26 @@ def test_accounting_is_recorded_checked_and_published(tmp_path: Path) -> None:
     point each get a cell; a marker that does not add up stops repartition before any output."""
     feats = [
         {"type": "Feature", "properties": {"k": "null"}, "geometry": None},
-        {"type": "Feature", "properties": {"k": "tiny"},
-         "geometry": {"type": "Polygon", "coordinates": [[[10, 10], [10.000001, 10], [10.000001, 10.000001], [10, 10]]]}},
-        {"type": "Feature", "properties": {"k": "zero-length line"},
-         "geometry": {"type": "LineString", "coordinates": [[3, 3], [3, 3]]}},
+        {
+            "type": "Feature",
+            "properties": {"k": "tiny"},
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[10, 10], [10.000001, 10], [10.000001, 10.000001], [10, 10]]],
+            },
+        },
+        {
+            "type": "Feature",
+            "properties": {"k": "zero-length line"},
+            "geometry": {"type": "LineString", "coordinates": [[3, 3], [3, 3]]},
+        },
         {"type": "Feature", "properties": {"k": "null"}, "geometry": None},
         {"type": "Feature", "properties": {"k": "point"}, "geometry": {"type": "Point", "coordinates": [-70, -30]}},
-        {"type": "Feature", "properties": {"k": "box"},
-         "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 5], [0, 0]]]}},
+        {
+            "type": "Feature",
+            "properties": {"k": "box"},
+            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 5], [0, 0]]]},
+        },
     ]
     src = tmp_path / "f.geojson"
     src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
@@ -417,7 +477,9 @@ def test_accounting_is_recorded_checked_and_published(tmp_path: Path) -> None:
     bad = json.loads(good)
     bad["accounting"]["written"] = 3
     path.write_text(json.dumps(bad))
-    with pytest.raises(IncompleteOutputError, match="chunk 1: 3 features read, 3 written and 1 dropped .*-1 unaccounted"):
+    with pytest.raises(
+        IncompleteOutputError, match="chunk 1: 3 features read, 3 written and 1 dropped .*-1 unaccounted"
+    ):
         repartition(str(chunks), str(out), str(parquet))
     assert not out.exists()
     path.write_text(good)
@@ -436,10 +498,15 @@ def test_empty_geometries_are_dropped_with_their_reason(tmp_path: Path) -> None:
 
     path, chunks, out = tmp_path / "x.parquet", tmp_path / "chunks", tmp_path / "hex"
     wkb = [shapely.to_wkb(shapely.Point(1, 1)), shapely.to_wkb(shapely.from_wkt("POLYGON EMPTY")), None]
-    pq.write_table(pa.table({"_cng_fid": pa.array([1, 2, 3], pa.int64()), "geometry": pa.array(wkb, pa.binary())}), path)
+    pq.write_table(
+        pa.table({"_cng_fid": pa.array([1, 2, 3], pa.int64()), "geometry": pa.array(wkb, pa.binary())}), path
+    )
     m = hexstep.hex_chunk(str(path), str(chunks), 0, 10, 2, (0,))
     assert m["accounting"] == {
-        "unit": "features", "read": 3, "written": 1, "dropped": {"empty geometry": 1, "null geometry": 1}
+        "unit": "features",
+        "read": 3,
+        "written": 1,
+        "dropped": {"empty geometry": 1, "null geometry": 1},
     }
     repartition(str(chunks), str(out), str(path))
     assert success(out)["accounting"]["dropped"] == {"empty geometry": 1, "null geometry": 1}

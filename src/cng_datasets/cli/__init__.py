@@ -25,7 +25,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("cng_datasets.cli.cluster", "status", "Show the state of a submitted workflow."),
     "logs": ("cng_datasets.cli.cluster", "logs", "Show the logs of a workflow step."),
     "cleanup": ("cng_datasets.cli.cluster", "cleanup", "Delete a workflow's Jobs and PVC (and data)."),
-    "receive-yamls": ("cng_datasets.cli.cluster", "receive_yamls", "Wait for the workflow YAMLs to arrive (upload pod)."),
+    "receive-yamls": (
+        "cng_datasets.cli.cluster",
+        "receive_yamls",
+        "Wait for the workflow YAMLs to arrive (upload pod).",
+    ),
 }
 
 

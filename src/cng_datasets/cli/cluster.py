@@ -30,13 +30,24 @@ def _connect(context: str | None = None) -> KubeApi:
 
 
 @click.command("orchestrate")
-@click.option("--yamls", required=True, type=click.Path(file_okay=False),
-              help="Folder with plan.json and the step Job YAMLs.")
+@click.option(
+    "--yamls", required=True, type=click.Path(file_okay=False), help="Folder with plan.json and the step Job YAMLs."
+)
 @click.option("--namespace", default=None, help="Namespace of the Jobs (default: this pod's namespace).")
-@click.option("--poll-interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds between status checks.")
-@click.option("--heartbeat", default=300.0, show_default=True, type=click.FloatRange(min=1),
-              help="Repeat an unchanged progress line after this many seconds.")
+@click.option(
+    "--poll-interval",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between status checks.",
+)
+@click.option(
+    "--heartbeat",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Repeat an unchanged progress line after this many seconds.",
+)
 @handle_errors
 def orchestrate(yamls: str, namespace: str | None, poll_interval: float, heartbeat: float) -> None:
     """Create the workflow's Jobs in the order of plan.json and wait for them (runs in the cluster).
@@ -60,13 +71,24 @@ def orchestrate(yamls: str, namespace: str | None, poll_interval: float, heartbe
 @click.command("submit")
 @_DIR
 @_CONTEXT
-@click.option("--retry-failed", is_flag=True,
-              help="Delete the failed Jobs of an earlier run and run them again (completed steps are kept).")
-@click.option("--replace-stale", is_flag=True,
-              help="Delete the Jobs an earlier run with other settings left (spec-hash differs from DIR's) "
-                   "and run them again; Jobs that match DIR are kept.")
-@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds to wait for the upload pod.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Delete the failed Jobs of an earlier run and run them again (completed steps are kept).",
+)
+@click.option(
+    "--replace-stale",
+    is_flag=True,
+    help="Delete the Jobs an earlier run with other settings left (spec-hash differs from DIR's) "
+    "and run them again; Jobs that match DIR are kept.",
+)
+@click.option(
+    "--timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for the upload pod.",
+)
 @handle_errors
 def submit(directory: str, context: str | None, retry_failed: bool, replace_stale: bool, timeout: float) -> None:
     """Start the workflow written to DIR by `cng-datasets workflow` on the cluster.
@@ -80,8 +102,7 @@ def submit(directory: str, context: str | None, retry_failed: bool, replace_stal
     from cng_datasets.k8s.submit import submit as run
 
     wf = load_workflow(directory)
-    run(_connect(context), wf, retry_failed=retry_failed, replace_stale=replace_stale, timeout=timeout,
-        echo=click.echo)
+    run(_connect(context), wf, retry_failed=retry_failed, replace_stale=replace_stale, timeout=timeout, echo=click.echo)
 
 
 @click.command("status")
@@ -106,8 +127,9 @@ def status(directory: str, context: str | None) -> None:
 @_DIR
 @click.argument("step", required=False)
 @_CONTEXT
-@click.option("--tail", default=200, show_default=True, type=click.IntRange(min=0),
-              help="Last lines per pod (0: everything).")
+@click.option(
+    "--tail", default=200, show_default=True, type=click.IntRange(min=0), help="Last lines per pod (0: everything)."
+)
 @click.option("--max-pods", default=5, show_default=True, type=click.IntRange(min=1), help="Pods to show.")
 @handle_errors
 def logs(directory: str, step: str | None, context: str | None, tail: int, max_pods: int) -> None:
@@ -148,10 +170,16 @@ def cleanup(directory: str, context: str | None, data: bool, yes: bool) -> None:
 @click.command("receive-yamls")
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False), help="Where the files go.")
 @click.option("--expect", default="", help="Comma-separated file names to wait for.")
-@click.option("--timeout", default=3600.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds to wait before failing.")
-@click.option("--stable-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0),
-              help="Without a .complete marker: how long every file must keep its size.")
+@click.option(
+    "--timeout", default=3600.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait before failing."
+)
+@click.option(
+    "--stable-seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Without a .complete marker: how long every file must keep its size.",
+)
 @click.option("--put", "put_name", default=None, help="Store one file (used by `submit` through exec).")
 @click.option("--content-b64", default=None, help="Base64 content for --put.")
 @click.option("--part", default=1, type=click.IntRange(min=1), help="Part number for --put.")
@@ -160,8 +188,16 @@ def cleanup(directory: str, context: str | None, data: bool, yes: bool) -> None:
 @click.option("--complete", "mark_complete", is_flag=True, help="Mark the upload complete (used by `submit`).")
 @handle_errors
 def receive_yamls(
-    directory: str, expect: str, timeout: float, stable_seconds: float, put_name: str | None,
-    content_b64: str | None, part: int, parts: int, sha256: str | None, mark_complete: bool,
+    directory: str,
+    expect: str,
+    timeout: float,
+    stable_seconds: float,
+    put_name: str | None,
+    content_b64: str | None,
+    part: int,
+    parts: int,
+    sha256: str | None,
+    mark_complete: bool,
 ) -> None:
     """Wait until the workflow YAMLs have arrived in --dir (the upload pod's command)."""
     from cng_datasets.errors import UsageError

@@ -72,7 +72,9 @@ def handle_errors(func: F) -> F:
             if os.environ.get("CNG_DATASETS_DEBUG"):
                 traceback.print_exc()
             first = first_line(err, "")
-            click.echo(f"error: unexpected {type(err).__name__}: {first} (set CNG_DATASETS_DEBUG=1 for details)", err=True)
+            click.echo(
+                f"error: unexpected {type(err).__name__}: {first} (set CNG_DATASETS_DEBUG=1 for details)", err=True
+            )
             sys.exit(EXIT_FAILURE)
 
     return cast(F, wrapper)  # functools.wraps keeps the signature

@@ -24,11 +24,20 @@ from cng_datasets.cli.common import handle_errors
 @click.option("--lat-column", help="CSV latitude column (auto-detected otherwise).")
 @click.option("--lon-column", help="CSV longitude column (auto-detected otherwise).")
 @click.option("--encoding", help="Text encoding of Shapefiles without .cpg (detected otherwise).")
-@click.option("--on-invalid", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-              help="Features whose geometry is unusable (bad CSV coordinates, out of range, unreadable): "
-                   "fail, or skip them and list them in DEST's .skipped.csv.")
-@click.option("--expect-features", type=click.IntRange(min=0), default=None,
-              help="Fail unless the sources hold exactly this many features.")
+@click.option(
+    "--on-invalid",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="Features whose geometry is unusable (bad CSV coordinates, out of range, unreadable): "
+    "fail, or skip them and list them in DEST's .skipped.csv.",
+)
+@click.option(
+    "--expect-features",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Fail unless the sources hold exactly this many features.",
+)
 @click.option("--quiet", is_flag=True, help="Only errors and warnings.")
 @handle_errors
 def convert(sources: tuple[str, ...], dest: str, quiet: bool, row_group_mb: int, **kwargs: Any) -> None:

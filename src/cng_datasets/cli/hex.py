@@ -26,7 +26,9 @@ from cng_datasets.cli.common import INT_LIST, handle_errors
     "Optional: without it every chunk reads M rows (one past the end writes an empty marker).",
 )
 @click.option("--last-chunk", is_flag=True, help="This chunk reads from its start to the end of the file.")
-@click.option("--resolution", type=int, default=10, show_default=True, help="H3 resolution R of the h<R> column (0..15).")
+@click.option(
+    "--resolution", type=int, default=10, show_default=True, help="H3 resolution R of the h<R> column (0..15)."
+)
 @click.option(
     "--parent-resolutions",
     type=INT_LIST,

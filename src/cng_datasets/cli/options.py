@@ -42,7 +42,10 @@ def workflow_options(func: F) -> F:
     options = [
         click.option("--dataset", required=True, help="Dataset name; may contain '/' for nested output paths."),
         click.option(
-            "--source-url", "source_urls", required=True, multiple=True,
+            "--source-url",
+            "source_urls",
+            required=True,
+            multiple=True,
             help="Source file or URL (local, s3://, https://); repeat for several sources.",
         ),
         click.option("--bucket", required=True, help="Output bucket (name or s3://bucket/prefix)."),
@@ -52,28 +55,58 @@ def workflow_options(func: F) -> F:
         click.option("--lon-column", default=None, help="CSV longitude column (auto-detected otherwise)."),
         click.option("--encoding", default=None, help="Text encoding of Shapefiles without .cpg (detected otherwise)."),
         click.option("--source-crs", default=None, help="CRS of the sources, overriding their metadata."),
-        click.option("--on-invalid", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-                     help="Features whose geometry is unusable: fail, or skip and list them (convert)."),
-        click.option("--expect-features", type=click.IntRange(min=0), default=None,
-                     help="Fail convert unless the sources hold exactly this many features."),
+        click.option(
+            "--on-invalid",
+            type=click.Choice(["fail", "skip"]),
+            default="fail",
+            show_default=True,
+            help="Features whose geometry is unusable: fail, or skip and list them (convert).",
+        ),
+        click.option(
+            "--expect-features",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Fail convert unless the sources hold exactly this many features.",
+        ),
         click.option("--h3-resolution", type=click.IntRange(0, 15), default=10, show_default=True),
         click.option(
-            "--parent-resolutions", type=INT_LIST, default="9,8,0", show_default=True,
+            "--parent-resolutions",
+            type=INT_LIST,
+            default="9,8,0",
+            show_default=True,
             help="Comma-separated parent H3 resolutions.",
         ),
         click.option("--containment", type=click.Choice(CONTAINMENT_MODES), default="center", show_default=True),
         click.option("--max-zoom", type=click.IntRange(0, 24), default=None, help="Max tile zoom [h3-resolution + 3]."),
         click.option("--min-zoom", type=click.IntRange(0, 24), default=None),
-        click.option("--max-completions", type=click.IntRange(min=1), default=200, show_default=True,
-                     help="Most hex chunks."),
-        click.option("--max-parallelism", type=click.IntRange(min=1), default=50, show_default=True,
-                     help="Most hex chunks at once."),
-        click.option("--chunk-size", type=click.IntRange(min=1), default=None,
-                     help="Features per hex chunk (default: chosen from the feature count)."),
-        click.option("--count-timeout", type=click.FloatRange(min=0), default=DEFAULT_COUNT_TIMEOUT,
-                     show_default=True, help="Seconds to spend counting the source features."),
-        click.option("--s3-endpoint", default=None,
-                     help="S3 endpoint URL of the outputs, e.g. http://rook-ceph-rgw:80 (path-style); default AWS."),
+        click.option(
+            "--max-completions", type=click.IntRange(min=1), default=200, show_default=True, help="Most hex chunks."
+        ),
+        click.option(
+            "--max-parallelism",
+            type=click.IntRange(min=1),
+            default=50,
+            show_default=True,
+            help="Most hex chunks at once.",
+        ),
+        click.option(
+            "--chunk-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Features per hex chunk (default: chosen from the feature count).",
+        ),
+        click.option(
+            "--count-timeout",
+            type=click.FloatRange(min=0),
+            default=DEFAULT_COUNT_TIMEOUT,
+            show_default=True,
+            help="Seconds to spend counting the source features.",
+        ),
+        click.option(
+            "--s3-endpoint",
+            default=None,
+            help="S3 endpoint URL of the outputs, e.g. http://rook-ceph-rgw:80 (path-style); default AWS.",
+        ),
         click.option("--s3-region", default=None, help="S3 region (AWS_REGION)."),
     ]
     return _apply(func, options)
@@ -85,30 +118,67 @@ def kubernetes_options(func: F) -> F:
         click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace (must exist)."),
         click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Container image of the Jobs."),
         click.option("--s3-secret", default="aws", show_default=True, help="Secret that holds the S3 keys."),
-        click.option("--s3-access-key-key", default="AWS_ACCESS_KEY_ID", show_default=True,
-                     help="Key of the access key id in --s3-secret."),
-        click.option("--s3-secret-key-key", default="AWS_SECRET_ACCESS_KEY", show_default=True,
-                     help="Key of the secret access key in --s3-secret."),
-        click.option("--k8s-version", default=DEFAULT_K8S_VERSION, show_default=True,
-                     help="Kubernetes version whose API the manifests target."),
+        click.option(
+            "--s3-access-key-key",
+            default="AWS_ACCESS_KEY_ID",
+            show_default=True,
+            help="Key of the access key id in --s3-secret.",
+        ),
+        click.option(
+            "--s3-secret-key-key",
+            default="AWS_SECRET_ACCESS_KEY",
+            show_default=True,
+            help="Key of the secret access key in --s3-secret.",
+        ),
+        click.option(
+            "--k8s-version",
+            default=DEFAULT_K8S_VERSION,
+            show_default=True,
+            help="Kubernetes version whose API the manifests target.",
+        ),
     ]
     for step in STEPS:
         d = DEFAULT_RESOURCES[step]
         options += [
             click.option(f"--{step}-cpu", default=d.cpu, show_default=True, help=f"CPU of each {step} pod."),
             click.option(f"--{step}-memory", default=d.memory, show_default=True, help=f"Memory of each {step} pod."),
-            click.option(f"--{step}-ephemeral-storage", default=d.ephemeral_storage, show_default=True,
-                         help=f"Local disk of each {step} pod."),
+            click.option(
+                f"--{step}-ephemeral-storage",
+                default=d.ephemeral_storage,
+                show_default=True,
+                help=f"Local disk of each {step} pod.",
+            ),
         ]
     return _apply(func, options)
 
 
 #: WorkflowConfig fields filled directly from same-named options.
 _DIRECT = (
-    "dataset", "bucket", "layer", "id_column", "h3_resolution", "containment", "max_zoom", "min_zoom",
-    "max_completions", "max_parallelism", "chunk_size", "s3_endpoint", "s3_region", "namespace", "image",
-    "s3_secret", "s3_access_key_key", "s3_secret_key_key", "k8s_version",
-    "lat_column", "lon_column", "encoding", "source_crs", "on_invalid", "expect_features",
+    "dataset",
+    "bucket",
+    "layer",
+    "id_column",
+    "h3_resolution",
+    "containment",
+    "max_zoom",
+    "min_zoom",
+    "max_completions",
+    "max_parallelism",
+    "chunk_size",
+    "s3_endpoint",
+    "s3_region",
+    "namespace",
+    "image",
+    "s3_secret",
+    "s3_access_key_key",
+    "s3_secret_key_key",
+    "k8s_version",
+    "lat_column",
+    "lon_column",
+    "encoding",
+    "source_crs",
+    "on_invalid",
+    "expect_features",
 )
 
 

@@ -16,8 +16,16 @@ from cng_datasets.cli.common import handle_errors
 from cng_datasets.cli.options import config_from_options, kubernetes_options, workflow_options
 
 #: Options accepted for symmetry with `workflow` but meaningless on one machine (hidden in --help).
-_K8S_ONLY = {"namespace", "image", "s3_secret", "s3_access_key_key", "s3_secret_key_key", "k8s_version",
-             "max_parallelism", "count_timeout"}
+_K8S_ONLY = {
+    "namespace",
+    "image",
+    "s3_secret",
+    "s3_access_key_key",
+    "s3_secret_key_key",
+    "k8s_version",
+    "max_parallelism",
+    "count_timeout",
+}
 
 
 def local_root(bucket: str) -> str:
@@ -96,13 +104,17 @@ class Display:
         p = self.progress
         parts = []
         for s in p.steps:
-            mark = {"pending": " ", "running": "…", "done": "✓", "skipped": "✓", "failed": "✗"}[p.state.get(s, "pending")]
+            mark = {"pending": " ", "running": "…", "done": "✓", "skipped": "✓", "failed": "✗"}[
+                p.state.get(s, "pending")
+            ]
             parts.append(f"{s}{mark}")
         line = " ".join(parts)
         if p.chunks_total:
             line += f" | chunks {p.chunks_done}/{p.chunks_total}"
         if p.features is not None:
-            line += f" | features {p.features_hexed:,}/{p.features:,}" if p.chunks_total else f" | {p.features:,} features"
+            line += (
+                f" | features {p.features_hexed:,}/{p.features:,}" if p.chunks_total else f" | {p.features:,} features"
+            )
         if p.cells:
             line += f" | cells {p.cells:,}"
         line += f" | {_fmt_seconds(p.elapsed())}"
@@ -189,7 +201,14 @@ def summary_table(summary: Any) -> str:
         if s.name == "hex" and s.status == "ran":
             extra = f"{s.chunks_run} chunk(s) run, {s.chunks_skipped} resumed"
         status = s.status if s.status == "ran" else "skipped (done earlier)"
-        rows.append((s.name, status, _fmt_seconds(s.seconds, True) if s.status == "ran" else f"({_fmt_seconds(s.seconds, True)})", extra))
+        rows.append(
+            (
+                s.name,
+                status,
+                _fmt_seconds(s.seconds, True) if s.status == "ran" else f"({_fmt_seconds(s.seconds, True)})",
+                extra,
+            )
+        )
     rows.append(("total", "", _fmt_seconds(summary.seconds, True), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -217,11 +236,16 @@ def _terminate_like_ctrl_c() -> Iterator[None]:
 @click.command("run")
 @workflow_options
 @kubernetes_options
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Processes at once (hex chunks and pmtiles).  [default: CPUs available]")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes at once (hex chunks and pmtiles).  [default: CPUs available]",
+)
 @click.option("--force", is_flag=True, help="Recompute everything, ignoring what earlier runs finished.")
-@click.option("--wait", is_flag=True,
-              help="If another run is writing this dataset, wait for it to end instead of stopping.")
+@click.option(
+    "--wait", is_flag=True, help="If another run is writing this dataset, wait for it to end instead of stopping."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress; only errors, warnings and the output locations.")
 @handle_errors
 def run(workers: int | None, force: bool, wait: bool, quiet: bool, **kwargs: Any) -> None:
@@ -295,8 +319,9 @@ for _p in run.params:
 @click.argument("dest")
 @click.option("--dataset", required=True, help="Dataset name, as given to `run` / `workflow`.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only problems.")
-@click.option("--skip-source-count", is_flag=True,
-              help="Do not re-count the features of the source(s) (e.g. large remote files).")
+@click.option(
+    "--skip-source-count", is_flag=True, help="Do not re-count the features of the source(s) (e.g. large remote files)."
+)
 @handle_errors
 def validate(dest: str, dataset: str, quiet: bool, skip_source_count: bool) -> None:
     """Check the three outputs of DATASET below DEST (a local directory or s3://bucket/prefix).

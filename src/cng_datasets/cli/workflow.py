@@ -19,11 +19,15 @@ log = logging.getLogger(LOGGER_NAME)
 @workflow_options
 @kubernetes_options
 @click.option(
-    "--output-dir", required=True, type=click.Path(file_okay=False, writable=True),
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False, writable=True),
     help="Folder for the manifests and their README (created if missing).",
 )
 @click.option(
-    "--feature-count", type=click.IntRange(min=0), default=None,
+    "--feature-count",
+    type=click.IntRange(min=0),
+    default=None,
     help="Number of source features, when known (skips counting).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
@@ -59,7 +63,10 @@ def workflow(output_dir: str, feature_count: int | None, count_timeout: float, q
     ch = plan.chunking
     counted = f"{ch.feature_count:,} features" if ch.feature_count is not None else "features not counted"
     log.info(
-        "hex: %d chunk(s) of %s features, %d in parallel (%s)", ch.completions, f"{ch.chunk_size:,}", ch.parallelism,
+        "hex: %d chunk(s) of %s features, %d in parallel (%s)",
+        ch.completions,
+        f"{ch.chunk_size:,}",
+        ch.parallelism,
         counted,
     )
     log.info("wrote %d files to %s; see %s", len(files), out, out / manifests.README_FILE)

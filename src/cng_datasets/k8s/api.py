@@ -34,8 +34,17 @@ from cng_datasets.errors import (  # the API's errors, importable from here as b
 )
 
 __all__ = [
-    "KINDS", "AlreadyExists", "Forbidden", "Kind", "KubeApi", "NamespaceMissing", "NotFound", "connect",
-    "in_cluster_namespace", "map_api_error", "plain",
+    "KINDS",
+    "AlreadyExists",
+    "Forbidden",
+    "Kind",
+    "KubeApi",
+    "NamespaceMissing",
+    "NotFound",
+    "connect",
+    "in_cluster_namespace",
+    "map_api_error",
+    "plain",
 ]
 
 SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -163,7 +172,9 @@ class KubeApi:
         method: Callable[..., Any] = getattr(getattr(self, k.api), f"{op}_{k.suffix}")
         return method
 
-    def _call(self, verb: str, kind: str, namespace: str, name: str | None, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+    def _call(
+        self, verb: str, kind: str, namespace: str, name: str | None, fn: Callable[..., Any], *a: Any, **kw: Any
+    ) -> Any:
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -187,7 +198,9 @@ class KubeApi:
         """The object, or ``None`` if it does not exist."""
         try:
             return _json_object(
-                self._call("get", kind, namespace, name, self._method(kind, "read"), name, namespace, _preload_content=False)
+                self._call(
+                    "get", kind, namespace, name, self._method(kind, "read"), name, namespace, _preload_content=False
+                )
             )
         except NamespaceMissing:
             return None
@@ -204,14 +217,26 @@ class KubeApi:
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create ``body``; raises :class:`AlreadyExists` if its name is taken."""
         kind, name = body["kind"], body["metadata"]["name"]
-        return _json_object(self._call("create", kind, namespace, name, self._method(kind, "create"), namespace, body,
-                                       _preload_content=False))
+        return _json_object(
+            self._call(
+                "create", kind, namespace, name, self._method(kind, "create"), namespace, body, _preload_content=False
+            )
+        )
 
     def replace(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         kind, name = body["kind"], body["metadata"]["name"]
         return _json_object(
-            self._call("update", kind, namespace, name, self._method(kind, "replace"), name, namespace, body,
-                       _preload_content=False)
+            self._call(
+                "update",
+                kind,
+                namespace,
+                name,
+                self._method(kind, "replace"),
+                name,
+                namespace,
+                body,
+                _preload_content=False,
+            )
         )
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
@@ -238,7 +263,9 @@ class KubeApi:
         data = getattr(out, "data", out)
         return data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
 
-    def exec(self, namespace: str, pod: str, argv: Iterable[str], container: str | None = None, timeout: float = 120) -> str:
+    def exec(
+        self, namespace: str, pod: str, argv: Iterable[str], container: str | None = None, timeout: float = 120
+    ) -> str:
         """Run ``argv`` in ``pod`` (no stdin, no tty); return its stdout, raise on a non-zero exit."""
         if self._stream is None:
             raise ClusterError("exec is not available (no stream function)")
@@ -246,8 +273,16 @@ class KubeApi:
         if container:
             kw["container"] = container
         resp = self._call(
-            "create", "Pod", namespace, pod, self._stream, self.core.connect_get_namespaced_pod_exec, pod, namespace,
-            _preload_content=False, **kw,
+            "create",
+            "Pod",
+            namespace,
+            pod,
+            self._stream,
+            self.core.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            _preload_content=False,
+            **kw,
         )
         try:
             self._call("create", "Pod", namespace, pod, resp.run_forever, timeout=timeout)

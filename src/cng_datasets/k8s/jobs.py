@@ -207,7 +207,8 @@ def failure_report(
     if state.failed_indexes:
         lines.append(f"  failed indexes: {state.failed_indexes}")
     pods = [
-        p for p in api.list("Pod", namespace, label_selector=job_pods(job_name))
+        p
+        for p in api.list("Pod", namespace, label_selector=job_pods(job_name))
         if (p.get("status") or {}).get("phase") == "Failed"
     ]
     pods = sort_pods_failing_first(pods)
@@ -248,7 +249,10 @@ class Polled(Generic[T]):
 
 
 def poll_until(
-    check: Callable[[], T | None], timeout: float, sleep: Callable[[float], None], poll: float,
+    check: Callable[[], T | None],
+    timeout: float,
+    sleep: Callable[[float], None],
+    poll: float,
     clock: Callable[[], float],
 ) -> Polled[T]:
     """Call ``check`` every ``poll`` seconds until it answers something truthy or ``timeout``
@@ -274,8 +278,13 @@ class WaitOutcome:
 
 
 def wait_for_jobs(
-    api: KubeApi, namespace: str, jobs: Iterable[str], timeout: float, sleep: Callable[[float], None],
-    poll: float, clock: Callable[[], float],
+    api: KubeApi,
+    namespace: str,
+    jobs: Iterable[str],
+    timeout: float,
+    sleep: Callable[[float], None],
+    poll: float,
+    clock: Callable[[], float],
 ) -> WaitOutcome:
     """Wait until each of ``jobs`` is complete or failed (a missing Job counts as not finished)."""
     names = list(jobs)

@@ -129,9 +129,7 @@ def check_config(config: WorkflowConfig) -> None:
         raise UsageError(f"--bucket {config.bucket!r}: Kubernetes Jobs need an S3 bucket, not a local directory")
     for url in config.source_urls:
         if not url.lower().startswith(("http://", "https://", "s3://", "/vsi")):
-            raise UsageError(
-                f"--source-url {url!r}: a pod cannot read a local file; give an http(s):// or s3:// URL"
-            )
+            raise UsageError(f"--source-url {url!r}: a pod cannot read a local file; give an http(s):// or s3:// URL")
 
 
 # ---- labels -------------------------------------------------------------------------------
@@ -400,8 +398,14 @@ def _infra_job(
 def upload_argv() -> tuple[str, ...]:
     """``cng-datasets receive-yamls``: wait until the Job files and the plan are on the PVC, then exit 0."""
     return (
-        PROGRAM, "receive-yamls", "--dir", YAMLS_MOUNT,
-        "--expect", ",".join(UPLOADED_FILES), "--timeout", str(UPLOAD_TIMEOUT),
+        PROGRAM,
+        "receive-yamls",
+        "--dir",
+        YAMLS_MOUNT,
+        "--expect",
+        ",".join(UPLOADED_FILES),
+        "--timeout",
+        str(UPLOAD_TIMEOUT),
     )
 
 
@@ -503,7 +507,7 @@ def _readme_by_hand(plan: Plan, d: str) -> str:
     ns = c.namespace
     job = {k: names.job_name(c.dataset, k) for k in names.JOB_SUFFIXES}
     pvc = names.pvc_name(c.dataset)
-    cps = "\n".join(f"kubectl cp {d}/{f} \"$POD\":{YAMLS_MOUNT}/ -n {ns}" for f in UPLOADED_FILES)
+    cps = "\n".join(f'kubectl cp {d}/{f} "$POD":{YAMLS_MOUNT}/ -n {ns}' for f in UPLOADED_FILES)
     t = ACTIVE_DEADLINE_SECONDS
     return f"""## Complete workflow with kubectl
 

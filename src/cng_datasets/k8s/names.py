@@ -44,6 +44,7 @@ def job_file(step: str) -> str:
     """The file of the Job of plan step ``step`` in a workflow folder (and on the PVC)."""
     return f"{step}-job.yaml"
 
+
 #: Longest label value / DNS label (RFC 1123).
 MAX_LABEL = 63
 #: Longest base name so that every Job name (a label value of its pods) and the PVC name

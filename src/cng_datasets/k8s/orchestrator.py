@@ -61,8 +61,9 @@ class _Tracked:
 class _Orchestrator:
     """One pass of the workflow over the steps of the plan (in its order)."""
 
-    def __init__(self, api: KubeApi, namespace: str, steps: list[StepJob], heartbeat: float,
-                 now: Callable[[], float]) -> None:
+    def __init__(
+        self, api: KubeApi, namespace: str, steps: list[StepJob], heartbeat: float, now: Callable[[], float]
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.heartbeat = heartbeat
@@ -78,8 +79,11 @@ class _Orchestrator:
 
     def check_none_stale(self) -> None:
         """Before creating anything: a Job left by a run with other settings must not be skipped."""
-        stale = [s for t in self.tracked.values()
-                 if (s := self._stale(t, self.api.get("Job", self.namespace, t.job.name))) is not None]
+        stale = [
+            s
+            for t in self.tracked.values()
+            if (s := self._stale(t, self.api.get("Job", self.namespace, t.job.name))) is not None
+        ]
         if stale:
             raise spechash.stale_error(self.namespace, stale)
 
@@ -87,8 +91,11 @@ class _Orchestrator:
         """Start every Job whose dependencies are complete, or adopt the one that exists; a stale
         one among them stops the workflow before any of them is created."""
         while True:  # an adopted complete Job makes its dependents ready at once
-            ready = [t for t in self.tracked.values()
-                     if not t.started and all(self.tracked[d].state.phase == "complete" for d in t.job.depends_on)]
+            ready = [
+                t
+                for t in self.tracked.values()
+                if not t.started and all(self.tracked[d].state.phase == "complete" for d in t.job.depends_on)
+            ]
             if not ready:
                 return
             existing = {t.job.step: self.api.get("Job", self.namespace, t.job.name) for t in ready}
@@ -172,8 +179,10 @@ def orchestrate(
     run = _Orchestrator(api, namespace, load_step_jobs(yamls), heartbeat, now or time.time)
     run.say(
         f"workflow in namespace {namespace}: "
-        + ", ".join(t.job.step + (f" (after {'+'.join(t.job.depends_on)})" if t.job.depends_on else "")
-                    for t in run.tracked.values())
+        + ", ".join(
+            t.job.step + (f" (after {'+'.join(t.job.depends_on)})" if t.job.depends_on else "")
+            for t in run.tracked.values()
+        )
     )
     run.check_none_stale()
     while True:

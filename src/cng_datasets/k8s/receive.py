@@ -61,8 +61,12 @@ class Receiver:
     """The waiting side, one poll at a time (the CLI loops; the test fake ticks it)."""
 
     def __init__(
-        self, directory: str | os.PathLike[str], expect: Iterable[str], stable_seconds: float = 5.0,
-        clock: Callable[[], float] = time.time, token: str | None = None,
+        self,
+        directory: str | os.PathLike[str],
+        expect: Iterable[str],
+        stable_seconds: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        token: str | None = None,
     ) -> None:
         self.dir = Path(directory)
         self.expect = [_check_name(n) for n in expect]
@@ -117,8 +121,13 @@ class Receiver:
 
 
 def receive(
-    directory: str | os.PathLike[str], expect: Iterable[str], timeout: float = 3600, stable_seconds: float = 5.0,
-    poll_interval: float = 0.5, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    directory: str | os.PathLike[str],
+    expect: Iterable[str],
+    timeout: float = 3600,
+    stable_seconds: float = 5.0,
+    poll_interval: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Wait for the upload; raise :class:`ClusterError` on timeout."""
     receiver = Receiver(directory, expect, stable_seconds=stable_seconds, clock=clock)
@@ -147,8 +156,14 @@ def _wait_ready(directory: Path, wait: float, sleep: Callable[[float], None]) ->
 
 
 def put(
-    directory: str | os.PathLike[str], name: str, content_b64: str, part: int = 1, parts: int = 1,
-    sha256: str | None = None, wait: float = 60, sleep: Callable[[float], None] = time.sleep,
+    directory: str | os.PathLike[str],
+    name: str,
+    content_b64: str,
+    part: int = 1,
+    parts: int = 1,
+    sha256: str | None = None,
+    wait: float = 60,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
     """Store part ``part`` of ``parts`` of file ``name``; when all parts are there, assemble the file
     atomically and check ``sha256``. Returns ``True`` when the file is complete."""

@@ -91,13 +91,19 @@ class Workflow:
         """step (or ``upload`` / ``workflow``) → the spec hash its Job must carry (recomputed
         from the YAMLs, as the orchestrator does; the orchestrator's covers every step's)."""
         steps = spechash.step_hashes((s.step, s.manifest, s.depends_on) for s in self.steps)
-        return {"upload": spechash.spec_hash(self.upload),
-                "workflow": spechash.workflow_hash(self.orchestrator, steps), **steps}
+        return {
+            "upload": spechash.spec_hash(self.upload),
+            "workflow": spechash.workflow_hash(self.orchestrator, steps),
+            **steps,
+        }
 
     def sources(self) -> dict[str, str]:
         """step (or ``upload`` / ``workflow``) → the file its Job comes from, for messages."""
-        return {"upload": "workflow-upload.yaml", "workflow": "workflow.yaml",
-                **{s.step: s.source or s.step for s in self.steps}}
+        return {
+            "upload": "workflow-upload.yaml",
+            "workflow": "workflow.yaml",
+            **{s.step: s.source or s.step for s in self.steps},
+        }
 
 
 def _mount_dir(job: dict[str, Any]) -> str:
@@ -132,9 +138,15 @@ def load_workflow(directory: str | Path) -> Workflow:
                     upload = doc
                 elif sub == "orchestrate":
                     orchestrator = doc
-    missing = [what for what, doc in (("the upload Job (workflow-upload.yaml)", upload),
-                                      ("the orchestrator Job (workflow.yaml)", orchestrator),
-                                      ("the PVC (workflow-pvc.yaml)", pvc)) if doc is None]
+    missing = [
+        what
+        for what, doc in (
+            ("the upload Job (workflow-upload.yaml)", upload),
+            ("the orchestrator Job (workflow.yaml)", orchestrator),
+            ("the PVC (workflow-pvc.yaml)", pvc),
+        )
+        if doc is None
+    ]
     if missing:
         raise UsageError(f"{d} has no {', no '.join(missing)}; write the folder with `cng-datasets workflow`")
     assert upload is not None and orchestrator is not None and pvc is not None
@@ -142,7 +154,9 @@ def load_workflow(directory: str | Path) -> Workflow:
     for doc in [upload, pvc, *rbac, *(s.manifest for s in steps)]:
         ns = doc["metadata"].get("namespace")
         if ns and ns != namespace:
-            raise UsageError(f"{doc['kind']} {doc['metadata']['name']} is in namespace {ns}, the workflow in {namespace}")
+            raise UsageError(
+                f"{doc['kind']} {doc['metadata']['name']} is in namespace {ns}, the workflow in {namespace}"
+            )
     # the plan goes to the PVC with the Jobs: the orchestrator's order
     return Workflow(d, namespace, steps, upload, orchestrator, pvc, rbac, [*files, d / names.PLAN_FILE])
 
@@ -207,7 +221,9 @@ def _pod_waiting_reason(api: KubeApi, wf: Workflow) -> str:
         for cs in (p.get("status") or {}).get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting")
             if waiting:
-                return f" (pod {p['metadata']['name']}: {waiting.get('reason')} {waiting.get('message') or ''})".rstrip()
+                return (
+                    f" (pod {p['metadata']['name']}: {waiting.get('reason')} {waiting.get('message') or ''})".rstrip()
+                )
         for c in (p.get("status") or {}).get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") != "True":
                 return f" (pod {p['metadata']['name']} not scheduled: {c.get('message') or c.get('reason')})"
@@ -222,7 +238,12 @@ def _delete_and_wait(api: KubeApi, wf: Workflow, name: str, waits: _Waits) -> No
 
 
 def _replace_stale_and_failed(
-    api: KubeApi, wf: Workflow, retry_failed: bool, replace_stale: bool, waits: _Waits, echo: Callable[[str], None],
+    api: KubeApi,
+    wf: Workflow,
+    retry_failed: bool,
+    replace_stale: bool,
+    waits: _Waits,
+    echo: Callable[[str], None],
 ) -> str | None:
     """Step 0: Jobs of an earlier run with other settings are never taken for this run's; an
     existing workflow is reported (``"complete"`` / ``"running"``), a failed one retried on request."""
@@ -386,8 +407,18 @@ def status(api: KubeApi, wf: Workflow, now: datetime | None = None) -> list[Step
     rows = []
     for step, name in wf.job_names().items():
         st = job_state(api.get("Job", wf.namespace, name))
-        rows.append(StepStatus(step, name, st.phase, st.progress(), st.completed_indexes, st.failed_indexes,
-                               st.duration(now), st.reason))
+        rows.append(
+            StepStatus(
+                step,
+                name,
+                st.phase,
+                st.progress(),
+                st.completed_indexes,
+                st.failed_indexes,
+                st.duration(now),
+                st.reason,
+            )
+        )
     return rows
 
 
@@ -426,7 +457,11 @@ def logs(api: KubeApi, wf: Workflow, step: str | None = None, tail: int | None =
         idx = pod_index(p)
         reason, code = pod_termination(p)
         head = f"==> {p['metadata']['name']}" + (f" (index {idx})" if idx is not None else "")
-        head += f" {st.get('phase', '?')}" + (f" {reason}" if reason else "") + (f" exit {code}" if code is not None else "")
+        head += (
+            f" {st.get('phase', '?')}"
+            + (f" {reason}" if reason else "")
+            + (f" exit {code}" if code is not None else "")
+        )
         out.append(head + " <==")
         out.append(api.pod_log(wf.namespace, p["metadata"]["name"], tail_lines=tail).rstrip())
     if len(pods) > max_pods:
@@ -504,6 +539,13 @@ def cleanup(
 
 
 __all__ = [
-    "Workflow", "load_workflow", "submit", "status", "format_status", "logs", "cleanup", "output_urls",
+    "Workflow",
+    "load_workflow",
+    "submit",
+    "status",
+    "format_status",
+    "logs",
+    "cleanup",
+    "output_urls",
     "parse_indexes",
 ]

@@ -50,8 +50,13 @@ DEFAULT_ID_COLUMN = "_cng_fid"
 METADATA_KEY = b"cng_datasets"
 
 _GEOM_TYPE_NAMES = {
-    0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
-    6: "MultiPolygon", 7: "GeometryCollection",
+    0: "Point",
+    1: "LineString",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
 }
 
 
@@ -205,7 +210,9 @@ def _merge_schemas(sources: list[OpenSource], id_column: str | None) -> _Schema:
         schema.generated = False
         return schema
     out_id = id_column or DEFAULT_ID_COLUMN
-    reserved = {GEOMETRY_COLUMN, BBOX_COLUMN} | ({DEFAULT_ID_COLUMN} if id_column in (None, DEFAULT_ID_COLUMN) else set())
+    reserved = {GEOMETRY_COLUMN, BBOX_COLUMN} | (
+        {DEFAULT_ID_COLUMN} if id_column in (None, DEFAULT_ID_COLUMN) else set()
+    )
     reserved.discard(id_column or "")
     merged: dict[str, pa.DataType] = {}
     renames: list[dict[str, str]] = []
@@ -235,8 +242,11 @@ def _merge_schemas(sources: list[OpenSource], id_column: str | None) -> _Schema:
     if id_column is not None:
         if id_column not in merged:
             raise DataError(f"--id-column {id_column!r} is not a column of the sources")
-        if not (pa.types.is_integer(merged[id_column]) or pa.types.is_string(merged[id_column])
-                or pa.types.is_large_string(merged[id_column])):
+        if not (
+            pa.types.is_integer(merged[id_column])
+            or pa.types.is_string(merged[id_column])
+            or pa.types.is_large_string(merged[id_column])
+        ):
             raise DataError(f"--id-column {id_column!r} must be an integer or text column, not {merged[id_column]}")
     order = ([id_column] if id_column else []) + [n for n in merged if n != id_column]
     attrs = pa.schema([pa.field(n, merged[n]) for n in order])
@@ -340,13 +350,18 @@ class _GeometryPipeline:
             geoms = shapely.transform(geoms, project)
             bad = ~empty & ~np.isfinite(shapely.bounds(geoms)).all(axis=1)
             if bad.any():
-                raise DataError(f"{int(bad.sum())} geometries cannot be projected to the target CRS (outside its area of use?)")
+                raise DataError(
+                    f"{int(bad.sum())} geometries cannot be projected to the target CRS (outside its area of use?)"
+                )
         if self.lonlat:
             out = self._check_range(geoms, empty, summary)
             for i in np.flatnonzero(out):
                 b = shapely.bounds(geoms[i])
-                where = (f"lon/lat ({b[0]:.6g}, {b[1]:.6g})" if b[0] == b[2] and b[1] == b[3]
-                         else f"x {b[0]:.6g}..{b[2]:.6g}, y {b[1]:.6g}..{b[3]:.6g}")
+                where = (
+                    f"lon/lat ({b[0]:.6g}, {b[1]:.6g})"
+                    if b[0] == b[2] and b[1] == b[3]
+                    else f"x {b[0]:.6g}..{b[2]:.6g}, y {b[1]:.6g}..{b[3]:.6g}"
+                )
                 problems[int(i)] = f"coordinates outside the lon/lat range ({where})"
             geoms[out] = None
             empty = empty | out
@@ -387,7 +402,9 @@ class _GeometryPipeline:
         b = shapely.bounds(geoms)
         eps = 1e-6
         with np.errstate(invalid="ignore"):
-            out = present & ((b[:, 0] < -180 - eps) | (b[:, 2] > 180 + eps) | (b[:, 1] < -90 - eps) | (b[:, 3] > 90 + eps))
+            out = present & (
+                (b[:, 0] < -180 - eps) | (b[:, 2] > 180 + eps) | (b[:, 1] < -90 - eps) | (b[:, 3] > 90 + eps)
+            )
         if not out.any():
             return out
         p = b[present]
@@ -399,15 +416,22 @@ class _GeometryPipeline:
             and np.abs(p[:, [1, 3]]).max() <= 180 + eps
         )
         if swapped:
-            fix = ("give --lat-column and --lon-column the other way round" if self.csv
-                   else "check the source's axis order, or give --source-crs")
+            fix = (
+                "give --lat-column and --lon-column the other way round"
+                if self.csv
+                else "check the source's axis order, or give --source-crs"
+            )
             raise SourceError(
                 summary.source,
                 f"latitude and longitude look swapped: {n_out} of {n_present} latitudes are beyond ±90 while every "
                 f"longitude is within ±90 ({extent}); {fix}",
             )
         if 2 * n_out > n_present:
-            hint = "give the source's CRS with --source-crs" if self.assumed else "its CRS metadata looks wrong (override with --source-crs)"
+            hint = (
+                "give the source's CRS with --source-crs"
+                if self.assumed
+                else "its CRS metadata looks wrong (override with --source-crs)"
+            )
             raise SourceError(summary.source, f"coordinates outside the lon/lat range ({extent}); {hint}")
         return out
 
@@ -495,9 +519,15 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
                     raise IncompleteOutputError(
                         f"source {src.url!r}: read {s.read} features but the driver reports {src.expected}"
                     )
-                log.info("%s [%s]: %d features (%d null/empty geometries, %d made valid%s)",
-                         src.url, src.layer, s.read, s.null_geometries, s.made_valid,
-                         f", {s.skipped} skipped as invalid" if s.skipped else "")
+                log.info(
+                    "%s [%s]: %d features (%d null/empty geometries, %d made valid%s)",
+                    src.url,
+                    src.layer,
+                    s.read,
+                    s.null_geometries,
+                    s.made_valid,
+                    f", {s.skipped} skipped as invalid" if s.skipped else "",
+                )
                 summary.sources.append(s)
             summary.features = next_fid - 1
             summary.read = sum(s.read for s in summary.sources)
@@ -509,7 +539,9 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
             summary.geometry_types = sorted(types)
             summary.bbox = [float(v) for v in bbox] if np.isfinite(bbox).all() else None
             accounting: dict[str, Any] = {
-                "unit": "features", "read": summary.read, "written": summary.features,
+                "unit": "features",
+                "read": summary.read,
+                "written": summary.features,
                 "dropped": {SKIPPED_REASON: summary.skipped} if summary.skipped else {},
             }
             if accounting["read"] - sum(accounting["dropped"].values()) != accounting["written"]:
@@ -524,10 +556,12 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
                 "sources": [asdict(s) for s in summary.sources],
                 "version": __version__,
             }
-            writer.close({
-                "geo": json.dumps(_geo_metadata(types, summary.bbox, target)),
-                METADATA_KEY.decode(): json.dumps(info),
-            })
+            writer.close(
+                {
+                    "geo": json.dumps(_geo_metadata(types, summary.bbox, target)),
+                    METADATA_KEY.decode(): json.dumps(info),
+                }
+            )
             if schema.check_unique:
                 _check_unique(tmp, schema.id_column)
             summary.bytes = tmp.stat().st_size

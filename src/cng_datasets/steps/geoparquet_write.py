@@ -28,8 +28,12 @@ class _RowGroupWriter:
 
     def __init__(self, path: Path, schema: pa.Schema, opts: ConvertOptions) -> None:
         self.writer = pq.ParquetWriter(
-            path, schema, compression="zstd", compression_level=opts.compression_level,
-            write_statistics=True, use_dictionary=True,
+            path,
+            schema,
+            compression="zstd",
+            compression_level=opts.compression_level,
+            write_statistics=True,
+            use_dictionary=True,
             # no ARROW:schema: its (empty) metadata would hide the footer "geo" key from pyarrow readers
             store_schema=False,
             # the geometry is incompressible by dictionary; skip it there
@@ -97,7 +101,8 @@ def _id_keys(col: pa.Array) -> np.ndarray:
         return np.asarray(values.to_numpy(), dtype=np.int64).view(np.uint64)
     return np.fromiter(
         (int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little") for v in values.to_pylist()),
-        dtype=np.uint64, count=len(values),
+        dtype=np.uint64,
+        count=len(values),
     )
 
 

@@ -307,7 +307,9 @@ class PartWriter:
             w = self.writers.get(h0)
             if w is None:
                 w = pq.ParquetWriter(
-                    os.path.join(self.tmpdir, f"{h0}.parquet"), self.schema, compression="zstd",
+                    os.path.join(self.tmpdir, f"{h0}.parquet"),
+                    self.schema,
+                    compression="zstd",
                     write_statistics=True,
                 )
                 self.writers[h0] = w
@@ -369,7 +371,7 @@ def clean_leftovers(output: str, chunk_id: int) -> None:
     """
     pattern = os.path.join(tempfile.gettempdir(), f"{WORK_PREFIX}{chunk_id:05d}-*")
     for path in glob.glob(pattern):
-        fields = os.path.basename(path)[len(WORK_PREFIX):].split("-")  # <id>-<pid>-<random>
+        fields = os.path.basename(path)[len(WORK_PREFIX) :].split("-")  # <id>-<pid>-<random>
         pid = fields[1] if len(fields) > 2 else ""
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
@@ -463,7 +465,14 @@ def hex_chunk(
     t0 = time.monotonic()
     log.info(
         "chunk %d: rows %d..%d of %d (%s), resolution %d, parents %s, %s containment",
-        chunk_id, start, end - 1, info.num_rows, input_url, resolution, ",".join(map(str, parents)), containment,
+        chunk_id,
+        start,
+        end - 1,
+        info.num_rows,
+        input_url,
+        resolution,
+        ",".join(map(str, parents)),
+        containment,
     )
     writer = PartWriter(output, chunk_id, schema)
     try:
@@ -502,8 +511,17 @@ def hex_chunk(
                 for idx, cells in h3cells.feature_cells(geoms, resolution, containment, budget):
                     had[idx] = True
                     for a in range(0, len(idx), max_rows):
-                        _emit(writer, schema, ids, attr_table, attrs, idx[a : a + max_rows], cells[a : a + max_rows],
-                              res_col, parents)
+                        _emit(
+                            writer,
+                            schema,
+                            ids,
+                            attr_table,
+                            attrs,
+                            idx[a : a + max_rows],
+                            cells[a : a + max_rows],
+                            res_col,
+                            parents,
+                        )
                     stats["cells"] += len(idx)
             except h3cells.OutOfRangeError as exc:
                 where = f"feature {info.id_column}={idn[exc.index]}" if exc.index is not None else "a feature"
@@ -560,7 +578,12 @@ def hex_chunk(
     secs = time.monotonic() - t0
     log.info(
         "chunk %d: done, %d features, %d cells in %d part files, %.1f s (%.0f cells/s)",
-        chunk_id, stats["features"], stats["cells"], len(parts), secs, stats["cells"] / max(secs, 1e-9),
+        chunk_id,
+        stats["features"],
+        stats["cells"],
+        len(parts),
+        secs,
+        stats["cells"] / max(secs, 1e-9),
     )
     return marker
 
@@ -578,8 +601,15 @@ def check_accounting(accounting: dict[str, Any], where: str) -> None:
 
 
 def _emit(
-    writer: PartWriter, schema: Any, ids: Any, attr_table: Any, attrs: list[str], idx: np.ndarray,
-    cells: np.ndarray, res_col: str, parents: list[int],
+    writer: PartWriter,
+    schema: Any,
+    ids: Any,
+    attr_table: Any,
+    attrs: list[str],
+    idx: np.ndarray,
+    cells: np.ndarray,
+    res_col: str,
+    parents: list[int],
 ) -> None:
     import pyarrow as pa
 

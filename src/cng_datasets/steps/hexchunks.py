@@ -54,7 +54,10 @@ def marker_accounting(marker: dict[str, Any]) -> dict[str, Any]:
     acc = marker.get("accounting")
     if isinstance(acc, dict):
         return acc
-    dropped = {NULL_GEOMETRY: int(marker.get("null_geometries", 0)), EMPTY_GEOMETRY: int(marker.get("empty_geometries", 0))}
+    dropped = {
+        NULL_GEOMETRY: int(marker.get("null_geometries", 0)),
+        EMPTY_GEOMETRY: int(marker.get("empty_geometries", 0)),
+    }
     return {
         "unit": "features",
         "read": int(marker["end_row"]) - int(marker["start_row"]),
@@ -182,14 +185,20 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
     for m in markers[1:]:
         for k in SHARED_KEYS:
             if m.get(k) != ref.get(k):
-                problems.append(f"chunk {m['chunk_id']} has {k}={m.get(k)!r} but chunk {ref['chunk_id']} has {ref.get(k)!r}")
+                problems.append(
+                    f"chunk {m['chunk_id']} has {k}={m.get(k)!r} but chunk {ref['chunk_id']} has {ref.get(k)!r}"
+                )
                 break
     digest = footer_digest(source)
     for m in markers:
         if int(m["source_rows"]) != rows:
-            problems.append(f"chunk {m['chunk_id']} was made from a source of {m['source_rows']} rows, {source} has {rows}")
+            problems.append(
+                f"chunk {m['chunk_id']} was made from a source of {m['source_rows']} rows, {source} has {rows}"
+            )
         elif m.get("source_footer_sha256", digest) != digest:
-            problems.append(f"chunk {m['chunk_id']} was made from another version of {source} (its Parquet footer differs)")
+            problems.append(
+                f"chunk {m['chunk_id']} was made from another version of {source} (its Parquet footer differs)"
+            )
     if not problems:
         problems = coverage_problems(markers, rows)
     if problems:
@@ -217,10 +226,16 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
     if src_nulls is not None and src_nulls != nulls:
         raise IncompleteOutputError(f"{chunks}: {source} has {src_nulls} null geometries but the chunks saw {nulls}")
     if info.id_column != ref["id_column"]:
-        raise IncompleteOutputError(f"{chunks}: the chunks' id column is {ref['id_column']!r}, {source}'s is {info.id_column!r}")
+        raise IncompleteOutputError(
+            f"{chunks}: the chunks' id column is {ref['id_column']!r}, {source}'s is {info.id_column!r}"
+        )
 
     cs = ChunkSet(
-        markers, id_column=info.id_column, features_with_cells=total["written"], source_rows=rows, accounting=total,
+        markers,
+        id_column=info.id_column,
+        features_with_cells=total["written"],
+        source_rows=rows,
+        accounting=total,
         source_digest=digest,
     )
     start = {int(m["chunk_id"]): int(m["start_row"]) for m in markers}

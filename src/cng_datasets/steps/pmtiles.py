@@ -451,7 +451,11 @@ def _run_tippecanoe(argv: list[str], chunks: Iterator[bytes], env: dict[str, str
 
     try:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=stderr_file, stderr=stderr_file, env=env,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=stderr_file,
+            stderr=stderr_file,
+            env=env,
             preexec_fn=die_with_parent(),  # dies with this step, even on kill -9: never an orphan writer
         )
     except OSError as exc:
@@ -534,7 +538,15 @@ def build_pmtiles(
     env["TIPPECANOE_MAX_THREADS"] = str(threads)
     log.info(
         "pmtiles: %s (%d rows, %d attributes) -> %s, layer %r, zoom %d..%d, %d threads, open-file limit %d",
-        input_url, rows, len(layout.attributes), output_url, layer, min_zoom, max_zoom, threads, nofile,
+        input_url,
+        rows,
+        len(layout.attributes),
+        output_url,
+        layer,
+        min_zoom,
+        max_zoom,
+        threads,
+        nofile,
     )
     from cng_datasets.steps.pmtiles_archive import DistinctIds
 
@@ -543,9 +555,10 @@ def build_pmtiles(
     with storage.atomic_output(output_url, suffix=".pmtiles") as tmp:
         # the work directory is in the system temp dir, not at the destination, where a killed
         # step would leave it
-        with tempfile.TemporaryDirectory(prefix="cng-tippecanoe-") as work, tempfile.TemporaryFile(
-            dir=work
-        ) as stderr_file:
+        with (
+            tempfile.TemporaryDirectory(prefix="cng-tippecanoe-") as work,
+            tempfile.TemporaryFile(dir=work) as stderr_file,
+        ):
             # tippecanoe writes into the private work directory (it keeps an SQLite journal next to
             # its output while building); only the finished archive is moved to the temp path.
             built = Path(work) / f"{_safe_name(layer)}.pmtiles"
@@ -555,7 +568,9 @@ def build_pmtiles(
                 chunks = geojson_lines(pfile, layout, stats, batch_rows, row_ids)
                 first = next(chunks, None)  # tippecanoe fails on empty input: say why instead
                 if first is None:
-                    beyond = f", {stats.beyond_mercator} wholly beyond ±85.0511° latitude" if stats.beyond_mercator else ""
+                    beyond = (
+                        f", {stats.beyond_mercator} wholly beyond ±85.0511° latitude" if stats.beyond_mercator else ""
+                    )
                     raise DataError(f"{input_url}: no features with a geometry to tile ({rows} rows{beyond})")
                 _run_tippecanoe(argv, itertools.chain([first], chunks), env, stderr_file)
             finally:
@@ -564,8 +579,16 @@ def build_pmtiles(
                 raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
             verify_archive(built, layer, sorted(stats.fields_seen), stats.bounds)  # before reading its tiles
             accounting, written = account_archive(
-                built, layer, max_zoom, rows, stats.streamed, id_label,
-                null=stats.null, empty=stats.empty, beyond=stats.beyond_mercator, streamed_features=stats.features,
+                built,
+                layer,
+                max_zoom,
+                rows,
+                stats.streamed,
+                id_label,
+                null=stats.null,
+                empty=stats.empty,
+                beyond=stats.beyond_mercator,
+                streamed_features=stats.features,
             )
             shutil.move(built, tmp)  # another filesystem, maybe
         if stats.split:
@@ -573,7 +596,12 @@ def build_pmtiles(
         fields = sorted(stats.fields_seen)
         header = verify_archive(tmp, layer, fields, stats.bounds)
         size = tmp.stat().st_size
-    bounds = (header["min_lon_e7"] / 1e7, header["min_lat_e7"] / 1e7, header["max_lon_e7"] / 1e7, header["max_lat_e7"] / 1e7)
+    bounds = (
+        header["min_lon_e7"] / 1e7,
+        header["min_lat_e7"] / 1e7,
+        header["max_lon_e7"] / 1e7,
+        header["max_lat_e7"] / 1e7,
+    )
     result = PmtilesResult(
         output=output_url,
         layer=layer,
@@ -591,6 +619,11 @@ def build_pmtiles(
     )
     log.info(
         "pmtiles: wrote %s: %d features at zoom %d, %d tiles, %.1f MB in %.1f s",
-        output_url, result.written, max_zoom, result.tiles, size / 1e6, result.seconds,
+        output_url,
+        result.written,
+        max_zoom,
+        result.tiles,
+        size / 1e6,
+        result.seconds,
     )
     return result

@@ -184,7 +184,9 @@ def _first_tile_id(z: int) -> int:
     return ((1 << (2 * z)) - 1) // 3
 
 
-def tiles_at_zoom(get_bytes: Callable[[int, int], bytes], header: dict[str, Any], zoom: int) -> Iterator[tuple[int, int]]:
+def tiles_at_zoom(
+    get_bytes: Callable[[int, int], bytes], header: dict[str, Any], zoom: int
+) -> Iterator[tuple[int, int]]:
     """(offset, length) in the file of every tile content addressed at ``zoom`` (each run once)."""
     from pmtiles.tile import deserialize_directory
 
@@ -367,7 +369,6 @@ def set_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> None:
             out.unlink()
 
 
-
 # --------------------------------------------------------------------------------------------
 # Verification and accounting (called by the step on tippecanoe's output)
 
@@ -430,8 +431,6 @@ def verify_archive(
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise bad(f"layer {layer!r} lacks the fields {shown}")
     return dict(header)
-
-
 
 
 #: Integers beyond ±2^53 cannot be represented exactly by tippecanoe's doubles.
@@ -506,7 +505,11 @@ def account_archive(
     written = found.features
     log.info(
         "pmtiles: %d of %d features present at zoom %d (%d tiles decoded in %.1f s)",
-        written, distinct, max_zoom, found.tiles, time.monotonic() - t0,
+        written,
+        distinct,
+        max_zoom,
+        found.tiles,
+        time.monotonic() - t0,
     )
     dropped = {
         REASON_NULL: null,
@@ -519,13 +522,16 @@ def account_archive(
     if beyond:
         log.warning(
             "pmtiles: %d feature(s) lie wholly beyond ±%.4f° latitude, outside Web Mercator: not in the tiles",
-            beyond, WEB_MERCATOR_MAX_LAT,
+            beyond,
+            WEB_MERCATOR_MAX_LAT,
         )
     if distinct - written:
         log.warning(
             "pmtiles: tippecanoe dropped %d of %d feature(s) at the maximum zoom %d (smaller than a pixel, or "
             "over the tile size limits with --drop-densest-as-needed)",
-            distinct - written, distinct, max_zoom,
+            distinct - written,
+            distinct,
+            max_zoom,
         )
     if streamed_features - distinct:
         log.warning("pmtiles: %d feature(s) share a feature id with another one", streamed_features - distinct)
@@ -533,9 +539,16 @@ def account_archive(
     why = balance_problem(parse_accounting(record))
     if why is not None:
         raise IncompleteOutputError(f"pmtiles: {why}")
-    set_metadata(path, {
-        PMTILES_KEY: {
-            "accounting": record, "layer": layer, "max_zoom": max_zoom, "feature_ids": id_label, "version": __version__,
-        }
-    })
+    set_metadata(
+        path,
+        {
+            PMTILES_KEY: {
+                "accounting": record,
+                "layer": layer,
+                "max_zoom": max_zoom,
+                "feature_ids": id_label,
+                "version": __version__,
+            }
+        },
+    )
     return record, written

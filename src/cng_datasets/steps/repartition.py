@@ -165,7 +165,9 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
             try:
                 pf = open_parquet(url)
             except DataError as exc:
-                raise IncompleteOutputError(f"chunk {chunk_id}: part {url} listed in its marker is missing or unreadable") from exc
+                raise IncompleteOutputError(
+                    f"chunk {chunk_id}: part {url} listed in its marker is missing or unreadable"
+                ) from exc
             if pf.metadata.num_rows != expect:
                 raise IncompleteOutputError(
                     f"chunk {chunk_id}: part {url} has {pf.metadata.num_rows} rows, its marker says {expect}"
@@ -176,7 +178,10 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
                 table = pf.read_row_group(rg)
                 if table.schema != schema:
                     table = table.cast(schema)
-                if state["rows"] + state["buf_rows"] + table.num_rows > MAX_FILE_ROWS and (state["rows"] + state["buf_rows"]) > 0:
+                if (
+                    state["rows"] + state["buf_rows"] + table.num_rows > MAX_FILE_ROWS
+                    and (state["rows"] + state["buf_rows"]) > 0
+                ):
                     close_file()
                 state["buf"].append(table)
                 state["buf_rows"] += table.num_rows
@@ -250,7 +255,7 @@ def _output_ids_check(output: str, cs: ChunkSet, files: list[str]) -> None:
 def _rel(output: str, url: str) -> str:
     """``url`` relative to ``output``, with ``/`` separators."""
     base = _norm(output).rstrip("/\\")
-    return _norm(url)[len(base) + 1:].replace("\\", "/")
+    return _norm(url)[len(base) + 1 :].replace("\\", "/")
 
 
 def _partition_manifest_url(output: str, h0: int) -> str:
@@ -323,7 +328,7 @@ def delete_chunks(chunks: str) -> int:
     base = _norm(chunks).rstrip("/\\")
     tops: dict[str, list[str]] = {}
     for url in storage.list_prefix(chunks):
-        rel = _norm(url)[len(base) + 1:].replace("\\", "/")
+        rel = _norm(url)[len(base) + 1 :].replace("\\", "/")
         tops.setdefault(rel.split("/", 1)[0], []).append(url)
     n = 0
     for top in sorted(set(tops) - {MARKER_DIR}) + ([MARKER_DIR] if MARKER_DIR in tops else []):
@@ -367,14 +372,19 @@ def _already_published(
     leftovers = 0 if markers else len(storage.list_prefix(chunks))
     log.info(
         "%s: already published (%s made from these chunks%s): nothing to do%s",
-        output, SUCCESS_NAME, "" if markers else ", which are deleted",
+        output,
+        SUCCESS_NAME,
+        "" if markers else ", which are deleted",
         f"; deleted the {n} remaining chunk file(s)" if n else "",
     )
     if leftovers:
         log.warning("%s: %d file(s) without a completion marker left alone (a hex run in progress?)", chunks, leftovers)
     return {
-        "partitions": success.get("partitions"), "rows": success.get("rows"), "features": success.get("features"),
-        "files": len(success["files"]), "skipped": True,
+        "partitions": success.get("partitions"),
+        "rows": success.get("rows"),
+        "features": success.get("features"),
+        "files": len(success["files"]),
+        "skipped": True,
     }
 
 
@@ -413,14 +423,26 @@ def repartition(
         missing, extra = _output_damage(output, success)
         if not missing and not (extra and markers):
             if extra:
-                log.warning("%s: %d .parquet file(s) not listed in %s (not part of the output; first: %s)",
-                            output, len(extra), SUCCESS_NAME, extra[0])
+                log.warning(
+                    "%s: %d .parquet file(s) not listed in %s (not part of the output; first: %s)",
+                    output,
+                    len(extra),
+                    SUCCESS_NAME,
+                    extra[0],
+                )
             # only the process that publishes deletes chunks: not an --h0-index one
-            return _already_published(chunks, output, source, success, markers, delete=h0_index is None and not keep_chunks)
-        what = f"{len(missing)} file(s) it lists are missing (first: {missing[0]})" if missing else (
-            f"{len(extra)} .parquet file(s) it does not list are present (first: {extra[0]})")
+            return _already_published(
+                chunks, output, source, success, markers, delete=h0_index is None and not keep_chunks
+            )
+        what = (
+            f"{len(missing)} file(s) it lists are missing (first: {missing[0]})"
+            if missing
+            else (f"{len(extra)} .parquet file(s) it does not list are present (first: {extra[0]})")
+        )
         if not markers:
-            raise IncompleteOutputError(f"{output}: published, but {what}; the chunks are gone: run hex and repartition again")
+            raise IncompleteOutputError(
+                f"{output}: published, but {what}; the chunks are gone: run hex and repartition again"
+            )
         log.warning("%s: published, but %s: writing it again from the chunks", output, what)
     cs = check_chunks(chunks, source, markers)
     _check_parts_present(chunks, cs, None if h0_index is None else {cells[h0_index]})
@@ -440,7 +462,9 @@ def repartition(
         if parts:
             storage.write_bytes(_partition_manifest_url(output, h0), json.dumps(manifest, sort_keys=True).encode())
         rows = sum(written.values())
-        log.info("h0=%d (index %d): %d rows in %d file(s), %.1f s", h0, h0_index, rows, len(written), time.monotonic() - t0)
+        log.info(
+            "h0=%d (index %d): %d rows in %d file(s), %.1f s", h0, h0_index, rows, len(written), time.monotonic() - t0
+        )
         return {"partitions": 1 if parts else 0, "rows": rows, "files": written}
 
     files: dict[str, int] = {}
@@ -499,10 +523,17 @@ def repartition(
     total = sum(expected_rows.values())
     log.info(
         "repartition: %d rows in %d partitions, %d features (%s), %.1f s",
-        total, len(expected_rows), cs.features_with_cells, _accounting_text(cs.accounting), time.monotonic() - t0,
+        total,
+        len(expected_rows),
+        cs.features_with_cells,
+        _accounting_text(cs.accounting),
+        time.monotonic() - t0,
     )
     return {
-        "partitions": len(expected_rows), "rows": total, "features": cs.features_with_cells, "files": len(kept),
+        "partitions": len(expected_rows),
+        "rows": total,
+        "features": cs.features_with_cells,
+        "files": len(kept),
         "accounting": cs.accounting,
     }
 

@@ -43,8 +43,18 @@ from cng_datasets.validate.hex import H3PY_SAMPLE, HEX_SUCCESS, check_hex, paren
 from cng_datasets.validate.pmtiles import check_pmtiles
 
 __all__ = [
-    "GEOMETRY_TYPES", "H3PY_SAMPLE", "HEX_SUCCESS", "Check", "Report", "ValidationError", "check_geoparquet",
-    "check_hex", "check_pmtiles", "dataset_urls", "parents", "validate_dataset",
+    "GEOMETRY_TYPES",
+    "H3PY_SAMPLE",
+    "HEX_SUCCESS",
+    "Check",
+    "Report",
+    "ValidationError",
+    "check_geoparquet",
+    "check_hex",
+    "check_pmtiles",
+    "dataset_urls",
+    "parents",
+    "validate_dataset",
 ]
 
 
@@ -206,7 +216,9 @@ def validate_dataset(
     for name, _ in runs:
         problems, stats = results[name]
         problems = problems + [p for p in chain_problems.get(name, []) if p not in problems]
-        found = [Check(name, False, p) for p in problems] or [Check(name, True, f"{urls[name]}: {_summary(name, stats)}")]
+        found = [Check(name, False, p) for p in problems] or [
+            Check(name, True, f"{urls[name]}: {_summary(name, stats)}")
+        ]
         for c in found:
             report.checks.append(c)
             if on_check is not None:

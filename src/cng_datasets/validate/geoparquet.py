@@ -14,11 +14,23 @@ from cng_datasets.errors import first_line
 from cng_datasets.validate.common import _open_parquet, _Problems
 
 GEOMETRY_TYPES = {
-    "Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon", "GeometryCollection",
+    "Point",
+    "LineString",
+    "Polygon",
+    "MultiPoint",
+    "MultiLineString",
+    "MultiPolygon",
+    "GeometryCollection",
 }
 _TYPE_IDS = {
-    0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
-    6: "MultiPolygon", 7: "GeometryCollection",
+    0: "Point",
+    1: "LineString",
+    2: "LinearRing",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
 }
 
 
@@ -107,8 +119,10 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
                 cover_col = None
             else:
                 t = pf.schema_arrow.field(cover_col).type
-                if not pa.types.is_struct(t) or any(t.get_field_index(f) < 0 for f in fields) or any(
-                    not pa.types.is_floating(t.field(f).type) for f in fields if t.get_field_index(f) >= 0
+                if (
+                    not pa.types.is_struct(t)
+                    or any(t.get_field_index(f) < 0 for f in fields)
+                    or any(not pa.types.is_floating(t.field(f).type) for f in fields if t.get_field_index(f) >= 0)
                 ):
                     problems.add(f"{url}: covering column {cover_col!r} must be a struct of float fields {fields}")
                     cover_col = None
@@ -142,15 +156,26 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
             if nonempty.any():
                 bb = b[nonempty]
                 beyond += int(((bb[:, 1] > WEB_MERCATOR_MAX_LAT) | (bb[:, 3] < -WEB_MERCATOR_MAX_LAT)).sum())
-                total = [min(total[0], bb[:, 0].min()), min(total[1], bb[:, 1].min()),
-                         max(total[2], bb[:, 2].max()), max(total[3], bb[:, 3].max())]
+                total = [
+                    min(total[0], bb[:, 0].min()),
+                    min(total[1], bb[:, 1].min()),
+                    max(total[2], bb[:, 2].max()),
+                    max(total[3], bb[:, 3].max()),
+                ]
         if cover_col and cover:
             st = batch.column(1)
             fields = [cover[k][1] for k in ("xmin", "ymin", "xmax", "ymax")]
-            cb = np.column_stack([
-                np.asarray(pc.fill_null(pc.struct_field(st, [st.type.get_field_index(f)]), np.nan).to_numpy(zero_copy_only=False), dtype=float)
-                for f in fields
-            ])
+            cb = np.column_stack(
+                [
+                    np.asarray(
+                        pc.fill_null(pc.struct_field(st, [st.type.get_field_index(f)]), np.nan).to_numpy(
+                            zero_copy_only=False
+                        ),
+                        dtype=float,
+                    )
+                    for f in fields
+                ]
+            )
             gb = np.full((len(batch), 4), np.nan)
             gb[present] = shapely.bounds(geoms[present])
             check = present & ~np.isnan(gb[:, 0])

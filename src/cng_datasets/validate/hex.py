@@ -80,7 +80,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     finest_res: int | None = None
     rng = np.random.default_rng(0)
     for url in files:
-        rel = url[len(hex_url.rstrip("/")):].replace("\\", "/")
+        rel = url[len(hex_url.rstrip("/")) :].replace("\\", "/")
         m = _PARTITION.search(rel)
         if not m:
             problems.add(f"{url}: not inside an h0=<cell> partition directory")
@@ -125,7 +125,9 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
         fine = cells[res]
         # every column holds cells (mode 1) of its own resolution
         for r, col in cells.items():
-            bad = np.flatnonzero((((col & _RES_MASK) >> _RES_SHIFT) != np.uint64(r)) | ((col >> _MODE_SHIFT) != np.uint64(1)))
+            bad = np.flatnonzero(
+                (((col & _RES_MASK) >> _RES_SHIFT) != np.uint64(r)) | ((col >> _MODE_SHIFT) != np.uint64(1))
+            )
             if len(bad):
                 problems.add(
                     f"{url}: column h{r} has {len(bad)} value(s) that are not resolution-{r} cells "
@@ -228,12 +230,10 @@ def _compare_hex_success(
 ) -> None:
     """The marker's file list equals the .parquet files present, with the same row counts."""
     base = hex_url.rstrip("/")
-    present = {u[len(base):].replace("\\", "/").lstrip("/") for u in files}
+    present = {u[len(base) :].replace("\\", "/").lstrip("/") for u in files}
     missing = sorted(set(listed) - present)
     if missing:
-        problems.add(
-            f"{hex_url}: {len(missing)} file(s) listed in {HEX_SUCCESS} are missing (first: {missing[0]})"
-        )
+        problems.add(f"{hex_url}: {len(missing)} file(s) listed in {HEX_SUCCESS} are missing (first: {missing[0]})")
     extra = sorted(present - set(listed))
     if extra:
         problems.add(

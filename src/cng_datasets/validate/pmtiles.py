@@ -52,7 +52,9 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
 
         # metadata and vector layers
         try:
-            meta = json.loads(_decompress(get_bytes(h["metadata_offset"], h["metadata_length"]), h["internal_compression"]))
+            meta = json.loads(
+                _decompress(get_bytes(h["metadata_offset"], h["metadata_length"]), h["internal_compression"])
+            )
         except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
             return [f"{url}: metadata is unreadable ({exc})"], stats
         layers = meta.get("vector_layers") if isinstance(meta, dict) else None
@@ -149,7 +151,9 @@ def _count_max_zoom(
             last_key = key
             tile = vector_tile_pb2.tile()
             try:
-                tile.ParseFromString(_decompress(get_bytes(h["tile_data_offset"] + e.offset, e.length), h["tile_compression"]))
+                tile.ParseFromString(
+                    _decompress(get_bytes(h["tile_data_offset"] + e.offset, e.length), h["tile_compression"])
+                )
             except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
                 problems.add(f"{url}: tile {e.tile_id} at zoom {z} is not a readable vector tile ({exc})")
                 return
