@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -41,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cng_datasets import source_checks, storage
-from cng_datasets.errors import DataError, SourceError, StorageError, first_line
+from cng_datasets.errors import DataError, RenamedColumnWarning, SourceError, StorageError, first_line
 
 log = logging.getLogger("cng_datasets")
 
@@ -260,7 +261,8 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     if geom_name not in schema.names:
         raise SourceError(url, f"layer {layer!r} has no geometry column")
     fid_name = schema.names[0]  # return_fids puts the GDAL FID first
-    attrs = schema.remove(schema.get_field_index(geom_name)).remove(0)
+    raw_attrs = schema.remove(schema.get_field_index(geom_name)).remove(0)
+    attrs = _unique_names(url, raw_attrs)
     crs = pyproj.CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
     count = info.get("features")
     expected = int(count) if count is not None and int(count) >= 0 else None
@@ -271,7 +273,7 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
             url,
             vsi,
             layer,
-            attrs.names,
+            raw_attrs.names,
             open_options["Y_POSSIBLE_NAMES"].split(","),
             open_options["X_POSSIBLE_NAMES"].split(","),
             open_options,
@@ -292,13 +294,42 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
                     )
                     wkb[curved] = linear
                 problems = coords.problems(fids, wkb) if coords is not None else {}
-                yield SourceBatch(batch.drop_columns([geom_name, fid_name]), wkb, fids, problems)
+                # by position: names may repeat in the stream (a CSV header with a column twice)
+                keep = [i for i, n in enumerate(batch.schema.names) if n not in (geom_name, fid_name)]
+                values = pa.RecordBatch.from_arrays([batch.column(i) for i in keep], schema=attrs)
+                yield SourceBatch(values, wkb, fids, problems)
         except (DataError, StorageError):
             raise
         except Exception as exc:
             raise SourceError(url, f"read failed: {first_line(exc)}") from exc
 
     return OpenSource(url, layer, crs, attrs, expected, batches(), is_csv=bool(open_options))
+
+
+def _unique_names(url: str, schema: pa.Schema) -> pa.Schema:
+    """Rename the second and later columns of a repeated name ``<name>_2``, ``<name>_3``, … (with a
+    warning): GDAL passes a CSV header's repeated name on as is, and columns are keyed by name from
+    here on, so one column's values would silently replace the other's."""
+    seen = set(schema.names)
+    if len(seen) == len(schema.names):
+        return schema
+    fields, used = [], set()
+    for f in schema:
+        name = f.name
+        if name in used:
+            n = 2
+            while f"{name}_{n}" in seen:
+                n += 1
+            name = f"{name}_{n}"
+            seen.add(name)
+            warnings.warn(
+                f"source {url!r}: column {f.name!r} appears more than once; the repeat is renamed to {name!r}",
+                RenamedColumnWarning,
+                stacklevel=2,
+            )
+        used.add(name)
+        fields.append(f.with_name(name))
+    return pa.schema(fields, metadata=schema.metadata)
 
 
 _CURVE_TYPES = frozenset((8, 9, 10, 11, 12, 13, 14, 15, 16, 17))

@@ -68,13 +68,14 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cng_datasets import h3cells, storage
-from cng_datasets.errors import DataError, IncompleteOutputError, UsageError, first_line
+from cng_datasets.errors import DataError, IncompleteOutputError, RenamedColumnWarning, UsageError, first_line
 from cng_datasets.geometry import is_lonlat_crs84
 from cng_datasets.steps.testhook import kill_point
 
@@ -451,11 +452,8 @@ def hex_chunk(
     src_schema = pf.schema_arrow
     fields = [src_schema.field(info.id_column), pa.field(res_col, pa.uint64(), nullable=False)]
     fields += [pa.field(cell_column(p), pa.uint64(), nullable=False) for p in parents]
-    taken = {f.name for f in fields}
-    for a in attrs:
-        if a in taken:
-            raise DataError(f"{input_url}: attribute column {a!r} clashes with an H3 column name")
-        fields.append(src_schema.field(a))
+    renamed = _rename_clashes(input_url, attrs, {f.name for f in fields})
+    fields += [src_schema.field(a).with_name(renamed[a]) for a in attrs]
     schema = pa.schema(fields)
 
     stats = {"features": 0, "features_with_cells": 0, "null_geometries": 0, "empty_geometries": 0, "cells": 0}
@@ -516,7 +514,7 @@ def hex_chunk(
                             schema,
                             ids,
                             attr_table,
-                            attrs,
+                            renamed,
                             idx[a : a + max_rows],
                             cells[a : a + max_rows],
                             res_col,
@@ -588,6 +586,28 @@ def hex_chunk(
     return marker
 
 
+def _rename_clashes(input_url: str, attrs: list[str], cell_columns: set[str]) -> dict[str, str]:
+    """Output name of each attribute: its own, or ``<name>_1`` (``_2``, …; with a warning) where a
+    source attribute is called like one of this run's cell columns (``h0``, ``h<res>``, a parent)."""
+    out: dict[str, str] = {}
+    taken = cell_columns | set(attrs)
+    for a in attrs:
+        if a in cell_columns:
+            n = 1
+            while f"{a}_{n}" in taken:
+                n += 1
+            new = out[a] = f"{a}_{n}"
+            taken.add(new)
+            warnings.warn(
+                f"{input_url}: column {a!r} clashes with the H3 cell column of that name; renamed to {new!r}",
+                RenamedColumnWarning,
+                stacklevel=2,
+            )
+        else:
+            out[a] = a
+    return out
+
+
 def check_accounting(accounting: dict[str, Any], where: str) -> None:
     """``read − Σ dropped == written`` (the shared accounting contract), else IncompleteOutputError."""
     read, written = int(accounting["read"]), int(accounting["written"])
@@ -605,7 +625,7 @@ def _emit(
     schema: Any,
     ids: Any,
     attr_table: Any,
-    attrs: list[str],
+    attrs: dict[str, str],
     idx: np.ndarray,
     cells: np.ndarray,
     res_col: str,
@@ -625,7 +645,7 @@ def _emit(
         h0 = cells
     if attr_table is not None:
         sub = attr_table.take(take)
-        for a in attrs:
-            cols[a] = sub.column(a)
+        for a, out in attrs.items():
+            cols[out] = sub.column(a)
     table = pa.table(cols, schema=schema)
     writer.add(np.asarray(h0, dtype=np.uint64), table)

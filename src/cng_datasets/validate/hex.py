@@ -64,7 +64,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     stats: dict[str, Any] = {"files": len(files), "rows": 0}
     if not files:
         return [f"{hex_url}: no .parquet files below it"], stats
-    listed = _read_hex_success(hex_url, problems)
+    listed, layout = _read_hex_success(hex_url, problems)
     file_rows: dict[str, int] = {}
     try:
         src = _open_parquet(parquet_url)
@@ -94,16 +94,20 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
             continue
         try:
             pf = _open_parquet(url)
-            wanted = [n for n in pf.schema_arrow.names if n == id_col or _CELL_COLUMN.match(n)]
+            wanted = [n for n in pf.schema_arrow.names if n == id_col or _is_cell_column(n, layout)]
             table = pf.read(columns=wanted)  # attributes are not checked: skip reading them
         except Exception as exc:  # noqa: BLE001 - any reader error is the finding
             problems.add(f"{url}: unreadable ({first_line(exc)})")
             continue
         stats["rows"] += table.num_rows
         file_rows[rel.lstrip("/")] = table.num_rows
-        cell_cols = {int(mm.group(1)): n for n in table.column_names if (mm := _CELL_COLUMN.match(n))}
+        cell_cols = {int(n[1:]): n for n in table.column_names if _is_cell_column(n, layout)}
         if id_col not in table.column_names:
             problems.add(f"{url}: no id column {id_col!r}")
+            continue
+        if layout is not None and len(cell_cols) != len(layout):
+            absent = sorted(set(layout.values()) - set(cell_cols.values()))
+            problems.add(f"{url}: no cell column {', '.join(absent)} (listed in {HEX_SUCCESS})")
             continue
         fine_cols = [r for r in cell_cols if r > 0]
         if not fine_cols:
@@ -205,24 +209,35 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     return problems.items, stats
 
 
-def _read_hex_success(hex_url: str, problems: _Problems) -> dict[str, int] | None:
-    """The files and row counts the completion marker lists (None, with a problem, when unusable)."""
+def _is_cell_column(name: str, layout: dict[int, str] | None) -> bool:
+    """Whether ``name`` holds H3 cells: the marker's columns when known (a source attribute may be
+    called ``h10``), else any ``h<N>``."""
+    return name in layout.values() if layout is not None else bool(_CELL_COLUMN.match(name))
+
+
+def _read_hex_success(hex_url: str, problems: _Problems) -> tuple[dict[str, int] | None, dict[int, str] | None]:
+    """The files and row counts the completion marker lists, and its cell columns by resolution
+    (None, with a problem, when unusable; the layout is None for a marker that does not name it)."""
     url = storage.join(hex_url, HEX_SUCCESS)
     if not storage.exists(url):
         problems.add(
             f"{url}: missing: the hex output is not published (repartition has not finished, failed, "
             "or is running); its partitions may be incomplete or stale"
         )
-        return None
+        return None, None
     try:
         marker = json.loads(storage.read_bytes(url))
         files = marker["files"]
         if not isinstance(files, dict):
             raise TypeError("files is not an object")
-        return {str(k).lstrip("/"): int(v) for k, v in files.items()}
+        listed = {str(k).lstrip("/"): int(v) for k, v in files.items()}
     except Exception as exc:  # noqa: BLE001 - any reader error is the finding
         problems.add(f"{url}: not a readable completion marker with a 'files' object ({exc})")
-        return None
+        return None, None
+    res, parents = marker.get("resolution"), marker.get("parent_resolutions")
+    if not isinstance(res, int) or not isinstance(parents, list):
+        return listed, None
+    return listed, {r: f"h{r}" for r in {res, 0, *(int(p) for p in parents)}}
 
 
 def _compare_hex_success(
