@@ -7,11 +7,14 @@ receives ints, tuples and :class:`Resources`. Nothing here does I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from cng_datasets.errors import UsageError
 
 STEPS = ("convert", "pmtiles", "hex", "repartition")
+#: Parent resolutions when none are given, each kept only when coarser than the H3 resolution
+#: (resolution 4 keeps 0), so that every resolution has a working default.
+DEFAULT_PARENT_RESOLUTIONS = (9, 8, 0)
 CONTAINMENT_MODES = ("center", "full", "overlap")
 
 #: Default Kubernetes version whose schemas the manifests are validated against. 1.33 is the
@@ -81,7 +84,8 @@ class WorkflowConfig:
     bucket: str
     layer: str | None = None
     h3_resolution: int = 10
-    parent_resolutions: tuple[int, ...] = (9, 8, 0)
+    #: ``None``: :data:`DEFAULT_PARENT_RESOLUTIONS` coarser than ``h3_resolution`` (set on creation)
+    parent_resolutions: tuple[int, ...] | None = None
     containment: str = "center"
     max_zoom: int | None = None
     min_zoom: int | None = None
@@ -125,7 +129,10 @@ class WorkflowConfig:
             raise UsageError(f"--dataset {self.dataset!r} must not contain spaces or backslashes")
         if not 0 <= self.h3_resolution <= 15:
             raise UsageError(f"--h3-resolution {self.h3_resolution} is outside 0..15")
-        for r in self.parent_resolutions:
+        if self.parent_resolutions is None:
+            defaults = tuple(r for r in DEFAULT_PARENT_RESOLUTIONS if r < self.h3_resolution)
+            object.__setattr__(self, "parent_resolutions", defaults)
+        for r in self.parents:
             if not 0 <= r < self.h3_resolution:
                 raise UsageError(f"--parent-resolutions: {r} must be coarser than --h3-resolution {self.h3_resolution}")
         if self.containment not in CONTAINMENT_MODES:
@@ -150,6 +157,12 @@ class WorkflowConfig:
             raise UsageError(f"--k8s-version {self.k8s_version!r} must look like 1.33")
 
     # ---- derived values -----------------------------------------------------------------
+
+    @property
+    def parents(self) -> tuple[int, ...]:
+        """The parent resolutions (the defaults already applied)."""
+        assert self.parent_resolutions is not None  # set in __post_init__
+        return self.parent_resolutions
 
     @property
     def dataset_path(self) -> str:
@@ -200,7 +213,3 @@ class WorkflowConfig:
 
     def resources_for(self, step: str) -> Resources:
         return self.resources.get(step, DEFAULT_RESOURCES[step])
-
-    def with_(self, **changes: object) -> WorkflowConfig:
-        """A copy with ``changes`` applied (validated again)."""
-        return replace(self, **changes)  # type: ignore[arg-type]

@@ -299,7 +299,7 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     if c.min_zoom is not None:
         pmtiles += ("--min-zoom", str(c.min_zoom))
 
-    parents = ",".join(str(r) for r in c.parent_resolutions)
+    parents = ",".join(str(r) for r in c.parents)
     hex_argv = (
         PROGRAM,
         "hex",

@@ -4,6 +4,7 @@ exit 65 and nothing at the destination (issue 11)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import http.server
 import json
 import random
@@ -468,8 +469,14 @@ def test_run_and_workflow_pass_the_convert_options() -> None:
 
     base = WorkflowConfig(dataset="d", source_urls=("a.csv",), bucket="b")
     assert build_plan(base, 10).step("convert").argv == ("cng-datasets", "convert", "--", "a.csv", "s3://b/d.parquet")
-    cfg = base.with_(
-        lat_column="y", lon_column="x", encoding="CP1252", source_crs="EPSG:3857", on_invalid="skip", expect_features=10
+    cfg = dataclasses.replace(
+        base,
+        lat_column="y",
+        lon_column="x",
+        encoding="CP1252",
+        source_crs="EPSG:3857",
+        on_invalid="skip",
+        expect_features=10,
     )
     argv = build_plan(cfg, 10).step("convert").argv
     assert argv == (

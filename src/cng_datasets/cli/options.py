@@ -10,6 +10,7 @@ This module imports only click and the config module, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -18,8 +19,7 @@ import click
 from cng_datasets.cli.common import INT_LIST
 from cng_datasets.config import (
     CONTAINMENT_MODES,
-    DEFAULT_IMAGE,
-    DEFAULT_K8S_VERSION,
+    DEFAULT_PARENT_RESOLUTIONS,
     DEFAULT_RESOURCES,
     STEPS,
     Resources,
@@ -29,6 +29,11 @@ from cng_datasets.config import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_COUNT_TIMEOUT = 120.0
+
+
+def _default(name: str) -> Any:
+    """The default of a :class:`WorkflowConfig` field: defaults live in the config only."""
+    return next(f.default for f in dataclasses.fields(WorkflowConfig) if f.name == name)
 
 
 def _apply(func: F, options: Sequence[Callable[[F], F]]) -> F:
@@ -58,7 +63,7 @@ def workflow_options(func: F) -> F:
         click.option(
             "--on-invalid",
             type=click.Choice(["fail", "skip"]),
-            default="fail",
+            default=_default("on_invalid"),
             show_default=True,
             help="Features whose geometry is unusable: fail, or skip and list them (convert).",
         ),
@@ -68,24 +73,36 @@ def workflow_options(func: F) -> F:
             default=None,
             help="Fail convert unless the sources hold exactly this many features.",
         ),
-        click.option("--h3-resolution", type=click.IntRange(0, 15), default=10, show_default=True),
+        click.option(
+            "--h3-resolution", type=click.IntRange(0, 15), default=_default("h3_resolution"), show_default=True
+        ),
         click.option(
             "--parent-resolutions",
             type=INT_LIST,
-            default="9,8,0",
-            show_default=True,
-            help="Comma-separated parent H3 resolutions.",
+            default=None,
+            help="Comma-separated parent H3 resolutions.  [default: "
+            + ",".join(map(str, DEFAULT_PARENT_RESOLUTIONS))
+            + ", those coarser than --h3-resolution]",
         ),
-        click.option("--containment", type=click.Choice(CONTAINMENT_MODES), default="center", show_default=True),
+        click.option(
+            "--containment",
+            type=click.Choice(CONTAINMENT_MODES),
+            default=_default("containment"),
+            show_default=True,
+        ),
         click.option("--max-zoom", type=click.IntRange(0, 24), default=None, help="Max tile zoom [h3-resolution + 3]."),
         click.option("--min-zoom", type=click.IntRange(0, 24), default=None),
         click.option(
-            "--max-completions", type=click.IntRange(min=1), default=200, show_default=True, help="Most hex chunks."
+            "--max-completions",
+            type=click.IntRange(min=1),
+            default=_default("max_completions"),
+            show_default=True,
+            help="Most hex chunks.",
         ),
         click.option(
             "--max-parallelism",
             type=click.IntRange(min=1),
-            default=50,
+            default=_default("max_parallelism"),
             show_default=True,
             help="Most hex chunks at once.",
         ),
@@ -115,24 +132,28 @@ def workflow_options(func: F) -> F:
 def kubernetes_options(func: F) -> F:
     """Options of the generated Kubernetes objects (``workflow``)."""
     options: list[Callable[[F], F]] = [
-        click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace (must exist)."),
-        click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Container image of the Jobs."),
-        click.option("--s3-secret", default="aws", show_default=True, help="Secret that holds the S3 keys."),
+        click.option(
+            "--namespace", default=_default("namespace"), show_default=True, help="Kubernetes namespace (must exist)."
+        ),
+        click.option("--image", default=_default("image"), show_default=True, help="Container image of the Jobs."),
+        click.option(
+            "--s3-secret", default=_default("s3_secret"), show_default=True, help="Secret that holds the S3 keys."
+        ),
         click.option(
             "--s3-access-key-key",
-            default="AWS_ACCESS_KEY_ID",
+            default=_default("s3_access_key_key"),
             show_default=True,
             help="Key of the access key id in --s3-secret.",
         ),
         click.option(
             "--s3-secret-key-key",
-            default="AWS_SECRET_ACCESS_KEY",
+            default=_default("s3_secret_key_key"),
             show_default=True,
             help="Key of the secret access key in --s3-secret.",
         ),
         click.option(
             "--k8s-version",
-            default=DEFAULT_K8S_VERSION,
+            default=_default("k8s_version"),
             show_default=True,
             help="Kubernetes version whose API the manifests target.",
         ),

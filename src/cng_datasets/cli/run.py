@@ -270,10 +270,6 @@ def run(workers: int | None, force: bool, wait: bool, quiet: bool, **kwargs: Any
     from cng_datasets.local import run_local
 
     kwargs["bucket"] = local_root(kwargs["bucket"])
-    ctx = click.get_current_context()
-    if ctx.get_parameter_source("parent_resolutions") == click.core.ParameterSource.DEFAULT:
-        # the default 9,8,0 shrinks to the parents coarser than --h3-resolution (4 → 0)
-        kwargs["parent_resolutions"] = tuple(r for r in kwargs["parent_resolutions"] if r < kwargs["h3_resolution"])
     env = dict(os.environ)
     if kwargs.get("s3_endpoint"):
         env["AWS_ENDPOINT_URL"] = kwargs["s3_endpoint"]
