@@ -16,6 +16,7 @@ import pytest
 import shapely
 
 from cng_datasets import h3cells
+from cng_datasets.errors import OutOfRangeError
 from tests.conftest import data_file
 
 
@@ -263,7 +264,7 @@ def test_coordinates_outside_lonlat_raise_instead_of_being_clipped():
     metres = shapely.box(1_000_000.0, 6_000_000.0, 1_100_000.0, 6_100_000.0)  # Web Mercator, roughly Germany
     for bad in (metres, shapely.Point(10.0, 95.0), shapely.LineString([(0, 0), (200, 10)])):
         geoms = np.array([ok, None, bad, bad], dtype=object)
-        with pytest.raises(h3cells.OutOfRangeError) as info:
+        with pytest.raises(OutOfRangeError) as info:
             list(h3cells.feature_cells(geoms, 3))
         assert info.value.index == 2 and "outside [-180, 180] x [-90, 90]" in str(info.value)
         assert isinstance(info.value, DataError)

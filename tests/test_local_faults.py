@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from cng_datasets import children, destination, lease, local, markers, progress
+from cng_datasets import children, destination, errors, lease, local, markers, progress
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.errors import UsageError
 from cng_datasets.validate import validate_dataset
@@ -356,7 +356,7 @@ def test_force_keeps_the_lease_and_clean_removes_only_ours(tmp_path: Path) -> No
         (tmp_path / "c" / "_cng" / "convert.json").write_text("{}")
         destination.clean(cfg)
         assert [p.name for p in (tmp_path / "c" / "_cng").iterdir()] == ["lease.json"]
-        with pytest.raises(lease.LeaseHeldError, match=f"pid {os.getpid()} on host"):
+        with pytest.raises(errors.LeaseHeldError, match=f"pid {os.getpid()} on host"):
             local.run_local(cfg)  # this process holds it: a second run in it is refused too
     finally:
         held.release()
@@ -371,7 +371,7 @@ def test_s3_lease_is_exclusive_conditional_and_taken_over_when_stale(s3: str, mo
     first = lease.acquire(url)
     body = json.loads(storage.read_bytes(url))
     assert body["pid"] == os.getpid() and body["token"] == first.token
-    with pytest.raises(lease.LeaseHeldError, match=r"heartbeat \d+ s ago"):
+    with pytest.raises(errors.LeaseHeldError, match=r"heartbeat \d+ s ago"):
         lease.acquire(url)  # alive on this host, fresh heartbeat
     first._beat()  # our heartbeat: a PUT conditional on our ETag
     # a holder whose heartbeat is too old is taken over (If-Match on its ETag), once
@@ -379,7 +379,7 @@ def test_s3_lease_is_exclusive_conditional_and_taken_over_when_stale(s3: str, mo
     second = lease.acquire(url)
     assert json.loads(storage.read_bytes(url))["token"] == second.token
     # the first run notices at its next heartbeat, and its release leaves the new lease alone
-    with pytest.raises(lease.LeaseLostError, match="taken over"):
+    with pytest.raises(errors.LeaseLostError, match="taken over"):
         first._beat()
     first.release()
     assert json.loads(storage.read_bytes(url))["token"] == second.token
@@ -550,7 +550,7 @@ def test_s3_lease_on_a_server_without_conditional_writes(s3: str, monkeypatch: p
     monkeypatch.setattr(storage, "s3_client", lambda *a: NoConditions())
     url = f"{s3}/ds/_cng/lease.json"
     first = lease.acquire(url)
-    with pytest.raises(lease.LeaseHeldError, match=f"pid {os.getpid()}"):
+    with pytest.raises(errors.LeaseHeldError, match=f"pid {os.getpid()}"):
         lease.acquire(url)
     first._beat()
     first.release()

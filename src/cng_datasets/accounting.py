@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cng_datasets import storage
+from cng_datasets.errors import RecordError
 
 #: The unit every step counts in.
 UNIT = "features"
@@ -46,10 +47,6 @@ WEB_MERCATOR_MAX_LAT = 85.0511287798066
 GEOPARQUET_KEY = b"cng_datasets"
 PMTILES_KEY = "cng_datasets"
 HEX_SUCCESS = "_SUCCESS.json"
-
-
-class RecordError(ValueError):
-    """A record that is present but not of the expected shape."""
 
 
 @dataclass

@@ -1,19 +1,37 @@
 """Every error this package raises on purpose.
 
-    CngError                      base; the CLI prints ``str(err)`` as one line
-    ├── UsageError                options that contradict each other or cannot be honoured
-    ├── DataError                 deterministic bad input: retrying cannot help (exit 65)
-    │   ├── SourceError           a source cannot be opened / read (names the source)
-    │   └── IncompleteOutputError a completeness check failed (missing features, chunks)
-    ├── StorageError              a local / S3 / HTTP transfer failed (may succeed on retry)
-    ├── ToolError                 an external tool (tippecanoe) failed
-    └── ClusterError              the Kubernetes API refused or a Job failed
+    CngError                        base; the CLI prints ``str(err)`` as one line (exit 1 unless noted)
+    ├── UsageError                  options that contradict each other or cannot be honoured (65)
+    ├── DataError                   deterministic bad input: retrying cannot help (exit 65)
+    │   ├── SourceError             a source cannot be opened / read (names the source)
+    │   ├── OutOfRangeError         a coordinate outside lon/lat degrees (h3cells)
+    │   ├── RecordError             an accounting record present but malformed (accounting)
+    │   ├── IncompleteOutputError   a completeness check failed (missing features, chunks)
+    │   └── ValidationError         ``validate`` found problems; ``problems`` lists them
+    ├── StorageError                a local / S3 / HTTP transfer failed (may succeed on retry)
+    ├── ToolError                   an external tool (tippecanoe) failed
+    ├── LeaseHeldError              another run holds the destination (``--wait`` waits for it)
+    ├── LeaseLostError              our lease was taken over while we ran
+    ├── StepFailedError             a step of a local run exited non-zero (65 when the step did)
+    └── ClusterError                the Kubernetes API refused or a Job failed
+        ├── StaleJobError           a Job of that name runs other settings (65)
+        ├── WaitTimeoutError        a wait on the cluster ran out of time
+        ├── NotFound / AlreadyExists / Forbidden   HTTP 404 / 409 / 403 of the API
+        └── NamespaceMissing        the namespace does not exist
+
+    CngWarning (UserWarning)        printed as ``warning: …`` lines
+    ├── AssumedCrsWarning / RenamedColumnWarning / CountFallbackWarning
+
+Every class is defined here, none elsewhere; modules import what they raise. A caller tells
+errors apart by class, never by their text.
 
 Exit codes: ``DataError`` and subclasses exit with :data:`EXIT_BAD_INPUT` so a Kubernetes
 ``podFailurePolicy`` can fail a hex index at once instead of retrying it; anything else exits 1.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 #: Exit code for deterministic bad input (sysexits.h EX_DATAERR).
 EXIT_BAD_INPUT = 65
@@ -63,6 +81,33 @@ class IncompleteOutputError(DataError):
     """A completeness check failed: features or chunks are missing or duplicated."""
 
 
+class OutOfRangeError(DataError):
+    """A coordinate outside [-180, 180] × [-90, 90]: the data is not lon/lat degrees.
+
+    ``index`` is the feature's position in the batch given to ``h3cells.feature_cells`` (``None``
+    when unknown); ``detail`` says what is wrong without naming the feature, so a caller can name it.
+    """
+
+    def __init__(self, index: int | None, detail: str) -> None:
+        self.index = index
+        self.detail = detail
+        where = f"feature #{index} of the batch" if index is not None else "a coordinate"
+        super().__init__(f"{where}: {detail}")
+
+
+class RecordError(DataError):
+    """An accounting record that is present but not of the expected shape."""
+
+
+class ValidationError(DataError):
+    """One or more checks of ``validate`` failed; ``problems`` lists them (one precise line each)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems; first: {problems[0]}"
+        super().__init__(f"validation failed: {head}")
+
+
 class StorageError(CngError):
     """A read, write or delete on local disk, S3 or HTTP failed. ``url`` names the object."""
 
@@ -83,6 +128,26 @@ class ToolError(CngError):
 
 class ClusterError(CngError):
     """The Kubernetes API refused a request, or a Job of the workflow failed."""
+
+
+class WaitTimeoutError(ClusterError):
+    """A wait on the cluster (a Job, the upload pod, the uploaded files) ran out of time."""
+
+
+class LeaseHeldError(CngError):
+    """Another run holds the destination's lease (exit 1: running later may succeed).
+
+    ``what`` names the destination, ``holder`` is the lease's content, ``description`` says who
+    holds it in words."""
+
+    def __init__(self, what: str, holder: dict[str, Any], description: str) -> None:
+        self.what = what
+        self.holder = holder
+        super().__init__(f"{what} is in use by another run ({description}); wait for it with --wait, or stop that run")
+
+
+class LeaseLostError(CngError):
+    """Our lease was taken over by another run while we ran (our heartbeat had stopped)."""
 
 
 class CngWarning(UserWarning):

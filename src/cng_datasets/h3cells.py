@@ -43,26 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from cng_datasets.errors import DataError
+from cng_datasets.errors import OutOfRangeError
 from cng_datasets.geometry import split_line, split_polygon
 
 MODES = ("center", "full", "overlap")
 #: Degrees a coordinate may stray outside [-180, 180] × [-90, 90] (float noise) before it is refused.
 RANGE_TOLERANCE = 1e-9
-
-
-class OutOfRangeError(DataError):
-    """A coordinate outside [-180, 180] × [-90, 90]: the data is not lon/lat degrees.
-
-    ``index`` is the feature's position in the batch given to :func:`feature_cells` (``None`` when
-    unknown); ``detail`` says what is wrong without naming the feature, so a caller can name it.
-    """
-
-    def __init__(self, index: int | None, detail: str) -> None:
-        self.index = index
-        self.detail = detail
-        where = f"feature #{index} of the batch" if index is not None else "a coordinate"
-        super().__init__(f"{where}: {detail}")
 
 
 def check_range(geoms: np.ndarray) -> None:

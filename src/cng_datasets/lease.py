@@ -39,7 +39,7 @@ from typing import Any
 
 from cng_datasets import storage
 from cng_datasets.children import pid_alive
-from cng_datasets.errors import CngError, StorageError
+from cng_datasets.errors import LeaseHeldError, LeaseLostError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +50,6 @@ HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0
 #: Seconds between two attempts while waiting (``--wait``).
 WAIT_POLL_SECONDS = 2.0
-
-
-class LeaseHeldError(CngError):
-    """Another run holds the destination's lease (exit 1: running later may succeed)."""
-
-    def __init__(self, what: str, holder: dict[str, Any]) -> None:
-        self.what = what
-        self.holder = holder
-        super().__init__(
-            f"{what} is in use by another run ({describe(holder)}); wait for it with --wait, or stop that run"
-        )
-
-
-class LeaseLostError(CngError):
-    """Our lease was taken over by another run while we ran (our heartbeat had stopped)."""
 
 
 def describe(holder: dict[str, Any]) -> str:
@@ -408,7 +393,7 @@ def acquire(
             lease.start_heartbeat()
             return lease
         if not wait:
-            raise LeaseHeldError(label or url, holder)
+            raise LeaseHeldError(label or url, holder, describe(holder))
         if not told and on_wait is not None:
             on_wait(holder)
             told = True

@@ -514,7 +514,7 @@ def run_local(
       the run succeeds).
 
     - ``wait``: when another run holds the dataset's lease, wait for it (``lease-waiting`` event)
-      instead of raising :class:`~cng_datasets.lease.LeaseHeldError`.
+      instead of raising :class:`~cng_datasets.errors.LeaseHeldError`.
 
     Raises :class:`StepFailedError` when a step fails (exit code 65 if the step exited 65),
     :class:`~cng_datasets.errors.UsageError` for a destination that cannot hold the outputs.

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from cng_datasets.errors import ClusterError, UsageError
+from cng_datasets.errors import ClusterError, UsageError, WaitTimeoutError
 from cng_datasets.k8s.jobs import poll_until
 
 log = logging.getLogger("cng_datasets")
@@ -133,7 +133,7 @@ def receive(
     receiver = Receiver(directory, expect, stable_seconds=stable_seconds, clock=clock)
     receiver.start()
     if poll_until(receiver.poll, timeout, sleep, poll_interval, clock).timed_out:
-        raise ClusterError(
+        raise WaitTimeoutError(
             f"timed out after {timeout:g} s waiting for {', '.join(receiver.missing()) or 'the .complete marker'}"
         )
     log.info("received %d files", len(receiver.expect))
@@ -151,7 +151,7 @@ def _wait_ready(directory: Path, wait: float, sleep: Callable[[float], None]) ->
         except OSError:
             pass
         if time.monotonic() >= deadline:
-            raise ClusterError(f"no receive-yamls is running in this pod on {directory} (waited {wait:.0f} s)")
+            raise WaitTimeoutError(f"no receive-yamls is running in this pod on {directory} (waited {wait:.0f} s)")
         sleep(0.2)
 
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cng_datasets.errors import ClusterError, UsageError
+from cng_datasets.errors import ClusterError, UsageError, WaitTimeoutError
 from cng_datasets.k8s import names, receive, spechash
 from cng_datasets.k8s.api import AlreadyExists, KubeApi
 from cng_datasets.k8s.folder import (
@@ -234,7 +234,7 @@ def _delete_and_wait(api: KubeApi, wf: Workflow, name: str, waits: _Waits) -> No
     if not api.delete("Job", wf.namespace, name):
         return
     if waits.until(lambda: api.get("Job", wf.namespace, name) is None, DELETE_TIMEOUT).timed_out:
-        raise ClusterError(f"timed out after {DELETE_TIMEOUT:.0f} s waiting for Job {name} to be deleted")
+        raise WaitTimeoutError(f"timed out after {DELETE_TIMEOUT:.0f} s waiting for Job {name} to be deleted")
 
 
 def _replace_stale_and_failed(
@@ -318,7 +318,7 @@ def _start_upload(api: KubeApi, wf: Workflow, waits: _Waits, echo: Callable[[str
     echo(f"waiting for the upload pod of {wf.upload_name} …")
     polled = waits.until(lambda: _upload_pod(api, wf))
     if polled.value is None:
-        raise ClusterError(
+        raise WaitTimeoutError(
             f"timed out after {waits.timeout:.0f} s waiting for the upload pod of {wf.upload_name} to run"
             f"{_pod_waiting_reason(api, wf)}"
         )
@@ -346,7 +346,7 @@ def _start_orchestrator(api: KubeApi, wf: Workflow, waits: _Waits) -> None:
         _, summary = failure_report(api, ns, "upload", wf.upload_name, outcome.failed[wf.upload_name])
         raise ClusterError(summary)
     if outcome.timed_out:
-        raise ClusterError(f"timed out after {waits.timeout:.0f} s waiting for Job {wf.upload_name} to complete")
+        raise WaitTimeoutError(f"timed out after {waits.timeout:.0f} s waiting for Job {wf.upload_name} to complete")
     want = wf.spec_hashes()["workflow"]
     try:
         api.create(ns, _body(wf.orchestrator, ns, want))

@@ -75,7 +75,14 @@ from typing import Any
 import numpy as np
 
 from cng_datasets import h3cells, storage
-from cng_datasets.errors import DataError, IncompleteOutputError, RenamedColumnWarning, UsageError, first_line
+from cng_datasets.errors import (
+    DataError,
+    IncompleteOutputError,
+    OutOfRangeError,
+    RenamedColumnWarning,
+    UsageError,
+    first_line,
+)
 from cng_datasets.geometry import is_lonlat_crs84
 from cng_datasets.steps.testhook import kill_point
 
@@ -521,7 +528,7 @@ def hex_chunk(
                             parents,
                         )
                     stats["cells"] += len(idx)
-            except h3cells.OutOfRangeError as exc:
+            except OutOfRangeError as exc:
                 where = f"feature {info.id_column}={idn[exc.index]}" if exc.index is not None else "a feature"
                 raise DataError(f"{input_url}: {where}: {exc.detail}") from exc
             except BaseException as exc:  # h3ronpy panics are BaseException

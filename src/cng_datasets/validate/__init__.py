@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cng_datasets import storage
-from cng_datasets.errors import DataError
+from cng_datasets.errors import ValidationError
 from cng_datasets.validate.geoparquet import GEOMETRY_TYPES, check_geoparquet
 from cng_datasets.validate.hex import H3PY_SAMPLE, HEX_SUCCESS, check_hex, parents
 from cng_datasets.validate.pmtiles import check_pmtiles
@@ -56,15 +56,6 @@ __all__ = [
     "parents",
     "validate_dataset",
 ]
-
-
-class ValidationError(DataError):
-    """One or more checks failed; ``problems`` lists them (one precise line each)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems; first: {problems[0]}"
-        super().__init__(f"validation failed: {head}")
 
 
 @dataclass
