@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from cng_datasets import storage
+from cng_datasets import contract, storage
 from cng_datasets.errors import RecordError
 
 #: The unit every step counts in.
@@ -44,9 +44,9 @@ NO_GEOMETRY_REASONS = (REASON_NULL, REASON_EMPTY)
 #: Web Mercator's latitude limit: atan(sinh(π)) in degrees.
 WEB_MERCATOR_MAX_LAT = 85.0511287798066
 #: Key of the record in the GeoParquet footer and in the PMTiles JSON metadata.
-GEOPARQUET_KEY = b"cng_datasets"
-PMTILES_KEY = "cng_datasets"
-HEX_SUCCESS = "_SUCCESS.json"
+GEOPARQUET_KEY = contract.GEOPARQUET_KEY
+PMTILES_KEY = contract.PMTILES_KEY
+HEX_SUCCESS = contract.HEX_SUCCESS
 
 
 @dataclass
@@ -115,16 +115,7 @@ def geoparquet_info(url: str) -> tuple[dict[str, Any] | None, int]:
 
     with storage.open_random_access(url) as f:
         md = pq.ParquetFile(f).metadata
-    raw = (md.metadata or {}).get(GEOPARQUET_KEY)
-    if not raw:
-        return None, md.num_rows
-    try:
-        info = json.loads(raw)
-    except ValueError as exc:
-        raise RecordError(f"the cng_datasets metadata is not JSON ({exc})") from exc
-    if not isinstance(info, dict):
-        raise RecordError("the cng_datasets metadata is not a JSON object")
-    return info, md.num_rows
+    return contract.footer_json(md.metadata, GEOPARQUET_KEY), md.num_rows
 
 
 def geoparquet_record(info: dict[str, Any]) -> Record:

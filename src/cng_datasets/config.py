@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from cng_datasets import contract
+from cng_datasets.contract import CONTAINMENT_MODES
 from cng_datasets.errors import UsageError
 
 STEPS = ("convert", "pmtiles", "hex", "repartition")
 #: Parent resolutions when none are given, each kept only when coarser than the H3 resolution
 #: (resolution 4 keeps 0), so that every resolution has a working default.
 DEFAULT_PARENT_RESOLUTIONS = (9, 8, 0)
-CONTAINMENT_MODES = ("center", "full", "overlap")
 
 #: Default Kubernetes version whose schemas the manifests are validated against. 1.33 is the
 #: first release where ``backoffLimitPerIndex`` / ``maxFailedIndexes`` are GA (and
@@ -186,25 +187,21 @@ class WorkflowConfig:
     def is_local(self) -> bool:
         return "://" not in self.root_url
 
-    def _url(self, suffix: str) -> str:
-        sep = "/"
-        return f"{self.root_url.rstrip('/')}{sep}{self.dataset_path}{suffix}"
-
     @property
     def parquet_url(self) -> str:
-        return self._url(".parquet")
+        return contract.parquet_url(self.root_url, self.dataset_path)
 
     @property
     def pmtiles_url(self) -> str:
-        return self._url(".pmtiles")
+        return contract.pmtiles_url(self.root_url, self.dataset_path)
 
     @property
     def hex_url(self) -> str:
-        return self._url("/hex")
+        return contract.hex_url(self.root_url, self.dataset_path)
 
     @property
     def chunks_url(self) -> str:
-        return self._url("/chunks")
+        return contract.chunks_url(self.root_url, self.dataset_path)
 
     @property
     def resolved_max_zoom(self) -> int:

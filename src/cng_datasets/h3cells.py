@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from cng_datasets.contract import CONTAINMENT_MODES
 from cng_datasets.errors import OutOfRangeError
 from cng_datasets.geometry import split_line, split_polygon
 
-MODES = ("center", "full", "overlap")
 #: Degrees a coordinate may stray outside [-180, 180] × [-90, 90] (float noise) before it is refused.
 RANGE_TOLERANCE = 1e-9
 
@@ -569,8 +569,8 @@ def feature_cells(
     Raises :class:`OutOfRangeError` (before yielding anything) when a geometry has a coordinate
     outside [-180, 180] × [-90, 90]: projected coordinates are never hexed as if they were degrees.
     """
-    if mode not in MODES:
-        raise ValueError(f"containment mode must be one of {MODES}, not {mode!r}")
+    if mode not in CONTAINMENT_MODES:
+        raise ValueError(f"containment mode must be one of {CONTAINMENT_MODES}, not {mode!r}")
     geoms = np.asarray(geoms, dtype=object)
     n = len(geoms)
     if n == 0:

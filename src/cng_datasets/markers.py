@@ -19,10 +19,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cng_datasets import __version__, storage
+from cng_datasets import __version__, contract, storage
 from cng_datasets.config import WorkflowConfig
+from cng_datasets.contract import CHUNK_MARKER_DIR, CHUNK_MARKER_RE
 from cng_datasets.errors import StorageError
-from cng_datasets.steps.hex import CHUNK_MARKER_RE, MARKER_DIR
 from cng_datasets.steps.repartition import read_success
 
 #: Marker format version (a marker of another version is ignored: the step runs again).
@@ -151,7 +151,7 @@ def present(url: str) -> bool:
 
 def marker_url(config: WorkflowConfig, name: str) -> str:
     """Where the marker ``name`` (``convert``, ``hex-chunks``, …) of ``config``'s dataset lives."""
-    return storage.join(config.root_url, config.dataset_path, "_cng", f"{name}.json")
+    return contract.run_marker_url(config.root_url, config.dataset_path, name)
 
 
 def read_marker(url: str) -> dict[str, Any] | None:
@@ -172,13 +172,13 @@ def write_marker(url: str, data: dict[str, Any]) -> None:
 
 
 #: The hex step's per-chunk completion markers: ``<chunks>/_done/chunk-<index>.json``.
-DONE_DIR = MARKER_DIR
+DONE_DIR = CHUNK_MARKER_DIR
 
 
 def chunk_done_markers(chunks_url: str) -> dict[int, str]:
     """Chunk index → URL of its completion marker, from ``<chunks>/_done/``.
 
-    Only names matching the hex step's :data:`~cng_datasets.steps.hex.CHUNK_MARKER_RE`
+    Only names matching :data:`~cng_datasets.contract.CHUNK_MARKER_RE`
     (``chunk-00003.json``) count: a temporary file left by an interrupted write
     (``.chunk-00003.json.<hex>.tmp``) does not mark chunk 3 done.
     """

@@ -25,7 +25,6 @@ Note:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -39,10 +38,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from cng_datasets import source_checks, storage
-from cng_datasets.errors import DataError, RenamedColumnWarning, SourceError, StorageError, first_line
+from cng_datasets import contract, source_checks, storage
+from cng_datasets.errors import DataError, RecordError, RenamedColumnWarning, SourceError, StorageError, first_line
 
 log = logging.getLogger("cng_datasets")
 
@@ -360,21 +358,19 @@ def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     if (loc.is_local and os.path.isfile(loc.path)) or not loc.is_local:
         source_checks.sniff(url)
     try:
-        pf = pq.ParquetFile(stack.enter_context(storage.open_random_access(url)))
-    except FileNotFoundError as exc:
-        raise SourceError(url, "file not found") from exc
+        pf = stack.enter_context(storage.open_parquet(url))
     except StorageError as exc:
-        raise SourceError(url, exc.problem) from exc
-    except Exception as exc:
-        raise SourceError(url, f"not a readable Parquet file ({first_line(exc)})") from exc
+        raise SourceError(url, "file not found" if exc.problem == "not found" else exc.problem) from exc
+    except DataError as exc:
+        raise SourceError(url, f"not a readable Parquet file ({first_line(exc.__cause__ or exc)})") from exc
     meta = pf.schema_arrow.metadata or {}
-    if b"geo" not in meta:
-        raise SourceError(url, "Parquet file without GeoParquet 'geo' metadata (no geometry)")
     try:
-        geo = json.loads(meta[b"geo"])
+        geo = contract.footer_json(meta, contract.GEO_KEY)
+        if geo is None:
+            raise SourceError(url, "Parquet file without GeoParquet 'geo' metadata (no geometry)")
         primary = geo["primary_column"]
         column = geo["columns"][primary]
-    except (ValueError, KeyError) as exc:
+    except (RecordError, KeyError, TypeError) as exc:
         raise SourceError(url, f"invalid GeoParquet metadata ({exc})") from exc
     if column.get("encoding", "WKB").upper() != "WKB":
         raise SourceError(url, f"GeoParquet encoding {column.get('encoding')!r} is not supported (WKB only)")
@@ -405,10 +401,10 @@ def _open_parquet(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
 def _own_info(meta: dict[bytes, bytes]) -> dict[str, Any] | None:
     """The ``cng_datasets`` footer of a GeoParquet this tool wrote, or ``None``."""
     try:
-        info = json.loads(meta[b"cng_datasets"]) if b"cng_datasets" in meta else None
-    except ValueError:
+        info = contract.dataset_metadata(meta)
+    except RecordError:
         return None
-    return info if isinstance(info, dict) and isinstance(info.get("id_column"), str) else None
+    return info if isinstance(info.get("id_column"), str) else None
 
 
 def open_source(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:

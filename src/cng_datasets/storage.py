@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cng_datasets.errors import StorageError, first_line
+from cng_datasets.errors import DataError, StorageError, first_line
 from cng_datasets.retry import MAX_ATTEMPTS, RetryingInput, http_transient, with_retries
 
 if TYPE_CHECKING:  # type stubs only (boto3-stubs[s3], a test dependency)
@@ -604,6 +604,35 @@ def open_random_access(url: str) -> Any:
         return RetryingInput(filesystem, path)
     filesystem, path = pyarrow_filesystem(url)
     return filesystem.open_input_file(path)
+
+
+def open_parquet(url: str) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` over ``url`` (local, s3://, http(s)://) that reads the
+    footer and the row groups it is asked for, never the whole file. The one way every step and
+    check opens a Parquet input, so they fail alike: :class:`StorageError` when it is missing or
+    cannot be reached (another attempt may succeed), :class:`DataError` when it is there but not
+    Parquet (exit 65)."""
+    import pyarrow.parquet as pq
+
+    try:
+        handle = open_random_access(url)
+    except StorageError:
+        raise
+    except FileNotFoundError as exc:
+        raise StorageError(url, "not found") from exc
+    except OSError as exc:
+        text = first_line(exc)
+        if "does not exist" in text or "not found" in text.lower() or "NoSuchKey" in text:
+            raise StorageError(url, "not found") from exc
+        raise StorageError(url, text) from exc
+    try:
+        return pq.ParquetFile(handle)
+    except OSError as exc:  # the transfer failed while reading the footer
+        handle.close()
+        raise StorageError(url, first_line(exc)) from exc
+    except Exception as exc:  # ArrowInvalid (a ValueError): there, but not Parquet
+        handle.close()
+        raise DataError(f"{url}: not a readable Parquet file ({first_line(exc)})") from exc
 
 
 def open_input(url: str) -> IO[bytes]:

@@ -18,13 +18,13 @@ import click
 
 from cng_datasets.cli.common import INT_LIST
 from cng_datasets.config import (
-    CONTAINMENT_MODES,
     DEFAULT_PARENT_RESOLUTIONS,
     DEFAULT_RESOURCES,
     STEPS,
     Resources,
     WorkflowConfig,
 )
+from cng_datasets.contract import CONTAINMENT_MODES
 
 F = TypeVar("F", bound=Callable[..., Any])
 

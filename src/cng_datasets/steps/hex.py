@@ -75,6 +75,7 @@ from typing import Any
 import numpy as np
 
 from cng_datasets import h3cells, storage
+from cng_datasets.contract import CONTAINMENT_MODES
 from cng_datasets.errors import (
     DataError,
     IncompleteOutputError,
@@ -426,8 +427,8 @@ def hex_chunk(
         raise UsageError(f"--chunk-size must be at least 1, not {chunk_size}")
     if chunk_id < 0:
         raise UsageError(f"chunk id must be >= 0, not {chunk_id}")
-    if containment not in h3cells.MODES:
-        raise DataError(f"containment must be one of {', '.join(h3cells.MODES)}, not {containment!r}")
+    if containment not in CONTAINMENT_MODES:
+        raise DataError(f"containment must be one of {', '.join(CONTAINMENT_MODES)}, not {containment!r}")
     parents = parent_list(resolution, tuple(parent_resolutions))
     if chunk_count is not None and chunk_count < 1:
         raise UsageError(f"--chunk-count must be at least 1, not {chunk_count}")
