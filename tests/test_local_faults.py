@@ -264,7 +264,7 @@ def test_http_source_without_validators_is_never_taken_as_unchanged(tmp_path: Pa
         url = f"http://127.0.0.1:{server.server_address[1]}/x.geojson"
         assert markers.identity(url) is None
         Handler.validators = True
-        assert markers.identity(url) == {"size": "10", "etag": '"abc"', "modified": None}
+        assert markers.identity(url) == {"size": 10, "etag": '"abc"', "modified": None}
     finally:
         server.shutdown()
         server.server_close()

@@ -84,29 +84,12 @@ def _identity_local(path: str) -> dict[str, Any] | None:
     return ident
 
 
-def _identity_s3(url: str, bucket: str, key: str) -> dict[str, Any] | None:
-    from botocore.exceptions import ClientError
-
-    client = storage.s3_client()
-    try:
-        head = client.head_object(Bucket=bucket, Key=key)
-        modified = head.get("LastModified")
-        return {
-            "size": int(head["ContentLength"]),
-            "etag": head.get("ETag"),
-            "modified": modified.isoformat() if modified is not None else None,
-        }
-    except ClientError:
-        pass
+def _identity_s3(url: str) -> dict[str, Any] | None:
+    info = storage.head(url)
+    if info is not None:
+        return {"size": info.size, "etag": info.etag, "modified": info.modified}
     # a prefix (a FileGDB directory, the hex output): every object's size and ETag
-    prefix = key.rstrip("/") + "/" if key else ""
-    items = []
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                items.append((obj["Key"][len(prefix) :], int(obj["Size"]), str(obj.get("ETag", ""))))
-    except ClientError as exc:
-        raise storage._s3_error(url, exc) from exc
+    items = [(key, o.size or 0, o.etag or "") for key, o in storage.list_objects(url)]
     if not items:
         return None
     return {"files": len(items), "size": sum(i[1] for i in items), "etags": _tree_digest(items)}
@@ -127,15 +110,11 @@ def identity(url: str) -> dict[str, Any] | None:
         if loc.is_local:
             return _identity_local(loc.path)
         if loc.scheme == "s3":
-            return _identity_s3(url, loc.bucket, loc.key)
-        import urllib.request
-
-        req = urllib.request.Request(loc.url, method="HEAD")
-        with urllib.request.urlopen(req, timeout=storage.HTTP_TIMEOUT) as resp:
-            h = resp.headers
-            if not h.get("ETag") and not h.get("Last-Modified"):
-                return None
-            return {"size": h.get("Content-Length"), "etag": h.get("ETag"), "modified": h.get("Last-Modified")}
+            return _identity_s3(url)
+        info = storage.head(url)
+        if info is None or (not info.etag and not info.modified):
+            return None
+        return {"size": info.size, "etag": info.etag, "modified": info.modified}
     except (OSError, StorageError):
         return None
 

@@ -341,6 +341,64 @@ def size(url: str) -> int:
             return int(resp.headers["Content-Length"])
 
 
+@dataclass(frozen=True)
+class RemoteInfo:
+    """What a HEAD request / listing says of a remote object: its validators, as the server gives them."""
+
+    size: int | None
+    etag: str | None
+    modified: str | None
+
+
+def head(url: str) -> RemoteInfo | None:
+    """Size, ETag and Last-Modified of the s3:// or http(s):// object ``url``; None when it does
+    not exist (404). :class:`StorageError` for any other failure."""
+    loc = parse(url)
+    if loc.is_local:
+        raise StorageError(url, "head() is for remote objects")
+    if loc.scheme == "s3":
+        from botocore.exceptions import ClientError
+
+        try:
+            h = s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _s3_error(url, exc) from exc
+        except Exception as exc:
+            raise _s3_error(url, exc) from exc
+        modified = h.get("LastModified")
+        return RemoteInfo(int(h["ContentLength"]), h.get("ETag"), modified.isoformat() if modified else None)
+    try:
+        req = urllib.request.Request(loc.url, method="HEAD")
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
+            hd = resp.headers
+            length = hd.get("Content-Length")
+            return RemoteInfo(int(length) if length else None, hd.get("ETag"), hd.get("Last-Modified"))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise StorageError(url, f"HTTP {exc.code}") from exc
+    except OSError as exc:
+        raise StorageError(url, f"unreachable ({exc})") from exc
+
+
+def list_objects(url: str) -> list[tuple[str, RemoteInfo]]:
+    """Every object below the s3:// prefix ``url``: (key relative to the prefix, its size and ETag)."""
+    loc = parse(url)
+    if loc.scheme != "s3":
+        raise StorageError(url, "list_objects() is for s3:// prefixes")
+    prefix = loc.key.rstrip("/") + "/" if loc.key else ""
+    out: list[tuple[str, RemoteInfo]] = []
+    try:
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                out.append((obj["Key"][len(prefix) :], RemoteInfo(int(obj["Size"]), str(obj.get("ETag", "")), None)))
+    except Exception as exc:
+        raise _s3_error(url, exc) from exc
+    return out
+
+
 def list_prefix(url: str) -> list[str]:
     """All object URLs below the prefix ``url`` (recursively), sorted.
 

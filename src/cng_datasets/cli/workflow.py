@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ def workflow(output_dir: str, feature_count: int | None, count_timeout: float, q
     to run them. The hex chunking is chosen from the number of features,
     counted from the sources with GDAL (default chunking if counting fails).
     """
-    from cng_datasets import probe
+    from cng_datasets import probe, storage
     from cng_datasets.k8s import manifests
     from cng_datasets.plan import build_plan
 
@@ -54,11 +53,8 @@ def workflow(output_dir: str, feature_count: int | None, count_timeout: float, q
     files = manifests.render_files(plan, output_dir)
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+        storage.write_bytes(str(out / name), text.encode("utf-8"))
 
     ch = plan.chunking
     counted = f"{ch.feature_count:,} features" if ch.feature_count is not None else "features not counted"

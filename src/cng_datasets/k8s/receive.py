@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from cng_datasets import storage
 from cng_datasets.errors import ClusterError, UsageError, WaitTimeoutError
 from cng_datasets.k8s.jobs import poll_until
 
@@ -42,9 +43,7 @@ PART_CHARS = 3000
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    storage.write_bytes(str(path), data)
 
 
 def _check_name(name: str) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from cng_datasets import __version__
+from cng_datasets import __version__, storage
 from cng_datasets.accounting import (
     PMTILES_KEY,
     REASON_EMPTY,
@@ -339,8 +339,7 @@ def set_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> None:
     from pmtiles.tile import Compression, deserialize_header, serialize_header
 
     path = Path(path)
-    out = path.with_name(path.name + ".meta.tmp")
-    try:
+    with storage.atomic_output(str(path)) as out:
         with open(path, "rb") as src:
             header = deserialize_header(src.read(127))
             src.seek(header["metadata_offset"])
@@ -363,10 +362,6 @@ def set_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> None:
                 dst.write(body)
                 _copy_range(src, dst, header["leaf_directory_offset"], header["leaf_directory_length"])
                 _copy_range(src, dst, header["tile_data_offset"], header["tile_data_length"])
-        os.replace(out, path)
-    finally:
-        if out.exists():
-            out.unlink()
 
 
 # --------------------------------------------------------------------------------------------
