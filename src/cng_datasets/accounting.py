@@ -38,7 +38,6 @@ REASON_NULL = "null geometry"
 REASON_EMPTY = "empty geometry"
 REASON_LATITUDE = "latitude beyond ±85.0511 (Web Mercator)"
 REASON_TIPPECANOE = "dropped by tippecanoe"
-REASON_INVALID = "invalid row (--on-invalid skip)"
 #: Reasons that mean "the GeoParquet row has no geometry".
 NO_GEOMETRY_REASONS = (REASON_NULL, REASON_EMPTY)
 #: Web Mercator's latitude limit: atan(sinh(π)) in degrees.

@@ -50,6 +50,9 @@ PMTILES_KEY = "cng_datasets"
 
 # ---- layout -------------------------------------------------------------------------------------
 
+#: Directories below ``<root>/<dataset>``: the published hex output and the hex step's chunks.
+HEX_DIR = "hex"
+CHUNKS_DIR = "chunks"
 #: The marker that publishes the hex output (written last, removed first by repartition).
 HEX_SUCCESS = "_SUCCESS.json"
 #: Directory below the chunks holding one completion marker per finished chunk.
@@ -57,8 +60,11 @@ CHUNK_MARKER_DIR = "_done"
 #: The file name of a chunk's completion marker, and nothing else (not a ``.chunk-00003.json.<hex>.tmp``
 #: left by an interrupted write).
 CHUNK_MARKER_RE = re.compile(r"^chunk-(\d+)\.json$")
-#: Directory of a local run's step markers and logs, below ``<root>/<dataset>``.
+#: Directory of a local run's step markers, lease and logs, below ``<root>/<dataset>``.
 RUN_DIR = "_cng"
+#: The local run's lease (:mod:`cng_datasets.lease`) and its steps' logs, in :data:`RUN_DIR`.
+LEASE_NAME = "lease.json"
+LOGS_DIR = "logs"
 
 
 def chunk_marker_name(chunk_id: int) -> str:
@@ -80,16 +86,21 @@ def pmtiles_url(root: str, dataset: str) -> str:
 
 
 def hex_url(root: str, dataset: str) -> str:
-    return _join(root, dataset, "hex")
+    return _join(root, dataset, HEX_DIR)
 
 
 def chunks_url(root: str, dataset: str) -> str:
-    return _join(root, dataset, "chunks")
+    return _join(root, dataset, CHUNKS_DIR)
+
+
+def run_dir_url(root: str, dataset: str, *parts: str) -> str:
+    """``<root>/<dataset>/_cng[/parts…]``: where a local run keeps its markers, lease and logs."""
+    return _join(root, dataset, RUN_DIR, *parts)
 
 
 def run_marker_url(root: str, dataset: str, name: str) -> str:
     """A local run's marker ``name`` (``convert``, ``hex-chunks``, …)."""
-    return _join(root, dataset, RUN_DIR, f"{name}.json")
+    return run_dir_url(root, dataset, f"{name}.json")
 
 
 # ---- reading the footer -------------------------------------------------------------------------

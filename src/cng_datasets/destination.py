@@ -18,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
-from cng_datasets import storage
+from cng_datasets import contract, storage
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.errors import StorageError, UsageError
 
@@ -29,12 +29,13 @@ TIPPECANOE_TMP_RE = re.compile(r"^\.cng-tippecanoe-[a-z0-9_]{8}$")
 
 
 def lease_url(config: WorkflowConfig) -> str:
-    return storage.join(config.root_url, config.dataset_path, "_cng", "lease.json")
+    return contract.run_dir_url(config.root_url, config.dataset_path, contract.LEASE_NAME)
 
 
 def _dirs_and_files(config: WorkflowConfig) -> tuple[list[str], list[str]]:
     dataset_dir = storage.join(config.root_url, config.dataset_path)
-    dirs = [config.root_url, dataset_dir, storage.join(dataset_dir, "_cng"), config.chunks_url, config.hex_url]
+    run_dir = contract.run_dir_url(config.root_url, config.dataset_path)
+    dirs = [config.root_url, dataset_dir, run_dir, config.chunks_url, config.hex_url]
     return dirs, [config.parquet_url, config.pmtiles_url]
 
 
@@ -92,7 +93,7 @@ def remove_stale_temporaries(config: WorkflowConfig) -> list[str]:
             m = ATOMIC_TMP_RE.match(p.name)
             if (m and m.group("name") in outputs and p.is_file()) or (TIPPECANOE_TMP_RE.match(p.name) and p.is_dir()):
                 _remove(p, removed)
-    for sub in ("_cng", "chunks", "hex"):
+    for sub in (contract.RUN_DIR, contract.CHUNKS_DIR, contract.HEX_DIR):
         top = dataset_dir / sub
         if not top.is_dir():
             continue
@@ -120,7 +121,7 @@ def clean(config: WorkflowConfig) -> None:
     """Remove the markers (but not the lease), hex chunks and hex partitions of ``config``'s
     dataset (``run --force``)."""
     keep = lease_url(config)
-    for url in storage.list_prefix(storage.join(config.root_url, config.dataset_path, "_cng")):
+    for url in storage.list_prefix(contract.run_dir_url(config.root_url, config.dataset_path)):
         if url != keep:
             storage.delete(url)
     storage.delete_prefix(config.chunks_url)

@@ -43,7 +43,6 @@ from cng_datasets.errors import LeaseHeldError, LeaseLostError, StorageError
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "lease.json"
 #: Seconds between two heartbeats of the holder.
 HEARTBEAT_SECONDS = 30.0
 #: A lease whose heartbeat is older than this is stale (S3; a local one is stale when unlocked).

@@ -42,23 +42,6 @@ def cpu_count(cgroup_root: Path = _CGROUP) -> int:
     return max(1, n)
 
 
-def memory_limit(cgroup_root: Path = _CGROUP) -> int | None:
-    """The cgroup memory limit in bytes, or ``None`` when unlimited or unknown."""
-    raw = _read(cgroup_root / "memory.max") or _read(cgroup_root / "memory" / "memory.limit_in_bytes")
-    if not raw or raw == "max":
-        return None
-    value = int(raw)
-    # cgroup v1 reports "unlimited" as a huge page-aligned number.
-    return None if value >= 1 << 60 else value
-
-
-def available_memory(cgroup_root: Path = _CGROUP) -> int:
-    """Bytes we may plan to use: the cgroup limit if set, else physical memory."""
-    limit = memory_limit(cgroup_root)
-    phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return min(limit, phys) if limit else phys
-
-
 def raise_open_file_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit."""
     import resource

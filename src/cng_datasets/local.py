@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cng_datasets import children, destination, limits, storage
+from cng_datasets import children, contract, destination, limits, storage
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.errors import StepFailedError
 from cng_datasets.lease import Lease, describe
@@ -572,7 +572,7 @@ def _run_leased(
     if log_dir is not None:
         logs = Path(log_dir)
     elif config.is_local:
-        logs = Path(storage.join(config.root_url, config.dataset_path, "_cng", "logs"))
+        logs = Path(contract.run_dir_url(config.root_url, config.dataset_path, contract.LOGS_DIR))
     else:
         logs = Path(tempfile.mkdtemp(prefix="cng-run-logs-"))
         temp_logs = True
