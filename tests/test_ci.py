@@ -26,3 +26,17 @@ def test_ci_checks_lint_format_and_types_before_the_suite() -> None:
     checks = [".venv/bin/ruff check src tests", ".venv/bin/ruff format --check src tests", ".venv/bin/mypy"]
     positions = [lines.index(c) for c in checks]
     assert positions == sorted(positions) and positions[-1] < len(lines) - 1
+
+
+def test_every_lint_or_type_suppression_says_why() -> None:
+    """A ``noqa`` or ``type: ignore`` in the package carries its reason on the same line; tests
+    carry no ``type: ignore`` (mypy checks the package only, so there they would be noise)."""
+    bare = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            m = re.search(r"#\s*(noqa(: [A-Z0-9, ]+)?|type: ignore(\[[a-z-, ]+\])?)(?P<rest>.*)", line)
+            if m and not re.match(r"\s*(-|—|#)\s*\w", m.group("rest")):
+                bare.append(f"{path.relative_to(ROOT)}:{n}")
+    assert bare == []
+    typed = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py") if "type: ignore" in p.read_text()]
+    assert typed == [p for p in typed if p.endswith("test_ci.py")]

@@ -107,7 +107,7 @@ def test_unknown_count_uses_defaults() -> None:
 def _config(**kw: object) -> WorkflowConfig:
     base: dict[str, object] = dict(dataset="wdpa/2024", source_urls=(HOSTILE_URL,), bucket="public-wdpa")
     base.update(kw)
-    return WorkflowConfig(**base)  # type: ignore[arg-type]
+    return WorkflowConfig(**base)
 
 
 def test_plan_steps_argv_and_dependencies() -> None:

@@ -63,7 +63,7 @@ def test_counts_on_s3(s3: str, tmp_path: Path) -> None:
     storage.upload_file(tmp_path / "a.parquet", f"{s3}/dir/a.parquet")
     storage.upload_file(DATA / "earthquakes.json", f"{s3}/dir/quakes.json")
     quakes = probe.count_features([str(DATA / "earthquakes.json")])
-    assert probe.count_features([f"{s3}/dir/a.parquet", f"{s3}/dir/quakes.json"]) == 42 + quakes  # type: ignore[operator]
+    assert probe.count_features([f"{s3}/dir/a.parquet", f"{s3}/dir/quakes.json"]) == 42 + quakes
 
 
 def test_failure_returns_none_with_a_warning(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ class FakeCluster:
             raise urllib3.exceptions.MaxRetryError(
                 None,
                 "/apis",
-                reason=urllib3.exceptions.NewConnectionError(None, "Connection refused"),  # type: ignore[arg-type]
+                reason=urllib3.exceptions.NewConnectionError(None, "Connection refused"),
             )
         self.calls.append((group, resource, verb))
         if self.allowed is not None and (group, resource, verb) not in self.allowed:

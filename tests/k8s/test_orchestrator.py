@@ -53,7 +53,7 @@ def cluster(tmp_path: Path) -> FakeCluster:
     return c
 
 
-def run(cluster: FakeCluster, yamls: Path, namespace: str = "geo", sleep=None):  # type: ignore[no-untyped-def]
+def run(cluster: FakeCluster, yamls: Path, namespace: str = "geo", sleep=None):
     return orchestrate(
         cluster.api(), yamls, namespace, poll_interval=10, sleep=sleep or cluster.sleep, now=lambda: cluster.now
     )
@@ -66,11 +66,11 @@ def test_success_runs_in_dependency_order_with_pmtiles_parallel_and_awaited(
     created_at: dict[str, int] = {}
     real_create = cluster._create
 
-    def spy(kind, namespace, body):  # type: ignore[no-untyped-def]
+    def spy(kind, namespace, body):
         created_at[body["metadata"]["name"]] = cluster.ticks
         return real_create(kind, namespace, body)
 
-    cluster._create = spy  # type: ignore[method-assign]
+    cluster._create = spy
     with caplog.at_level(logging.INFO, logger="cng_datasets"):
         states = run(cluster, yamls)
     assert {s: st.phase for s, st in states.items()} == dict.fromkeys(JOB, "complete")
@@ -319,7 +319,7 @@ def test_rbac_rules_are_exactly_the_calls_of_orchestrate(tmp_path: Path, yamls: 
 
 def test_workflow_yaml_runs_exactly_the_orchestrate_command(
     tmp_path: Path, yamls: Path, monkeypatch, restore_logging
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """workflow.yaml's argv, given to the real CLI (with /yamls standing for the PVC), runs the
     orchestrator to completion with the ServiceAccount's rules."""
     from click.testing import CliRunner
@@ -359,7 +359,7 @@ def test_workflow_yaml_runs_exactly_the_orchestrate_command(
 # ---- pure pieces --------------------------------------------------------------------------------
 
 
-def _job(name: str, deps: str, argv: list[str] | None = None) -> dict:  # type: ignore[type-arg]
+def _job(name: str, deps: str, argv: list[str] | None = None) -> dict:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -465,7 +465,7 @@ def test_index_ranges_and_conditions() -> None:
     assert parse_indexes("") == []
     assert compress({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
 
-    def job(*conds: tuple[str, str]) -> dict:  # type: ignore[type-arg]
+    def job(*conds: tuple[str, str]) -> dict:
         return {"spec": {}, "status": {"conditions": [{"type": t, "status": s, "reason": "R"} for t, s in conds]}}
 
     assert job_state(job(("SuccessCriteriaMet", "True"))).phase == "complete"

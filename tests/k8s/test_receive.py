@@ -134,7 +134,7 @@ def test_upload_job_argv_is_what_receive_yamls_accepts(tmp_path: Path) -> None:
         receive_yamls.make_context("receive-yamls", cmd[2:])  # parses
 
 
-def test_console_script_end_to_end(tmp_path: Path, cli_run) -> None:  # type: ignore[no-untyped-def]
+def test_console_script_end_to_end(tmp_path: Path, cli_run) -> None:
     """The real console script: a receiver process, then puts and the marker as exec would run them."""
     d = tmp_path / "yamls"
     exe = [sys.executable, "-m", "cng_datasets"]

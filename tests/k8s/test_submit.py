@@ -31,7 +31,7 @@ def cluster(tmp_path: Path) -> FakeCluster:
     return FakeCluster(tmp_path / "cluster")
 
 
-def do_submit(cluster: FakeCluster, wf_dir: Path, **kw):  # type: ignore[no-untyped-def]
+def do_submit(cluster: FakeCluster, wf_dir: Path, **kw):
     lines: list[str] = []
     result = submit(
         cluster.api(), load_workflow(wf_dir), sleep=cluster.sleep, clock=lambda: cluster.now, echo=lines.append, **kw
@@ -205,7 +205,7 @@ def test_submit_with_an_unreachable_cluster(cluster: FakeCluster, wf_dir: Path) 
         do_submit(cluster, wf_dir)
 
 
-def test_cli_errors_are_one_line(cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging) -> None:  # type: ignore[no-untyped-def]
+def test_cli_errors_are_one_line(cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging) -> None:
     from cng_datasets.cli import cli
     from cng_datasets.k8s import api as k8s_api
 
@@ -270,10 +270,10 @@ def test_status_before_submit(cluster: FakeCluster, wf_dir: Path) -> None:
 
 def test_upload_pod_that_never_starts_times_out_with_a_reason(cluster: FakeCluster, wf_dir: Path) -> None:
     real = cluster._advance_pod
-    cluster._advance_pod = lambda pod: None  # type: ignore[method-assign]  # stuck in ContainerCreating
+    cluster._advance_pod = lambda pod: None  # stuck in ContainerCreating
     with pytest.raises(ClusterError, match=r"timed out after 60 s .*ContainerCreating"):
         do_submit(cluster, wf_dir, timeout=60)
-    cluster._advance_pod = real  # type: ignore[method-assign]
+    cluster._advance_pod = real
 
 
 def test_cleanup_deletes_jobs_and_pvc_but_not_rbac(cluster: FakeCluster, wf_dir: Path) -> None:
@@ -332,7 +332,7 @@ def test_cleanup_data_deletes_exactly_the_outputs_after_confirmation(
 
 def test_cleanup_cli_without_yes_on_a_pipe_keeps_data(
     cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from cng_datasets.cli import cli
     from cng_datasets.k8s import api as k8s_api
     from cng_datasets.k8s import submit as submit_mod
@@ -349,7 +349,7 @@ def test_cleanup_cli_without_yes_on_a_pipe_keeps_data(
 
 def test_submit_cli_stale_jobs_exit_65_in_one_line(
     cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     import functools
 
     from cng_datasets.cli import cli
@@ -371,7 +371,7 @@ def test_submit_cli_stale_jobs_exit_65_in_one_line(
     assert "deleting Job demo-places-hex: it ran other settings than hex-job.yaml" in result.output
 
 
-def test_status_and_logs_cli(cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging) -> None:  # type: ignore[no-untyped-def]
+def test_status_and_logs_cli(cluster: FakeCluster, wf_dir: Path, monkeypatch, restore_logging) -> None:
     from cng_datasets.cli import cli
     from cng_datasets.k8s import api as k8s_api
 
@@ -394,7 +394,7 @@ def test_status_and_logs_cli(cluster: FakeCluster, wf_dir: Path, monkeypatch, re
 
 
 @pytest.fixture
-def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
+def api_server(tmp_path: Path, wf_dir: Path):
     """A tiny HTTP server speaking a few Kubernetes API answers, and a kubeconfig pointing at it."""
     import json
     import threading
@@ -410,7 +410,7 @@ def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
     }
 
     class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, body: dict) -> None:  # type: ignore[type-arg]
+        def _send(self, code: int, body: dict) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -467,7 +467,7 @@ def api_server(tmp_path: Path, wf_dir: Path):  # type: ignore[no-untyped-def]
     server.server_close()
 
 
-def test_real_client_status_and_missing_namespace(api_server: Path, wf_dir: Path, cli_run) -> None:  # type: ignore[no-untyped-def]
+def test_real_client_status_and_missing_namespace(api_server: Path, wf_dir: Path, cli_run) -> None:
     env = {"KUBECONFIG": str(api_server)}
     proc = cli_run("status", str(wf_dir), env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -480,7 +480,7 @@ def test_real_client_status_and_missing_namespace(api_server: Path, wf_dir: Path
     )
 
 
-def test_real_client_without_config_or_server(tmp_path: Path, wf_dir: Path, cli_run) -> None:  # type: ignore[no-untyped-def]
+def test_real_client_without_config_or_server(tmp_path: Path, wf_dir: Path, cli_run) -> None:
     proc = cli_run("status", str(wf_dir), env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)}, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no usable Kubernetes configuration")

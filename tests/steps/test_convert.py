@@ -134,7 +134,7 @@ def test_shapefile_without_dbf(tmp_path: Path) -> None:
 
 def _convert(src: Path | str, tmp_path: Path, **kw: object) -> Path:
     out = tmp_path / "out.parquet"
-    convert([str(src)], str(out), ConvertOptions(**kw))  # type: ignore[arg-type]
+    convert([str(src)], str(out), ConvertOptions(**kw))
     return out
 
 

@@ -71,11 +71,11 @@ class Archive:
             return None
         if self.header["tile_compression"] == Compression.GZIP:
             data = gzip.decompress(data)
-        return mapbox_vector_tile.decode(data)  # type: ignore[no-any-return]
+        return mapbox_vector_tile.decode(data)
 
     def layer_fields(self, layer: str) -> dict[str, str]:
         entry = next(lyr for lyr in self.metadata["vector_layers"] if lyr["id"] == layer)
-        return entry["fields"]  # type: ignore[no-any-return]
+        return entry["fields"]
 
 
 @pytest.fixture
