@@ -268,7 +268,7 @@ def test_coordinates_outside_lonlat_raise_instead_of_being_clipped():
             list(h3cells.feature_cells(geoms, 3))
         assert info.value.index == 2 and "outside [-180, 180] x [-90, 90]" in str(info.value)
         assert isinstance(info.value, DataError)
-    with pytest.raises(h3cells.OutOfRangeError, match="outside"):
+    with pytest.raises(OutOfRangeError, match="outside"):
         h3cells.point_cells(np.array([10.0]), np.array([91.0]), 3)
     # the edges themselves, and float noise of a hair beyond them, are lon/lat
     edge = np.array(
