@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cng_datasets import local, markers, progress, storage
+from cng_datasets import contract, local, markers, progress, storage
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.plan import build_plan
 from cng_datasets.validate import validate_dataset
@@ -129,12 +129,11 @@ def test_chunk_marker_index_parsing(tmp_path: Path) -> None:
 
 
 def test_chunk_marker_pattern_is_the_one_repartition_uses(tmp_path: Path) -> None:
-    from cng_datasets.steps import hex as hexstep
     from cng_datasets.steps import repartition as rp
 
-    assert markers.CHUNK_MARKER_RE is hexstep.CHUNK_MARKER_RE
-    assert rp.CHUNK_MARKER_RE is hexstep.CHUNK_MARKER_RE
-    assert hexstep.CHUNK_MARKER_RE.match(hexstep.marker_name(3))
+    assert markers.CHUNK_MARKER_RE is contract.CHUNK_MARKER_RE
+    assert rp.CHUNK_MARKER_RE is contract.CHUNK_MARKER_RE
+    assert contract.CHUNK_MARKER_RE.match(contract.chunk_marker_name(3))
 
 
 @pytest.mark.slow

@@ -476,7 +476,7 @@ def test_missing_input(tmp_path: Path, cli_run: Any) -> None:
 def test_not_parquet_and_no_features(tmp_path: Path) -> None:
     bad = tmp_path / "bad.parquet"
     bad.write_text("hello")
-    with pytest.raises(DataError, match="not a Parquet file"):
+    with pytest.raises(DataError, match="not a readable Parquet file"):
         step.build_pmtiles(str(bad), str(tmp_path / "x.pmtiles"))
     import pyarrow as pa
     import pyarrow.parquet as pq

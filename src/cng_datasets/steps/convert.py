@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import shapely
 
-from cng_datasets import __version__, storage
+from cng_datasets import __version__, contract, storage
 from cng_datasets.errors import (
     AssumedCrsWarning,
     DataError,
@@ -46,8 +45,8 @@ from cng_datasets.steps.invalid_rows import SKIPPED_REASON, SkippedReport, featu
 
 log = logging.getLogger("cng_datasets")
 
-DEFAULT_ID_COLUMN = "_cng_fid"
-METADATA_KEY = b"cng_datasets"
+DEFAULT_ID_COLUMN = contract.ID_COLUMN
+METADATA_KEY = contract.GEOPARQUET_KEY
 
 _GEOM_TYPE_NAMES = {
     0: "Point",
@@ -613,15 +612,10 @@ def read_dataset_info(url: str) -> dict[str, Any]:
     GeoParquet from elsewhere, ``id_column`` is ``_cng_fid`` if present and ``feature_count`` the
     row count.
     """
-    try:
-        with storage.open_random_access(url) as f:
-            md = pq.ParquetFile(f).metadata
-    except FileNotFoundError as exc:
-        raise DataError(f"{url}: not found") from exc
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"{url}: not a readable Parquet file ({exc})") from exc
-    kv = md.metadata or {}
-    if METADATA_KEY in kv:
-        return dict(json.loads(kv[METADATA_KEY]))
+    with storage.open_parquet(url) as pf:
+        md = pf.metadata
+    info = contract.footer_json(md.metadata, METADATA_KEY, url)
+    if info is not None:
+        return info
     names = md.schema.names
     return {"id_column": DEFAULT_ID_COLUMN if DEFAULT_ID_COLUMN in names else None, "feature_count": md.num_rows}

@@ -64,7 +64,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -74,12 +73,12 @@ from typing import Any
 
 import numpy as np
 
-from cng_datasets import h3cells, storage
-from cng_datasets.contract import CONTAINMENT_MODES
+from cng_datasets import contract, h3cells, storage
 from cng_datasets.errors import (
     DataError,
     IncompleteOutputError,
     OutOfRangeError,
+    RecordError,
     RenamedColumnWarning,
     UsageError,
     first_line,
@@ -89,12 +88,7 @@ from cng_datasets.steps.testhook import kill_point
 
 log = logging.getLogger("cng_datasets")
 
-DEFAULT_ID_COLUMN = "_cng_fid"
-MARKER_DIR = "_done"
 MARKER_FORMAT = 1
-#: The file name of a chunk's completion marker, and nothing else (not a ``.chunk-00003.json.<hex>.tmp``
-#: left by an interrupted write): the one pattern repartition and the local runner both use.
-CHUNK_MARKER_RE = re.compile(r"^chunk-(\d+)\.json$")
 #: Features handed to the H3 engine together (before the cell budget splits them further).
 FEATURE_BATCH = 8192
 #: Bytes of output rows buffered in memory before they are written out as row groups.
@@ -105,10 +99,6 @@ WORK_PREFIX = "cng-hex-chunk-"
 #: Accounting reasons of the features a chunk drops (the only ones: see the module docstring).
 NULL_GEOMETRY = "null geometry"
 EMPTY_GEOMETRY = "empty geometry"
-
-
-def marker_name(chunk_id: int) -> str:
-    return f"chunk-{chunk_id:05d}.json"
 
 
 def part_name(h0: int, chunk_id: int) -> str:
@@ -138,19 +128,6 @@ def parent_list(resolution: int, parents: tuple[int, ...] | list[int]) -> list[i
 
 # --------------------------------------------------------------------------------------------
 # Reading the source
-
-
-def open_parquet(url: str) -> Any:
-    """A ``pyarrow.parquet.ParquetFile`` for a local, s3:// or http(s):// URL."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(storage.open_random_access(url))
-    except FileNotFoundError as exc:
-        raise DataError(f"{url}: not found") from exc
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"{url}: not a readable Parquet file ({first_line(exc)})") from exc
 
 
 def footer_digest(url: str) -> str:
@@ -185,19 +162,9 @@ class SourceInfo:
 
 def source_info(pf: Any, url: str) -> SourceInfo:
     kv = pf.metadata.metadata or {}
-    meta: dict[str, Any] = {}
-    if b"cng_datasets" in kv:
-        try:
-            meta = dict(json.loads(kv[b"cng_datasets"]))
-        except ValueError as exc:
-            raise DataError(f"{url}: cng_datasets metadata is not JSON") from exc
-    geom = "geometry"
-    if b"geo" in kv:
-        try:
-            geom = json.loads(kv[b"geo"]).get("primary_column", geom)
-        except ValueError as exc:
-            raise DataError(f"{url}: geo metadata is not JSON") from exc
-    id_col = meta.get("id_column") or DEFAULT_ID_COLUMN
+    meta = contract.dataset_metadata(kv, url)
+    geom = (contract.footer_json(kv, contract.GEO_KEY, url) or {}).get("primary_column", contract.GEOMETRY_COLUMN)
+    id_col = meta.get("id_column") or contract.ID_COLUMN
     names = pf.schema_arrow.names
     for col, what in ((id_col, "id"), (geom, "geometry")):
         if col not in names:
@@ -212,14 +179,10 @@ def check_lonlat(pf: Any, url: str, geometry_column: str) -> None:
     as lon/lat with a warning, the coordinate range check of :mod:`cng_datasets.h3cells` still
     stops anything that is not degrees. A file without ``geo`` metadata is taken as lon/lat.
     """
-    kv = pf.metadata.metadata or {}
-    if b"geo" not in kv:
+    geo = contract.footer_json(pf.metadata.metadata, contract.GEO_KEY, url)
+    if geo is None:
         return
-    try:
-        columns = json.loads(kv[b"geo"]).get("columns") or {}
-    except (ValueError, AttributeError) as exc:
-        raise DataError(f"{url}: geo metadata is not JSON") from exc
-    meta = columns.get(geometry_column) or {}
+    meta = (geo.get("columns") or {}).get(geometry_column) or {}
     if not isinstance(meta, dict) or "crs" not in meta:
         return
     crs = meta["crs"]
@@ -243,16 +206,15 @@ def check_lonlat(pf: Any, url: str, geometry_column: str) -> None:
 
 
 def _covering_columns(pf: Any) -> set[str]:
-    kv = pf.metadata.metadata or {}
     out = {"bbox"}
     try:
-        geo = json.loads(kv.get(b"geo", b"{}"))
+        geo = contract.footer_json(pf.metadata.metadata, contract.GEO_KEY) or {}
         for col in geo.get("columns", {}).values():
             bbox = (col.get("covering") or {}).get("bbox") or {}
             for v in bbox.values():
                 if isinstance(v, list) and v:
                     out.add(v[0])
-    except (ValueError, AttributeError):
+    except (RecordError, AttributeError):
         pass
     return out
 
@@ -427,13 +389,13 @@ def hex_chunk(
         raise UsageError(f"--chunk-size must be at least 1, not {chunk_size}")
     if chunk_id < 0:
         raise UsageError(f"chunk id must be >= 0, not {chunk_id}")
-    if containment not in CONTAINMENT_MODES:
-        raise DataError(f"containment must be one of {', '.join(CONTAINMENT_MODES)}, not {containment!r}")
+    if containment not in contract.CONTAINMENT_MODES:
+        raise DataError(f"containment must be one of {', '.join(contract.CONTAINMENT_MODES)}, not {containment!r}")
     parents = parent_list(resolution, tuple(parent_resolutions))
     if chunk_count is not None and chunk_count < 1:
         raise UsageError(f"--chunk-count must be at least 1, not {chunk_count}")
 
-    marker_url = storage.join(output, MARKER_DIR, marker_name(chunk_id))
+    marker_url = storage.join(output, contract.CHUNK_MARKER_DIR, contract.chunk_marker_name(chunk_id))
     # a stale marker must not claim this chunk while it is rewritten, nor (past --chunk-count) the
     # rows of an earlier run with other chunking: repartition would count them twice
     storage.delete(marker_url)
@@ -444,7 +406,7 @@ def hex_chunk(
         last_chunk = last_chunk or chunk_id == chunk_count - 1
     clean_leftovers(output, chunk_id)
 
-    pf = open_parquet(input_url)
+    pf = storage.open_parquet(input_url)
     info = source_info(pf, input_url)
     check_lonlat(pf, input_url, info.geometry_column)
     source_digest = footer_digest(input_url)

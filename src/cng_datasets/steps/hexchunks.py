@@ -26,15 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cng_datasets import storage
+from cng_datasets.contract import CHUNK_MARKER_DIR, CHUNK_MARKER_RE, ID_COLUMN
 from cng_datasets.errors import IncompleteOutputError
 from cng_datasets.steps.hex import (
-    CHUNK_MARKER_RE,
     EMPTY_GEOMETRY,
-    MARKER_DIR,
     NULL_GEOMETRY,
     check_accounting,
     footer_digest,
-    open_parquet,
     source_info,
 )
 
@@ -72,7 +70,7 @@ class ChunkSet:
 
     markers: list[dict[str, Any]]
     partitions: dict[int, list[tuple[int, str, int]]] = field(default_factory=dict)  # h0 -> [(chunk, rel, rows)]
-    id_column: str = "_cng_fid"
+    id_column: str = ID_COLUMN
     features_with_cells: int = 0
     source_rows: int = 0
     accounting: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +89,7 @@ class ChunkSet:
 def read_markers(chunks: str) -> list[dict[str, Any]]:
     """Every chunk marker below ``<chunks>/_done/`` (exact names only), by chunk id."""
     out = []
-    for url in storage.list_prefix(storage.join(chunks, MARKER_DIR)):
+    for url in storage.list_prefix(storage.join(chunks, CHUNK_MARKER_DIR)):
         m = CHUNK_MARKER_RE.match(storage.parse(url).name)
         if not m:
             continue
@@ -128,7 +126,7 @@ def _rows(a: int, b: int) -> str:
 
 
 def _chunk_names(ids: list[int]) -> str:
-    names = ", ".join(f"chunk {i} ({MARKER_DIR}/chunk-{i:05d}.json)" for i in ids[:10])
+    names = ", ".join(f"chunk {i} ({CHUNK_MARKER_DIR}/chunk-{i:05d}.json)" for i in ids[:10])
     return names + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
@@ -176,8 +174,8 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
     if markers is None:
         markers = read_markers(chunks)
     if not markers:
-        raise IncompleteOutputError(f"{chunks}: no completed hex chunks (no markers in {MARKER_DIR}/)")
-    pf = open_parquet(source)
+        raise IncompleteOutputError(f"{chunks}: no completed hex chunks (no markers in {CHUNK_MARKER_DIR}/)")
+    pf = storage.open_parquet(source)
     info = source_info(pf, source)
     rows = info.num_rows
     problems: list[str] = []

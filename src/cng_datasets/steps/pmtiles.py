@@ -61,9 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from cng_datasets import limits, storage
+from cng_datasets import contract, limits, storage
 from cng_datasets.accounting import WEB_MERCATOR_MAX_LAT
-from cng_datasets.errors import DataError, StorageError, ToolError, first_line
+from cng_datasets.errors import DataError, RecordError, StorageError, ToolError
 from cng_datasets.steps.pmtiles_archive import account_archive, feature_id_plan, verify_archive
 
 log = logging.getLogger("cng_datasets")
@@ -188,20 +188,19 @@ class _Layout:
 def _layout(schema: Any) -> _Layout:
     """Which columns are the id, the geometry, attributes, or to be left out (the bbox covering)."""
     meta = schema.metadata or {}
-    id_column = "_cng_fid"
-    raw = meta.get(b"cng_datasets")
-    if raw:
-        try:
-            id_column = json.loads(raw).get("id_column") or id_column
-        except ValueError:
-            pass
-    geometry = "geometry"
+    try:
+        id_column = contract.id_column_of(meta)
+    except RecordError:
+        id_column = contract.ID_COLUMN
+    geometry = contract.GEOMETRY_COLUMN
     skip: set[str] = set()
     crs: Any = None
-    raw_geo = meta.get(b"geo")
-    if raw_geo:
+    try:
+        geo = contract.footer_json(meta, contract.GEO_KEY)
+    except RecordError:
+        geo = None
+    if geo:
         try:
-            geo = json.loads(raw_geo)
             geometry = geo.get("primary_column") or geometry
             crs = ((geo.get("columns") or {}).get(geometry) or {}).get("crs")
             for name, col in (geo.get("columns") or {}).items():
@@ -211,7 +210,7 @@ def _layout(schema: Any) -> _Layout:
                 for path in bbox.values():
                     if isinstance(path, list) and path:
                         skip.add(path[0])  # the bbox covering column
-        except ValueError:
+        except AttributeError:  # a geo object of another shape: the defaults stand
             pass
     names = list(schema.names)
     if geometry not in names:
@@ -243,26 +242,6 @@ def _to_lonlat(crs: Any) -> Any:
         return np.column_stack([x, y])
 
     return transform
-
-
-def _open_parquet(url: str) -> Any:
-    """A ``pyarrow.parquet.ParquetFile`` over local, s3:// or https:// without reading it whole."""
-    import pyarrow.parquet as pq
-
-    try:
-        handle = storage.open_random_access(url)
-    except FileNotFoundError as exc:
-        raise StorageError(url, "not found") from exc
-    except OSError as exc:
-        text = first_line(exc)
-        if "does not exist" in text or "not found" in text.lower() or "NoSuchKey" in text:
-            raise StorageError(url, "not found") from exc
-        raise StorageError(url, text) from exc
-    try:
-        return pq.ParquetFile(handle)
-    except Exception as exc:  # pyarrow raises ArrowInvalid for a non-Parquet file
-        handle.close()
-        raise DataError(f"{url}: not a Parquet file ({first_line(exc)})") from exc
 
 
 def _json_default(value: Any) -> Any:
@@ -525,7 +504,7 @@ def build_pmtiles(
 
     if wait_seconds > 0:
         wait_for_input(input_url, wait_seconds)
-    pfile = _open_parquet(input_url)
+    pfile = storage.open_parquet(input_url)
     try:
         layout = _layout(pfile.schema_arrow)
     except BaseException:

@@ -72,8 +72,9 @@ from typing import Any
 import numpy as np
 
 from cng_datasets import storage
+from cng_datasets.contract import CHUNK_MARKER_DIR, CHUNK_MARKER_RE, HEX_SUCCESS
 from cng_datasets.errors import DataError, IncompleteOutputError, StorageError
-from cng_datasets.steps.hex import CHUNK_MARKER_RE, MARKER_DIR, check_accounting, footer_digest, open_parquet
+from cng_datasets.steps.hex import check_accounting, footer_digest
 from cng_datasets.steps.hexchunks import ChunkSet, check_chunks, marker_digest, read_markers
 from cng_datasets.steps.testhook import kill_point
 
@@ -86,7 +87,7 @@ MAX_FILE_ROWS = 50_000_000
 #: Rows per output row group.
 ROW_GROUP_ROWS = 1 << 20
 #: The output's completion marker: written last, removed first (see the module docstring).
-SUCCESS_NAME = "_SUCCESS.json"
+SUCCESS_NAME = HEX_SUCCESS
 SUCCESS_FORMAT = 1
 #: Per-partition manifests of ``--h0-index`` runs, read by ``--finalize``, then removed.
 PARTITIONS_DIR = "_partitions"
@@ -163,7 +164,7 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
         for chunk_id, rel, expect in parts:
             url = storage.join(chunks, rel)
             try:
-                pf = open_parquet(url)
+                pf = storage.open_parquet(url)
             except DataError as exc:
                 raise IncompleteOutputError(
                     f"chunk {chunk_id}: part {url} listed in its marker is missing or unreadable"
@@ -230,7 +231,7 @@ def _output_ids_check(output: str, cs: ChunkSet, files: list[str]) -> None:
     seen = np.zeros(n + 2, dtype=bool)
     other: list[Any] = []
     for url in files:
-        pf = open_parquet(url)
+        pf = storage.open_parquet(url)
         for rg in range(pf.metadata.num_row_groups):
             ids = pf.read_row_group(rg, columns=[cs.id_column]).column(0)
             uniq = pc.unique(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
@@ -331,7 +332,7 @@ def delete_chunks(chunks: str) -> int:
         rel = _norm(url)[len(base) + 1 :].replace("\\", "/")
         tops.setdefault(rel.split("/", 1)[0], []).append(url)
     n = 0
-    for top in sorted(set(tops) - {MARKER_DIR}) + ([MARKER_DIR] if MARKER_DIR in tops else []):
+    for top in sorted(set(tops) - {CHUNK_MARKER_DIR}) + ([CHUNK_MARKER_DIR] if CHUNK_MARKER_DIR in tops else []):
         urls = tops[top]
         if len(urls) == 1 and _rel(chunks, urls[0]) == top:  # a file right below the prefix
             storage.delete(urls[0])
@@ -490,7 +491,7 @@ def repartition(
             problems.append(f"{url} (partition h0={m.group(1)}) is missing")
             continue
         if finalize:
-            got = open_parquet(url).metadata.num_rows
+            got = storage.open_parquet(url).metadata.num_rows
             if got != rows:
                 problems.append(f"{url} has {got} rows, its partition manifest says {rows}")
         by_part.setdefault(int(m.group(1)), []).append(url)

@@ -20,12 +20,6 @@ class _Problems:
             self.items.append(text)
 
 
-def _open_parquet(url: str) -> Any:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(storage.open_random_access(url))
-
-
 def _bytes_source(url: str) -> tuple[Callable[[int, int], bytes], int, Callable[[], None]]:
     """A ``get_bytes(offset, length)`` over ``url`` (range reads), the file size, and a closer."""
     f = storage.open_input(url)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
 import numpy as np
 
+from cng_datasets import contract, storage
 from cng_datasets.accounting import WEB_MERCATOR_MAX_LAT
-from cng_datasets.errors import first_line
-from cng_datasets.validate.common import _open_parquet, _Problems
+from cng_datasets.errors import RecordError, first_line
+from cng_datasets.validate.common import _Problems
 
 GEOMETRY_TYPES = {
     "Point",
@@ -62,18 +62,18 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
     problems = _Problems()
     stats: dict[str, Any] = {}
     try:
-        pf = _open_parquet(url)
+        pf = storage.open_parquet(url)
     except Exception as exc:  # noqa: BLE001 - any reader error is the finding
         return [f"{url}: not a readable Parquet file ({first_line(exc)})"], stats
     kv = pf.metadata.metadata or {}
     names = pf.schema_arrow.names
     stats["rows"] = pf.metadata.num_rows
-    if b"geo" not in kv:
-        return [f"{url}: no 'geo' key in the Parquet metadata (not GeoParquet)"], stats
     try:
-        geo = json.loads(kv[b"geo"])
-    except ValueError as exc:
-        return [f"{url}: 'geo' metadata is not JSON ({exc})"], stats
+        geo = contract.footer_json(kv, contract.GEO_KEY)
+    except RecordError as exc:
+        return [f"{url}: {exc}"], stats
+    if geo is None:
+        return [f"{url}: no 'geo' key in the Parquet metadata (not GeoParquet)"], stats
     version = str(geo.get("version", ""))
     if not re.fullmatch(r"1\.1\.\d+(-[\w.]+)?", version):
         problems.add(f"{url}: geo version is {version!r}, expected 1.1.x")
@@ -204,12 +204,12 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
         eps = 1e-6
         if d[0] > total[0] + eps or d[1] > total[1] + eps or d[2] < total[2] - eps or d[3] < total[3] - eps:
             problems.add(f"{url}: declared bbox {d} does not contain the data's bounds {[round(v, 6) for v in total]}")
-    info = kv.get(b"cng_datasets")
-    if info:
-        try:
-            expected = int(json.loads(info).get("feature_count"))
+    try:
+        info = contract.dataset_metadata(kv)
+        if info:
+            expected = int(info["feature_count"])
             if expected != pf.metadata.num_rows:
                 problems.add(f"{url}: {pf.metadata.num_rows} rows but cng_datasets metadata says {expected} features")
-        except (ValueError, TypeError):
-            problems.add(f"{url}: cng_datasets metadata is not valid JSON with a feature_count")
+    except (RecordError, KeyError, ValueError, TypeError):
+        problems.add(f"{url}: cng_datasets metadata is not valid JSON with a feature_count")
     return problems.items, stats

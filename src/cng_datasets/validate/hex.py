@@ -8,15 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from cng_datasets import storage
-from cng_datasets.errors import first_line
-from cng_datasets.validate.common import _open_parquet, _Problems
+from cng_datasets import contract, storage
+from cng_datasets.errors import RecordError, first_line
+from cng_datasets.validate.common import _Problems
 
 _PARTITION = re.compile(r"(?:^|/)h0=([^/]+)/[^/]+$")
 _CELL_COLUMN = re.compile(r"^h(\d{1,2})$")
 #: The hex output's completion marker (written last by repartition; part of the hex contract in
 #: docs/architecture.md, spelled out here rather than imported from the step that writes it).
-HEX_SUCCESS = "_SUCCESS.json"
+HEX_SUCCESS = contract.HEX_SUCCESS
 #: Rows whose parents are re-computed with h3-py (the rest is checked with numpy bit arithmetic).
 H3PY_SAMPLE = 2000
 
@@ -67,13 +67,15 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     listed, layout = _read_hex_success(hex_url, problems)
     file_rows: dict[str, int] = {}
     try:
-        src = _open_parquet(parquet_url)
+        src = storage.open_parquet(parquet_url)
     except Exception as exc:  # noqa: BLE001 - any reader error is the finding
         return [f"{parquet_url}: source GeoParquet unreadable, cannot check the hex partitions ({exc})"], stats
-    info = json.loads((src.metadata.metadata or {}).get(b"cng_datasets", b"{}"))
-    id_col = info.get("id_column") or "_cng_fid"
-    geo = json.loads((src.metadata.metadata or {}).get(b"geo", b"{}"))
-    geom_col = geo.get("primary_column", "geometry")
+    try:
+        id_col = contract.id_column_of(src.metadata.metadata)
+        geo = contract.footer_json(src.metadata.metadata, contract.GEO_KEY) or {}
+    except RecordError as exc:
+        return [f"{parquet_url}: {exc}"], stats
+    geom_col = geo.get("primary_column", contract.GEOMETRY_COLUMN)
 
     ids_seen: list[Any] = []
     partitions: set[str] = set()
@@ -93,7 +95,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
             problems.add(f"{url}: partition value {part!r} is not an H3 cell")
             continue
         try:
-            pf = _open_parquet(url)
+            pf = storage.open_parquet(url)
             wanted = [n for n in pf.schema_arrow.names if n == id_col or _is_cell_column(n, layout)]
             table = pf.read(columns=wanted)  # attributes are not checked: skip reading them
         except Exception as exc:  # noqa: BLE001 - any reader error is the finding
