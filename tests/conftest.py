@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 _AWS_VARS = (
     "AWS_ENDPOINT_URL",
@@ -70,11 +69,23 @@ def restore_logging():
 
 
 def data_file(name: str) -> Path:
-    """A sample file from tests/data, or from ../shared/data when it is too big to bundle."""
-    for root in (DATA, SHARED_DATA):
-        if (root / name).exists():
-            return root / name
-    pytest.skip(f"sample data {name} not available")
+    """A sample file bundled in tests/data (a missing one is an error, never a skip)."""
+    path = DATA / name
+    if not path.exists():
+        raise FileNotFoundError(f"tests/data/{name} is missing: the suite uses bundled data only")
+    return path
+
+
+#: GeoNames cities sample (tests/data/derive_cities_sample.py) and its row count, counted with
+#: Python's csv module rather than the GDAL reader under test.
+CITIES = "rg_cities_sample.csv"
+
+
+def csv_rows(name: str) -> int:
+    import csv
+
+    with open(DATA / name, newline="", encoding="utf-8") as f:
+        return sum(1 for _ in csv.reader(f)) - 1
 
 
 def _free_port() -> int:

@@ -17,7 +17,7 @@ import shapely
 
 from cng_datasets import h3cells
 from cng_datasets.errors import OutOfRangeError
-from tests.conftest import data_file
+from tests.conftest import CITIES, data_file
 
 
 def _read(path, layer=None):
@@ -227,7 +227,7 @@ def test_line_across_antimeridian_and_near_pole_has_no_gaps():
 
 
 def test_cities_points_equal_h3py():
-    path = data_file("rg_cities1000.csv")
+    path = data_file(CITIES)
     import pyarrow.csv as pcsv
 
     t = pcsv.read_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 24))

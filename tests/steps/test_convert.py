@@ -18,10 +18,9 @@ import shapely
 from cng_datasets import storage
 from cng_datasets.errors import EXIT_BAD_INPUT, DataError, SourceError
 from cng_datasets.steps.convert import ConvertOptions, convert, read_dataset_info
-from tests.conftest import DATA, data_file
+from tests.conftest import CITIES, DATA, csv_rows, data_file
 
 NE10 = "ne_10m_admin_0_countries_deu.zip"
-CITIES = "rg_cities1000.csv"
 LOWRES = DATA / "naturalearth_lowres" / "naturalearth_lowres.shp"
 QUAKES = DATA / "earthquakes.json"
 COUNTIES = DATA / "us-atlas" / "counties-10m.json"
@@ -141,7 +140,7 @@ def _convert(src: Path | str, tmp_path: Path, **kw: object) -> Path:
 def test_cities_csv_autodetects_lat_lon(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="no CRS"):
         out = _convert(data_file(CITIES), tmp_path)
-    table = check_geoparquet(out, 144_563)
+    table = check_geoparquet(out, csv_rows(CITIES))
     first = shapely.from_wkb(table["geometry"][0].as_py())
     # x is longitude: El Tarter, Andorra (lat 42.57952, lon 1.65362)
     assert (first.x, first.y) == pytest.approx((1.65362, 42.57952))

@@ -19,7 +19,7 @@ from cng_datasets import storage
 from cng_datasets.errors import DataError
 from cng_datasets.steps import hex as hexstep
 from cng_datasets.steps.convert import ConvertOptions, convert
-from tests.conftest import data_file
+from tests.conftest import CITIES, csv_rows, data_file
 
 # the CSV and TopoJSON samples carry no CRS: convert says so, and takes lon/lat
 pytestmark = pytest.mark.filterwarnings("ignore::cng_datasets.errors.AssumedCrsWarning")
@@ -204,12 +204,12 @@ def test_missing_columns_are_data_errors(tmp_path: Path) -> None:
 
 
 def test_cities_csv_points(tmp_path: Path) -> None:
-    src = data_file("rg_cities1000.csv")
+    src = data_file(CITIES)
     parquet = tmp_path / "cities.parquet"
     convert([str(src)], str(parquet))
     out = tmp_path / "chunks"
     m = hexstep.hex_chunk(str(parquet), str(out), 0, 1_000_000, 8, (5, 0), chunk_count=1)
-    assert m["features_with_cells"] == m["features"] == 144_563 and m["cells"] == 144_563
+    assert m["features_with_cells"] == m["features"] == m["cells"] == csv_rows(CITIES)
     t = pq.read_table(parquet, columns=["_cng_fid", "geometry"])
     pts = shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
     ref = {(int(i), h3.latlng_to_cell(p.y, p.x, 8)) for i, p in zip(t.column("_cng_fid").to_pylist(), pts, strict=True)}

@@ -14,7 +14,7 @@ import pytest
 from cng_datasets import storage
 from cng_datasets.errors import DataError, StorageError, ToolError
 from cng_datasets.steps import pmtiles as step
-from tests.conftest import data_file
+from tests.conftest import CITIES, csv_rows, data_file
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -234,20 +234,20 @@ def test_default_max_zoom_from_resolution(parquets: Any, tmp_path: Path, archive
 
 @pytest.mark.slow
 def test_cities_csv_points(parquets: Any, tmp_path: Path, archive: Any) -> None:
-    src = parquets("rg_cities1000.csv")
+    src = parquets(CITIES)
     out = tmp_path / "cities.pmtiles"
     result = step.build_pmtiles(str(src), str(out), max_zoom=6)
-    assert result.features == 144_563
+    assert result.features == csv_rows(CITIES)
     a = archive(out)
     assert set(_parquet_fields(src)) <= set(a.layer_fields("cities"))
     z0 = a.tile(0, 0, 0)
     assert z0 is not None
     feats = z0["cities"]["features"]
     # densest points dropped at low zoom so the tile stays within limits, but not all of them
-    assert 0 < len(feats) < 144_563
+    assert 0 < len(feats) < csv_rows(CITIES)
     assert all(f["geometry"]["type"] == "Point" for f in feats)
     assert {"name", "cc", "_cng_fid"} <= set(feats[0]["properties"])
-    # at the maximum zoom a small area keeps all its cities: Andorra (AD) has 7 in the file
+    # at the maximum zoom a small area keeps all its cities: Andorra (AD) has 10 in the sample
     z, lon, lat = 6, 1.6, 42.5
     import math
 
