@@ -45,7 +45,9 @@ def pairs(table: pa.Table, res: int) -> set[tuple[int, int]]:
 
 def test_chunk_output_layout_columns_and_h3py_reference(lowres_parquet: str, tmp_path: Path) -> None:
     out = tmp_path / "chunks"
-    marker = hexstep.hex_chunk(lowres_parquet, str(out), 0, 1000, 3, (2, 0), last_chunk=True)
+    marker = hexstep.hex_chunk(
+        lowres_parquet, str(out), hexstep.ChunkSpec(0, 1000, last_chunk=True), hexstep.CellOptions(3, (2, 0))
+    )
     assert marker is not None and marker["features"] == 177 and marker["features_with_cells"] == 177
     assert (out / "_done" / "chunk-00000.json").exists()
     assert json.loads((out / "_done" / "chunk-00000.json").read_text()) == marker
@@ -88,26 +90,42 @@ def test_chunk_output_layout_columns_and_h3py_reference(lowres_parquet: str, tmp
 
 def test_chunk_boundaries_cover_every_feature_once(lowres_parquet: str, tmp_path: Path) -> None:
     whole = tmp_path / "whole"
-    hexstep.hex_chunk(lowres_parquet, str(whole), 0, 10_000, 2, (0,), last_chunk=True)
+    hexstep.hex_chunk(
+        lowres_parquet, str(whole), hexstep.ChunkSpec(0, 10_000, last_chunk=True), hexstep.CellOptions(2, (0,))
+    )
     expect = pairs(read_chunks(whole), 2)
 
     out = tmp_path / "chunks"
     # 177 features, chunks of 50 (not a divisor): 0..49, 50..99, 100..149, 150..176
-    markers = [hexstep.hex_chunk(lowres_parquet, str(out), i, 50, 2, (0,), chunk_count=4) for i in range(4)]
+    markers = [
+        hexstep.hex_chunk(
+            lowres_parquet, str(out), hexstep.ChunkSpec(i, 50, chunk_count=4), hexstep.CellOptions(2, (0,))
+        )
+        for i in range(4)
+    ]
     assert [(m["start_row"], m["end_row"]) for m in markers] == [(0, 50), (50, 100), (100, 150), (150, 177)]
     assert [m["last"] for m in markers] == [False, False, False, True]
     assert [(m["id_min"], m["id_max"]) for m in markers] == [(1, 50), (51, 100), (101, 150), (151, 177)]
     assert pairs(read_chunks(out), 2) == expect
     # chunk id >= chunk count: nothing at all; past the end without a count: an empty marker
-    assert hexstep.hex_chunk(lowres_parquet, str(out), 4, 50, 2, (0,), chunk_count=4) is None
+    assert (
+        hexstep.hex_chunk(
+            lowres_parquet, str(out), hexstep.ChunkSpec(4, 50, chunk_count=4), hexstep.CellOptions(2, (0,))
+        )
+        is None
+    )
     assert not (out / "_done" / "chunk-00004.json").exists()
-    past = hexstep.hex_chunk(lowres_parquet, str(out), 9, 50, 2, (0,))
+    past = hexstep.hex_chunk(lowres_parquet, str(out), hexstep.ChunkSpec(9, 50), hexstep.CellOptions(2, (0,)))
     assert past is not None and past["features"] == 0 and past["parts"] == {}
 
     # an under-estimated count: the last planned chunk reads to the end
     under = tmp_path / "under"
-    m0 = hexstep.hex_chunk(lowres_parquet, str(under), 0, 50, 2, (0,), chunk_count=2)
-    m1 = hexstep.hex_chunk(lowres_parquet, str(under), 1, 50, 2, (0,), chunk_count=2)
+    m0 = hexstep.hex_chunk(
+        lowres_parquet, str(under), hexstep.ChunkSpec(0, 50, chunk_count=2), hexstep.CellOptions(2, (0,))
+    )
+    m1 = hexstep.hex_chunk(
+        lowres_parquet, str(under), hexstep.ChunkSpec(1, 50, chunk_count=2), hexstep.CellOptions(2, (0,))
+    )
     assert m0["end_row"] == 50 and (m1["start_row"], m1["end_row"], m1["last"]) == (50, 177, True)
     assert pairs(read_chunks(under), 2) == expect
 
@@ -116,7 +134,9 @@ def test_killed_mid_write_then_rerun_gives_identical_output(
     lowres_parquet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean = tmp_path / "clean"
-    hexstep.hex_chunk(lowres_parquet, str(clean), 1, 100, 3, (1, 0), chunk_count=2)
+    hexstep.hex_chunk(
+        lowres_parquet, str(clean), hexstep.ChunkSpec(1, 100, chunk_count=2), hexstep.CellOptions(3, (1, 0))
+    )
 
     out = tmp_path / "killed"
     real_move = hexstep.shutil.move
@@ -130,13 +150,17 @@ def test_killed_mid_write_then_rerun_gives_identical_output(
 
     monkeypatch.setattr(hexstep.shutil, "move", dying_move)
     with pytest.raises(KeyboardInterrupt):
-        hexstep.hex_chunk(lowres_parquet, str(out), 1, 100, 3, (1, 0), chunk_count=2)
+        hexstep.hex_chunk(
+            lowres_parquet, str(out), hexstep.ChunkSpec(1, 100, chunk_count=2), hexstep.CellOptions(3, (1, 0))
+        )
     monkeypatch.setattr(hexstep.shutil, "move", real_move)
     assert not (out / "_done" / "chunk-00001.json").exists()
     assert 0 < len(list(out.glob("h0=*/part-*.parquet"))) < len(list(clean.glob("h0=*/part-*.parquet")))
     assert not list(out.rglob("*.tmp*")) and not (out / "_tmp").exists()  # work files live in $TMPDIR
 
-    hexstep.hex_chunk(lowres_parquet, str(out), 1, 100, 3, (1, 0), chunk_count=2)
+    hexstep.hex_chunk(
+        lowres_parquet, str(out), hexstep.ChunkSpec(1, 100, chunk_count=2), hexstep.CellOptions(3, (1, 0))
+    )
     a = {p.relative_to(clean): p.read_bytes() for p in clean.rglob("*") if p.is_file()}
     b = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert a == b and a
@@ -145,9 +169,11 @@ def test_killed_mid_write_then_rerun_gives_identical_output(
 def test_big_feature_streams_in_batches(lowres_parquet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A small cell budget forces Russia, Canada, Antarctica through the tiled, streamed path."""
     a, b = tmp_path / "a", tmp_path / "b"
-    hexstep.hex_chunk(lowres_parquet, str(a), 0, 200, 4, (0,), last_chunk=True)
+    hexstep.hex_chunk(lowres_parquet, str(a), hexstep.ChunkSpec(0, 200, last_chunk=True), hexstep.CellOptions(4, (0,)))
     monkeypatch.setattr(hexstep, "BUFFER_BYTES", 64 << 10)
-    hexstep.hex_chunk(lowres_parquet, str(b), 0, 200, 4, (0,), last_chunk=True, budget=3000)
+    hexstep.hex_chunk(
+        lowres_parquet, str(b), hexstep.ChunkSpec(0, 200, last_chunk=True), hexstep.CellOptions(4, (0,), budget=3000)
+    )
     assert pairs(read_chunks(a), 4) == pairs(read_chunks(b), 4)
     assert max(pq.ParquetFile(f).metadata.num_row_groups for f in b.glob("h0=*/*.parquet")) > 1
 
@@ -200,7 +226,7 @@ def test_missing_columns_are_data_errors(tmp_path: Path) -> None:
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"a": [1], "geometry": [shapely.to_wkb(shapely.Point(0, 0))]}), path)
     with pytest.raises(DataError, match="no id column '_cng_fid'"):
-        hexstep.hex_chunk(str(path), str(tmp_path / "o"), 0, 10, 3)
+        hexstep.hex_chunk(str(path), str(tmp_path / "o"), hexstep.ChunkSpec(0, 10), hexstep.CellOptions(3))
 
 
 def test_cities_csv_points(tmp_path: Path) -> None:
@@ -208,7 +234,9 @@ def test_cities_csv_points(tmp_path: Path) -> None:
     parquet = tmp_path / "cities.parquet"
     convert([str(src)], str(parquet))
     out = tmp_path / "chunks"
-    m = hexstep.hex_chunk(str(parquet), str(out), 0, 1_000_000, 8, (5, 0), chunk_count=1)
+    m = hexstep.hex_chunk(
+        str(parquet), str(out), hexstep.ChunkSpec(0, 1_000_000, chunk_count=1), hexstep.CellOptions(8, (5, 0))
+    )
     assert m["features_with_cells"] == m["features"] == m["cells"] == csv_rows(CITIES)
     t = pq.read_table(parquet, columns=["_cng_fid", "geometry"])
     pts = shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
@@ -222,7 +250,9 @@ def test_counties_topojson_lines_and_10m_countries(tmp_path: Path) -> None:
     parquet = tmp_path / "countries.parquet"
     convert([str(data_file("ne_10m_admin_0_countries_deu.zip"))], str(parquet))
     out = tmp_path / "chunks"
-    m = hexstep.hex_chunk(str(parquet), str(out), 0, 1000, 2, (0,), chunk_count=1)
+    m = hexstep.hex_chunk(
+        str(parquet), str(out), hexstep.ChunkSpec(0, 1000, chunk_count=1), hexstep.CellOptions(2, (0,))
+    )
     assert m["features_with_cells"] == 250
     t = read_chunks(out)
     names = t.column("NAME_EN").to_pylist()
@@ -240,7 +270,9 @@ def test_counties_topojson_lines_and_10m_countries(tmp_path: Path) -> None:
     counties = tmp_path / "counties.parquet"
     convert([str(data_file("us-atlas/counties-10m.json"))], str(counties), ConvertOptions(layer="counties"))
     out2 = tmp_path / "counties"
-    m2 = hexstep.hex_chunk(str(counties), str(out2), 0, 10_000, 5, (0,), chunk_count=1)
+    m2 = hexstep.hex_chunk(
+        str(counties), str(out2), hexstep.ChunkSpec(0, 10_000, chunk_count=1), hexstep.CellOptions(5, (0,))
+    )
     assert m2["features_with_cells"] + m2["null_geometries"] + m2["empty_geometries"] == m2["features"] == 3231
     t2 = read_chunks(out2)
     lng2, lat2 = cell_centers(np.asarray(t2.column("h5").to_numpy(), dtype=np.uint64))
@@ -258,8 +290,12 @@ def test_s3_round_trip(lowres_parquet: str, s3: str, tmp_path: Path) -> None:
     storage.upload_file(lowres_parquet, src)
     local = tmp_path / "local"
     for i in range(2):
-        hexstep.hex_chunk(lowres_parquet, str(local), i, 100, 2, (0,), chunk_count=2)
-        hexstep.hex_chunk(src, f"{s3}/ds/chunks", i, 100, 2, (0,), chunk_count=2)
+        hexstep.hex_chunk(
+            lowres_parquet, str(local), hexstep.ChunkSpec(i, 100, chunk_count=2), hexstep.CellOptions(2, (0,))
+        )
+        hexstep.hex_chunk(
+            src, f"{s3}/ds/chunks", hexstep.ChunkSpec(i, 100, chunk_count=2), hexstep.CellOptions(2, (0,))
+        )
     remote = storage.list_prefix(f"{s3}/ds/chunks")
     rel_remote = sorted(u[len(f"{s3}/ds/chunks/") :] for u in remote)
     rel_local = sorted(str(p.relative_to(local)).replace(os.sep, "/") for p in local.rglob("*") if p.is_file())
@@ -277,7 +313,12 @@ def test_text_id_column(tmp_path: Path) -> None:
     parquet = tmp_path / "quakes.parquet"
     convert([str(data_file("earthquakes.json"))], str(parquet), ConvertOptions(id_column="id", row_group_size=500))
     out = tmp_path / "chunks"
-    markers = [hexstep.hex_chunk(str(parquet), str(out), i, 1000, 5, (0,), chunk_count=2) for i in range(2)]
+    markers = [
+        hexstep.hex_chunk(
+            str(parquet), str(out), hexstep.ChunkSpec(i, 1000, chunk_count=2), hexstep.CellOptions(5, (0,))
+        )
+        for i in range(2)
+    ]
     assert sum(m["features_with_cells"] for m in markers) == 1707
     assert all(m["id_min"] is None and m["id_max"] is None for m in markers)
     t = read_chunks(out)
@@ -309,7 +350,9 @@ def _with_geo(src: str, dest: Path, change: Any) -> str:
 def test_projected_input_is_refused(mercator_parquet: str, tmp_path: Path, cli_run) -> None:
     out = tmp_path / "chunks"
     with pytest.raises(DataError, match=r"CRS is EPSG:3857 .*not lon/lat"):
-        hexstep.hex_chunk(mercator_parquet, str(out), 0, 1000, 3, (0,), last_chunk=True)
+        hexstep.hex_chunk(
+            mercator_parquet, str(out), hexstep.ChunkSpec(0, 1000, last_chunk=True), hexstep.CellOptions(3, (0,))
+        )
     assert not list(out.rglob("*.parquet"))
     proc = cli_run(
         "hex",
@@ -334,7 +377,9 @@ def test_projected_input_is_refused(mercator_parquet: str, tmp_path: Path, cli_r
 def test_lonlat_crs_spellings_are_accepted(lowres_parquet: str, tmp_path: Path) -> None:
     import pyproj
 
-    ref = hexstep.hex_chunk(lowres_parquet, str(tmp_path / "ref"), 0, 1000, 2, (0,), last_chunk=True)
+    ref = hexstep.hex_chunk(
+        lowres_parquet, str(tmp_path / "ref"), hexstep.ChunkSpec(0, 1000, last_chunk=True), hexstep.CellOptions(2, (0,))
+    )
     for name, crs in (
         ("4326", pyproj.CRS("EPSG:4326").to_json_dict()),
         ("crs84", pyproj.CRS("OGC:CRS84").to_json_dict()),
@@ -342,7 +387,9 @@ def test_lonlat_crs_spellings_are_accepted(lowres_parquet: str, tmp_path: Path) 
         src = _with_geo(
             lowres_parquet, tmp_path / f"{name}.parquet", lambda g, c=crs: g["columns"]["geometry"].update(crs=c)
         )
-        m = hexstep.hex_chunk(src, str(tmp_path / name), 0, 1000, 2, (0,), last_chunk=True)
+        m = hexstep.hex_chunk(
+            src, str(tmp_path / name), hexstep.ChunkSpec(0, 1000, last_chunk=True), hexstep.CellOptions(2, (0,))
+        )
         assert m["cells"] == ref["cells"] and m["parts"] == ref["parts"]
 
 
@@ -351,5 +398,5 @@ def test_coordinates_outside_lonlat_name_the_feature(mercator_parquet: str, tmp_
     src = _with_geo(mercator_parquet, tmp_path / "nocrs.parquet", lambda g: g["columns"]["geometry"].pop("crs"))
     out = tmp_path / "chunks"
     with pytest.raises(DataError, match=r"feature _cng_fid=1: coordinates outside \[-180, 180\] x \[-90, 90\]"):
-        hexstep.hex_chunk(src, str(out), 0, 1000, 3, (0,), last_chunk=True)
+        hexstep.hex_chunk(src, str(out), hexstep.ChunkSpec(0, 1000, last_chunk=True), hexstep.CellOptions(3, (0,)))
     assert not (out / "_done" / "chunk-00000.json").exists()

@@ -46,7 +46,9 @@ def reference(source: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_chunks(source: str, chunks: Path) -> None:
     for i in range(4):
-        hexstep.hex_chunk(source, str(chunks), i, 50, RES, (1, 0), chunk_count=4)
+        hexstep.hex_chunk(
+            source, str(chunks), hexstep.ChunkSpec(i, 50, chunk_count=4), hexstep.CellOptions(RES, (1, 0))
+        )
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -160,7 +162,7 @@ def test_repartition_killed_mid_write_then_rerun_gives_identical_bytes(
     # an earlier published output (other settings) that the new run overwrites in place
     old = tmp_path / "old"
     for i in range(2):
-        hexstep.hex_chunk(source, str(old), i, 100, 2, (0,), chunk_count=2)
+        hexstep.hex_chunk(source, str(old), hexstep.ChunkSpec(i, 100, chunk_count=2), hexstep.CellOptions(2, (0,)))
     repartition(str(old), str(out), source)
 
     proc = repartition_cli(cli_run, chunks, out, source, env={KILL_AT: "repartition.file-staged:4"})

@@ -31,7 +31,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def make_chunks(source: str, chunks: str, n: int = 4, size: int = 50, res: int = 3) -> None:
     for i in range(n):
-        hexstep.hex_chunk(source, chunks, i, size, res, (1, 0), chunk_count=n)
+        hexstep.hex_chunk(source, chunks, hexstep.ChunkSpec(i, size, chunk_count=n), hexstep.CellOptions(res, (1, 0)))
 
 
 def read_hex(hex_dir: Path) -> dict[str, pa.Table]:
@@ -82,7 +82,7 @@ def test_missing_last_chunk_and_missing_part_fail(source: str, tmp_path: Path) -
     (chunks / "_done" / "chunk-00003.json").unlink()
     with pytest.raises(IncompleteOutputError, match="chunk 3"):
         repartition(str(chunks), str(out), source)
-    hexstep.hex_chunk(source, str(chunks), 3, 50, 3, (1, 0), chunk_count=4)
+    hexstep.hex_chunk(source, str(chunks), hexstep.ChunkSpec(3, 50, chunk_count=4), hexstep.CellOptions(3, (1, 0)))
     victim = sorted(chunks.glob("h0=*/part-00001.parquet"))[0]
     victim.unlink()
     with pytest.raises(IncompleteOutputError, match="part-00001.parquet"):
@@ -177,7 +177,9 @@ def test_failure_midway_leaves_the_output_unpublished(source: str, tmp_path: Pat
 
     # the chunk is redone: the re-run publishes exactly the new files
     chunk_id = int(victim.stem.split("-")[1])
-    hexstep.hex_chunk(source, str(chunks), chunk_id, 50, 4, (1, 0), chunk_count=4)
+    hexstep.hex_chunk(
+        source, str(chunks), hexstep.ChunkSpec(chunk_id, 50, chunk_count=4), hexstep.CellOptions(4, (1, 0))
+    )
     repartition(str(chunks), str(out), source)
     new = success(out)
     assert new["resolution"] == 4 and new != old
@@ -266,7 +268,9 @@ def test_text_ids_are_counted_exactly(tmp_path: Path) -> None:
     convert([str(data_file("earthquakes.json"))], str(parquet), ConvertOptions(id_column="id"))
     chunks, out = tmp_path / "chunks", tmp_path / "hex"
     for i in range(3):
-        hexstep.hex_chunk(str(parquet), str(chunks), i, 600, 2, (0,), chunk_count=3)
+        hexstep.hex_chunk(
+            str(parquet), str(chunks), hexstep.ChunkSpec(i, 600, chunk_count=3), hexstep.CellOptions(2, (0,))
+        )
     cs = rp.check_chunks(str(chunks), str(parquet))
     repartition(str(chunks), str(out), str(parquet), keep_chunks=True)
     assert success(out)["features"] == 1707 and check_hex(str(out), str(parquet))[0] == []
@@ -323,7 +327,7 @@ def test_s3_round_trip(source: str, s3: str, tmp_path: Path) -> None:
 def seed_chunks(source: str, chunks: Path, ids: range | list[int], size: int = 50) -> None:
     """Chunks as an Indexed Job calls them: --chunk-id and --chunk-size, no --chunk-count."""
     for i in ids:
-        hexstep.hex_chunk(source, str(chunks), i, size, 3, (1, 0))
+        hexstep.hex_chunk(source, str(chunks), hexstep.ChunkSpec(i, size), hexstep.CellOptions(3, (1, 0)))
 
 
 def data_files(out: Path) -> dict[str, bytes]:
@@ -381,7 +385,7 @@ def test_ranges_decide_not_the_chunk_size(source: str, tmp_path: Path) -> None:
     make_chunks(source, str(tmp_path / "c0"))
     repartition(str(tmp_path / "c0"), str(planned), source)
     chunks, out = tmp_path / "chunks", tmp_path / "hex"
-    hexstep.hex_chunk(source, str(chunks), 0, 100, 3, (1, 0))  # rows 0..99
+    hexstep.hex_chunk(source, str(chunks), hexstep.ChunkSpec(0, 100), hexstep.CellOptions(3, (1, 0)))  # rows 0..99
     seed_chunks(source, chunks, [2, 3])  # rows 100..149, 150..176
     repartition(str(chunks), str(out), source)
     assert data_files(out) == data_files(planned)
@@ -408,7 +412,7 @@ def test_seed_style_gap_names_the_rows_and_the_chunk(source: str, tmp_path: Path
 def test_overlapping_chunks_of_two_chunk_sizes_are_refused(source: str, tmp_path: Path, cli_run) -> None:
     chunks, out = tmp_path / "chunks", tmp_path / "hex"
     for i in range(2):  # planned: chunk 1 of 2 reads rows 100..176
-        hexstep.hex_chunk(source, str(chunks), i, 100, 3, (1, 0), chunk_count=2)
+        hexstep.hex_chunk(source, str(chunks), hexstep.ChunkSpec(i, 100, chunk_count=2), hexstep.CellOptions(3, (1, 0)))
     seed_chunks(source, chunks, [2, 3])  # rows 100..149 and 150..176 again
     proc = cli_run("repartition", "--chunks", chunks, "--output", out, "--source", source)
     assert proc.returncode == 65
@@ -423,7 +427,7 @@ def test_chunk_past_the_count_removes_its_stale_marker(source: str, tmp_path: Pa
     chunks, out = tmp_path / "chunks", tmp_path / "hex"
     seed_chunks(source, chunks, range(4))
     for i in range(4):  # what an Indexed Job of 4 completions with --chunk-count 2 runs
-        hexstep.hex_chunk(source, str(chunks), i, 100, 3, (1, 0), chunk_count=2)
+        hexstep.hex_chunk(source, str(chunks), hexstep.ChunkSpec(i, 100, chunk_count=2), hexstep.CellOptions(3, (1, 0)))
     assert sorted(p.name for p in (chunks / "_done").iterdir()) == ["chunk-00000.json", "chunk-00001.json"]
     repartition(str(chunks), str(out), source)
     assert check_hex(str(out), source)[0] == []
@@ -463,13 +467,20 @@ def test_accounting_is_recorded_checked_and_published(tmp_path: Path) -> None:
     src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     parquet, chunks, out = tmp_path / "f.parquet", tmp_path / "chunks", tmp_path / "hex"
     convert([str(src)], str(parquet), ConvertOptions())
-    markers = [hexstep.hex_chunk(str(parquet), str(chunks), i, 3, 3, (0,), chunk_count=2) for i in range(2)]
+    markers = [
+        hexstep.hex_chunk(
+            str(parquet), str(chunks), hexstep.ChunkSpec(i, 3, chunk_count=2), hexstep.CellOptions(3, (0,))
+        )
+        for i in range(2)
+    ]
     assert [m["accounting"] for m in markers] == [
         {"unit": "features", "read": 3, "written": 2, "dropped": {"null geometry": 1}},
         {"unit": "features", "read": 3, "written": 2, "dropped": {"null geometry": 1}},
     ]
     for mode in ("full", "overlap"):  # no cell lies fully inside the tiny polygon: it still gets one
-        m = hexstep.hex_chunk(str(parquet), str(tmp_path / mode), 0, 6, 3, (0,), containment=mode)
+        m = hexstep.hex_chunk(
+            str(parquet), str(tmp_path / mode), hexstep.ChunkSpec(0, 6), hexstep.CellOptions(3, (0,), containment=mode)
+        )
         assert m["accounting"] == {"unit": "features", "read": 6, "written": 4, "dropped": {"null geometry": 2}}
     # a marker whose numbers do not add up: refused, nothing written
     path = chunks / "_done" / "chunk-00001.json"
@@ -501,7 +512,7 @@ def test_empty_geometries_are_dropped_with_their_reason(tmp_path: Path) -> None:
     pq.write_table(
         pa.table({"_cng_fid": pa.array([1, 2, 3], pa.int64()), "geometry": pa.array(wkb, pa.binary())}), path
     )
-    m = hexstep.hex_chunk(str(path), str(chunks), 0, 10, 2, (0,))
+    m = hexstep.hex_chunk(str(path), str(chunks), hexstep.ChunkSpec(0, 10), hexstep.CellOptions(2, (0,)))
     assert m["accounting"] == {
         "unit": "features",
         "read": 3,

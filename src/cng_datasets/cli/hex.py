@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cng_datasets.cli.common import INT_LIST, handle_errors
+from cng_datasets.contract import CONTAINMENT_MODES
 
 
 @click.command("hex")
@@ -38,7 +39,7 @@ from cng_datasets.cli.common import INT_LIST, handle_errors
 )
 @click.option(
     "--containment",
-    type=click.Choice(["center", "full", "overlap"]),
+    type=click.Choice(CONTAINMENT_MODES),
     default="center",
     show_default=True,
     help="Polygon fill: cell centre inside / cell entirely inside / cell and polygon overlap.",
@@ -63,19 +64,10 @@ def hex_(
     completion marker OUTPUT/_done/chunk-<N>.json (its row range, and features read, written and
     dropped with the reason). A chunk past the end exits 0. Killed, it is simply run again.
     """
-    from cng_datasets.steps.hex import hex_chunk
+    from cng_datasets.steps.hex import CellOptions, ChunkSpec, hex_chunk
 
-    hex_chunk(
-        input_url,
-        output_url,
-        chunk_id=chunk_id,
-        chunk_size=chunk_size,
-        resolution=resolution,
-        parent_resolutions=parent_resolutions,
-        containment=containment,
-        chunk_count=chunk_count,
-        last_chunk=last_chunk,
-    )
+    chunk = ChunkSpec(chunk_id, chunk_size, chunk_count, last_chunk)
+    hex_chunk(input_url, output_url, chunk, CellOptions(resolution, tuple(parent_resolutions), containment))
 
 
 @click.command("repartition")

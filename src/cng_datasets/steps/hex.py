@@ -105,8 +105,7 @@ def part_name(h0: int, chunk_id: int) -> str:
     return f"h0={h0}/part-{chunk_id:05d}.parquet"
 
 
-def cell_column(res: int) -> str:
-    return f"h{res}"
+cell_column = contract.cell_column
 
 
 def parent_list(resolution: int, parents: tuple[int, ...] | list[int]) -> list[int]:
@@ -368,192 +367,276 @@ def clean_leftovers(output: str, chunk_id: int) -> None:
 # The step
 
 
-def hex_chunk(
-    input_url: str,
-    output: str,
-    chunk_id: int,
-    chunk_size: int,
-    resolution: int,
-    parent_resolutions: tuple[int, ...] | list[int] = (0,),
-    containment: str = "center",
-    chunk_count: int | None = None,
-    last_chunk: bool = False,
-    budget: int = h3cells.DEFAULT_BUDGET,
-) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Which rows a chunk covers: rows ``chunk_id·chunk_size`` .. ``+chunk_size−1``; the last chunk
+    (``last_chunk``, or ``chunk_id == chunk_count − 1``) reads to the end of the file, and chunks at
+    or past ``chunk_count`` do nothing."""
+
+    chunk_id: int
+    chunk_size: int
+    chunk_count: int | None = None
+    last_chunk: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise UsageError(f"--chunk-size must be at least 1, not {self.chunk_size}")
+        if self.chunk_id < 0:
+            raise UsageError(f"chunk id must be >= 0, not {self.chunk_id}")
+        if self.chunk_count is not None and self.chunk_count < 1:
+            raise UsageError(f"--chunk-count must be at least 1, not {self.chunk_count}")
+
+    @property
+    def beyond_count(self) -> bool:
+        return self.chunk_count is not None and self.chunk_id >= self.chunk_count
+
+    @property
+    def reads_to_end(self) -> bool:
+        return self.last_chunk or (self.chunk_count is not None and self.chunk_id == self.chunk_count - 1)
+
+    def rows(self, num_rows: int) -> tuple[int, int]:
+        """``[start, end)`` of this chunk in a file of ``num_rows`` rows (empty past the end)."""
+        start = self.chunk_id * self.chunk_size
+        end = num_rows if self.reads_to_end else min(num_rows, start + self.chunk_size)
+        return min(start, num_rows), max(end, min(start, num_rows))
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """What cells a chunk computes: ``h<resolution>``, its parents (0 always added), the polygon
+    fill mode, and ``budget``, the cells computed per H3 call (memory)."""
+
+    resolution: int
+    parent_resolutions: tuple[int, ...] = (0,)
+    containment: str = "center"
+    budget: int = h3cells.DEFAULT_BUDGET
+
+    def __post_init__(self) -> None:
+        if self.containment not in contract.CONTAINMENT_MODES:
+            modes = ", ".join(contract.CONTAINMENT_MODES)
+            raise DataError(f"containment must be one of {modes}, not {self.containment!r}")
+        object.__setattr__(self, "parent_resolutions", tuple(parent_list(self.resolution, self.parent_resolutions)))
+
+
+@dataclass
+class _ChunkStats:
+    """What a chunk counted while it ran (the marker's numbers)."""
+
+    features: int = 0
+    features_with_cells: int = 0
+    null_geometries: int = 0
+    empty_geometries: int = 0
+    cells: int = 0
+    id_min: Any = None
+    id_max: Any = None
+
+    def see_ids(self, ids: Any) -> None:
+        import pyarrow.compute as pc
+
+        mm = pc.min_max(ids)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        if lo is not None:
+            self.id_min = lo if self.id_min is None else min(self.id_min, lo)
+            self.id_max = hi if self.id_max is None else max(self.id_max, hi)
+
+
+@dataclass(frozen=True)
+class _ChunkInput:
+    """The opened source of a chunk and the output layout derived from it."""
+
+    url: str
+    pf: Any
+    info: SourceInfo
+    attrs: list[str]  # attribute columns of the source, in order
+    renamed: dict[str, str]  # attribute -> output name
+    schema: Any  # output schema: id, h<res>, parents, attributes
+
+
+def hex_chunk(input_url: str, output: str, chunk: ChunkSpec, cells: CellOptions) -> dict[str, Any] | None:
     """Compute the H3 cells of one chunk; returns the completion marker (``None`` if skipped)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import shapely
-
-    if chunk_size < 1:
-        raise UsageError(f"--chunk-size must be at least 1, not {chunk_size}")
-    if chunk_id < 0:
-        raise UsageError(f"chunk id must be >= 0, not {chunk_id}")
-    if containment not in contract.CONTAINMENT_MODES:
-        raise DataError(f"containment must be one of {', '.join(contract.CONTAINMENT_MODES)}, not {containment!r}")
-    parents = parent_list(resolution, tuple(parent_resolutions))
-    if chunk_count is not None and chunk_count < 1:
-        raise UsageError(f"--chunk-count must be at least 1, not {chunk_count}")
-
-    marker_url = storage.join(output, contract.CHUNK_MARKER_DIR, contract.chunk_marker_name(chunk_id))
+    marker_url = storage.join(output, contract.CHUNK_MARKER_DIR, contract.chunk_marker_name(chunk.chunk_id))
     # a stale marker must not claim this chunk while it is rewritten, nor (past --chunk-count) the
     # rows of an earlier run with other chunking: repartition would count them twice
     storage.delete(marker_url)
-    if chunk_count is not None:
-        if chunk_id >= chunk_count:
-            log.info("chunk %d: beyond --chunk-count %d, nothing to do", chunk_id, chunk_count)
-            return None
-        last_chunk = last_chunk or chunk_id == chunk_count - 1
-    clean_leftovers(output, chunk_id)
+    if chunk.beyond_count:
+        log.info("chunk %d: beyond --chunk-count %d, nothing to do", chunk.chunk_id, chunk.chunk_count)
+        return None
+    clean_leftovers(output, chunk.chunk_id)
 
-    pf = storage.open_parquet(input_url)
-    info = source_info(pf, input_url)
-    check_lonlat(pf, input_url, info.geometry_column)
+    src = _open_chunk_input(input_url, cells)
     source_digest = footer_digest(input_url)
-    start = chunk_id * chunk_size
-    end = info.num_rows if last_chunk else min(info.num_rows, start + chunk_size)
-    end = max(end, min(start, info.num_rows))
-    start = min(start, info.num_rows)
-    skip = {info.geometry_column} | _covering_columns(pf)
-    attrs = [n for n in pf.schema_arrow.names if n not in skip and n != info.id_column]
-    cols = [info.id_column, *attrs, info.geometry_column]
-
-    res_col = cell_column(resolution)
-    src_schema = pf.schema_arrow
-    fields = [src_schema.field(info.id_column), pa.field(res_col, pa.uint64(), nullable=False)]
-    fields += [pa.field(cell_column(p), pa.uint64(), nullable=False) for p in parents]
-    renamed = _rename_clashes(input_url, attrs, {f.name for f in fields})
-    fields += [src_schema.field(a).with_name(renamed[a]) for a in attrs]
-    schema = pa.schema(fields)
-
-    stats = {"features": 0, "features_with_cells": 0, "null_geometries": 0, "empty_geometries": 0, "cells": 0}
-    id_min: int | None = None
-    id_max: int | None = None
-    integer_ids = pa.types.is_integer(schema.field(0).type)  # min / max only mean something for these
+    start, end = chunk.rows(src.info.num_rows)
+    stats = _ChunkStats()
     t0 = time.monotonic()
     log.info(
         "chunk %d: rows %d..%d of %d (%s), resolution %d, parents %s, %s containment",
-        chunk_id,
+        chunk.chunk_id,
         start,
         end - 1,
-        info.num_rows,
+        src.info.num_rows,
         input_url,
-        resolution,
-        ",".join(map(str, parents)),
-        containment,
+        cells.resolution,
+        ",".join(map(str, cells.parent_resolutions)),
+        cells.containment,
     )
-    writer = PartWriter(output, chunk_id, schema)
+    writer = PartWriter(output, chunk.chunk_id, src.schema)
     try:
-        for rb in iter_rows(pf, start, end, cols):
-            n = rb.num_rows
-            ids = rb.column(info.id_column)
-            idn = ids.to_numpy(zero_copy_only=False)
-            if n and integer_ids:
-                mm = pc.min_max(ids)
-                lo, hi = mm["min"].as_py(), mm["max"].as_py()
-                if lo is not None:
-                    id_min = lo if id_min is None else min(id_min, lo)
-                    id_max = hi if id_max is None else max(id_max, hi)
-            wkb = rb.column(info.geometry_column).to_numpy(zero_copy_only=False)
-            try:
-                geoms = shapely.from_wkb(wkb)
-            except shapely.errors.GEOSException:
-                geoms = np.empty(n, dtype=object)
-                for i, w in enumerate(wkb):
-                    try:
-                        geoms[i] = shapely.from_wkb(w)
-                    except shapely.errors.GEOSException as exc:
-                        raise DataError(f"{input_url}: feature {info.id_column}={idn[i]}: invalid WKB ({exc})") from exc
-            null = np.array([g is None for g in geoms], dtype=bool)
-            empty = np.zeros(n, dtype=bool)
-            if (~null).any():
-                empty[~null] = shapely.is_empty(geoms[~null])
-            stats["features"] += n
-            stats["null_geometries"] += int(null.sum())
-            stats["empty_geometries"] += int(empty.sum())
-            attr_table = pa.Table.from_batches([rb.select(attrs)]) if attrs else None
-            row_bytes = 8 * (2 + len(parents)) + (attr_table.nbytes / max(1, n) if attr_table is not None else 0)
-            max_rows = int(min(budget, max(1024, (BUFFER_BYTES // 4) / max(1.0, row_bytes))))
-            had = np.zeros(n, dtype=bool)
-            try:
-                for idx, cells in h3cells.feature_cells(geoms, resolution, containment, budget):
-                    had[idx] = True
-                    for a in range(0, len(idx), max_rows):
-                        _emit(
-                            writer,
-                            schema,
-                            ids,
-                            attr_table,
-                            renamed,
-                            idx[a : a + max_rows],
-                            cells[a : a + max_rows],
-                            res_col,
-                            parents,
-                        )
-                    stats["cells"] += len(idx)
-            except OutOfRangeError as exc:
-                where = f"feature {info.id_column}={idn[exc.index]}" if exc.index is not None else "a feature"
-                raise DataError(f"{input_url}: {where}: {exc.detail}") from exc
-            except BaseException as exc:  # h3ronpy panics are BaseException
-                if isinstance(exc, (KeyboardInterrupt, SystemExit, DataError, MemoryError)):
-                    raise
-                raise DataError(
-                    f"{input_url}: H3 failed on the features {info.id_column}={idn[0]}..{idn[-1]}: "
-                    f"{type(exc).__name__}: {first_line(exc, '')}"
-                ) from exc
-            missing = np.flatnonzero(~null & ~empty & ~had)
-            if len(missing):  # cannot happen by construction; never let it pass silently
-                raise DataError(f"{input_url}: feature {info.id_column}={idn[missing[0]]} got no H3 cell")
-            stats["features_with_cells"] += int(had.sum())
-            log.info("chunk %d: %d features, %d cells so far", chunk_id, stats["features"], stats["cells"])
+        cols = [src.info.id_column, *src.attrs, src.info.geometry_column]
+        for rb in iter_rows(src.pf, start, end, cols):
+            _hex_batch(rb, src, cells, writer, stats)
+            log.info("chunk %d: %d features, %d cells so far", chunk.chunk_id, stats.features, stats.cells)
         parts = writer.publish()
     finally:
         writer.cleanup()
 
-    dropped = {NULL_GEOMETRY: stats["null_geometries"], EMPTY_GEOMETRY: stats["empty_geometries"]}
-    accounting = {
-        "unit": "features",
-        "read": end - start,
-        "written": stats["features_with_cells"],
-        "dropped": {k: v for k, v in dropped.items() if v},
-    }
-    check_accounting(accounting, f"chunk {chunk_id}")
-    if stats["features"] != end - start:
-        raise IncompleteOutputError(f"chunk {chunk_id}: read {stats['features']} features of rows {start}..{end - 1}")
-    marker = {
-        "format": MARKER_FORMAT,
-        "chunk_id": chunk_id,
-        "chunk_size": chunk_size,
-        "chunk_count": chunk_count,
-        "last": bool(last_chunk),
-        "start_row": start,
-        "end_row": end,
-        "source_rows": info.num_rows,
-        "source_footer_sha256": source_digest,
-        **stats,
-        "rows": stats["cells"],
-        "resolution": resolution,
-        "parent_resolutions": parents,
-        "containment": containment,
-        "id_column": info.id_column,
-        "id_min": id_min,
-        "id_max": id_max,
-        "parts": parts,
-        "part_sha256": writer.sha256,
-        "accounting": accounting,
-    }
+    marker = _chunk_marker(chunk, cells, src, stats, (start, end), source_digest, parts, writer.sha256)
     storage.write_bytes(marker_url, (json.dumps(marker, indent=1, sort_keys=True) + "\n").encode())
     secs = time.monotonic() - t0
     log.info(
         "chunk %d: done, %d features, %d cells in %d part files, %.1f s (%.0f cells/s)",
-        chunk_id,
-        stats["features"],
-        stats["cells"],
+        chunk.chunk_id,
+        stats.features,
+        stats.cells,
         len(parts),
         secs,
-        stats["cells"] / max(secs, 1e-9),
+        stats.cells / max(secs, 1e-9),
     )
     return marker
+
+
+def _open_chunk_input(input_url: str, cells: CellOptions) -> _ChunkInput:
+    """Open the GeoParquet, check it is lon/lat, and lay out the chunk's output columns."""
+    import pyarrow as pa
+
+    pf = storage.open_parquet(input_url)
+    info = source_info(pf, input_url)
+    check_lonlat(pf, input_url, info.geometry_column)
+    skip = {info.geometry_column} | _covering_columns(pf)
+    attrs = [n for n in pf.schema_arrow.names if n not in skip and n != info.id_column]
+    fields = [
+        pf.schema_arrow.field(info.id_column),
+        pa.field(cell_column(cells.resolution), pa.uint64(), nullable=False),
+    ]
+    fields += [pa.field(cell_column(p), pa.uint64(), nullable=False) for p in cells.parent_resolutions]
+    renamed = _rename_clashes(input_url, attrs, {f.name for f in fields})
+    fields += [pf.schema_arrow.field(a).with_name(renamed[a]) for a in attrs]
+    return _ChunkInput(input_url, pf, info, attrs, renamed, pa.schema(fields))
+
+
+def _decode_geometries(wkb: np.ndarray, src: _ChunkInput, idn: np.ndarray) -> np.ndarray:
+    """Shapely geometries of a batch's WKB; a value GEOS cannot read fails naming its feature."""
+    import shapely
+
+    try:
+        return shapely.from_wkb(wkb)
+    except shapely.errors.GEOSException:
+        geoms = np.empty(len(wkb), dtype=object)
+        for i, w in enumerate(wkb):
+            try:
+                geoms[i] = shapely.from_wkb(w)
+            except shapely.errors.GEOSException as exc:
+                raise DataError(f"{src.url}: feature {src.info.id_column}={idn[i]}: invalid WKB ({exc})") from exc
+        return geoms
+
+
+def _hex_batch(rb: Any, src: _ChunkInput, cells: CellOptions, writer: PartWriter, stats: _ChunkStats) -> None:
+    """Cells of one record batch of features, emitted to ``writer``; every feature with a
+    geometry must get at least one cell."""
+    import pyarrow as pa
+    import shapely
+
+    id_column = src.info.id_column
+    n = rb.num_rows
+    ids = rb.column(id_column)
+    idn = ids.to_numpy(zero_copy_only=False)
+    if n and pa.types.is_integer(src.schema.field(0).type):  # min / max only mean something for these
+        stats.see_ids(ids)
+    geoms = _decode_geometries(rb.column(src.info.geometry_column).to_numpy(zero_copy_only=False), src, idn)
+    null = np.array([g is None for g in geoms], dtype=bool)
+    empty = np.zeros(n, dtype=bool)
+    if (~null).any():
+        empty[~null] = shapely.is_empty(geoms[~null])
+    stats.features += n
+    stats.null_geometries += int(null.sum())
+    stats.empty_geometries += int(empty.sum())
+    attr_table = pa.Table.from_batches([rb.select(src.attrs)]) if src.attrs else None
+    parents = list(cells.parent_resolutions)
+    row_bytes = 8 * (2 + len(parents)) + (attr_table.nbytes / max(1, n) if attr_table is not None else 0)
+    max_rows = int(min(cells.budget, max(1024, (BUFFER_BYTES // 4) / max(1.0, row_bytes))))
+    had = np.zeros(n, dtype=bool)
+    batch = _Batch(ids, attr_table, src.renamed, src.schema, cell_column(cells.resolution), parents)
+    try:
+        for idx, found in h3cells.feature_cells(geoms, cells.resolution, cells.containment, cells.budget):
+            had[idx] = True
+            for a in range(0, len(idx), max_rows):
+                _emit(writer, batch, idx[a : a + max_rows], found[a : a + max_rows])
+            stats.cells += len(idx)
+    except OutOfRangeError as exc:
+        where = f"feature {id_column}={idn[exc.index]}" if exc.index is not None else "a feature"
+        raise DataError(f"{src.url}: {where}: {exc.detail}") from exc
+    except BaseException as exc:  # h3ronpy panics are BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, DataError, MemoryError)):
+            raise
+        raise DataError(
+            f"{src.url}: H3 failed on the features {id_column}={idn[0]}..{idn[-1]}: "
+            f"{type(exc).__name__}: {first_line(exc, '')}"
+        ) from exc
+    missing = np.flatnonzero(~null & ~empty & ~had)
+    if len(missing):  # cannot happen by construction; never let it pass silently
+        raise DataError(f"{src.url}: feature {id_column}={idn[missing[0]]} got no H3 cell")
+    stats.features_with_cells += int(had.sum())
+
+
+def _chunk_marker(
+    chunk: ChunkSpec,
+    cells: CellOptions,
+    src: _ChunkInput,
+    stats: _ChunkStats,
+    rows: tuple[int, int],
+    source_digest: str,
+    parts: Any,
+    part_sha256: Any,
+) -> dict[str, Any]:
+    """The completion marker of a chunk, after its accounting has been checked."""
+    start, end = rows
+    dropped = {NULL_GEOMETRY: stats.null_geometries, EMPTY_GEOMETRY: stats.empty_geometries}
+    accounting = {
+        "unit": "features",
+        "read": end - start,
+        "written": stats.features_with_cells,
+        "dropped": {k: v for k, v in dropped.items() if v},
+    }
+    check_accounting(accounting, f"chunk {chunk.chunk_id}")
+    if stats.features != end - start:
+        raise IncompleteOutputError(
+            f"chunk {chunk.chunk_id}: read {stats.features} features of rows {start}..{end - 1}"
+        )
+    return {
+        "format": MARKER_FORMAT,
+        "chunk_id": chunk.chunk_id,
+        "chunk_size": chunk.chunk_size,
+        "chunk_count": chunk.chunk_count,
+        "last": bool(chunk.reads_to_end),
+        "start_row": start,
+        "end_row": end,
+        "source_rows": src.info.num_rows,
+        "source_footer_sha256": source_digest,
+        "features": stats.features,
+        "features_with_cells": stats.features_with_cells,
+        "null_geometries": stats.null_geometries,
+        "empty_geometries": stats.empty_geometries,
+        "cells": stats.cells,
+        "rows": stats.cells,
+        "resolution": cells.resolution,
+        "parent_resolutions": list(cells.parent_resolutions),
+        "containment": cells.containment,
+        "id_column": src.info.id_column,
+        "id_min": stats.id_min,
+        "id_max": stats.id_max,
+        "parts": parts,
+        "part_sha256": part_sha256,
+        "accounting": accounting,
+    }
 
 
 def _rename_clashes(input_url: str, attrs: list[str], cell_columns: set[str]) -> dict[str, str]:
@@ -590,32 +673,38 @@ def check_accounting(accounting: dict[str, Any], where: str) -> None:
         )
 
 
-def _emit(
-    writer: PartWriter,
-    schema: Any,
-    ids: Any,
-    attr_table: Any,
-    attrs: dict[str, str],
-    idx: np.ndarray,
-    cells: np.ndarray,
-    res_col: str,
-    parents: list[int],
-) -> None:
+@dataclass(frozen=True)
+class _Batch:
+    """One record batch's columns that output rows are taken from."""
+
+    ids: Any
+    attr_table: Any
+    attrs: dict[str, str]  # source attribute -> output name
+    schema: Any
+    res_col: str
+    parents: list[int]
+
+
+def _emit(writer: PartWriter, batch: _Batch, idx: np.ndarray, cells: np.ndarray) -> None:
+    """Rows (feature ``idx[i]``, ``cells[i]``) with their parents and attributes, to ``writer``."""
     import pyarrow as pa
 
     take = pa.array(idx)
-    cols: dict[str, Any] = {schema.names[0]: ids.take(take), res_col: pa.array(cells, type=pa.uint64())}
+    cols: dict[str, Any] = {
+        batch.schema.names[0]: batch.ids.take(take),
+        batch.res_col: pa.array(cells, type=pa.uint64()),
+    }
     h0 = None
-    for p in parents:
+    for p in batch.parents:
         par = h3cells.parent_cells(cells, p)
         if p == 0:
             h0 = par
         cols[cell_column(p)] = pa.array(par, type=pa.uint64())
     if h0 is None:  # resolution 0: the cell is its own h0
         h0 = cells
-    if attr_table is not None:
-        sub = attr_table.take(take)
-        for a, out in attrs.items():
+    if batch.attr_table is not None:
+        sub = batch.attr_table.take(take)
+        for a, out in batch.attrs.items():
             cols[out] = sub.column(a)
-    table = pa.table(cols, schema=schema)
+    table = pa.table(cols, schema=batch.schema)
     writer.add(np.asarray(h0, dtype=np.uint64), table)
