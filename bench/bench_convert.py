@@ -44,12 +44,14 @@ def make_gpkg(path: Path, n: int) -> None:
     k = np.repeat(np.arange(reps), cities.num_rows)[:n]
     pts = shapely.points(lon + 0.01 * k, lat + 0.005 * k)
     polys = shapely.buffer(pts, 0.004, quad_segs=8)
-    table = pa.table({
-        "name": pa.array(np.tile(cities["name"].to_numpy(zero_copy_only=False), reps)[:n]),
-        "cc": pa.array(np.tile(cities["cc"].to_numpy(zero_copy_only=False), reps)[:n]),
-        "rep": pa.array(k.astype("int32")),
-        "geom": pa.array(shapely.to_wkb(polys)),
-    })
+    table = pa.table(
+        {
+            "name": pa.array(np.tile(cities["name"].to_numpy(zero_copy_only=False), reps)[:n]),
+            "cc": pa.array(np.tile(cities["cc"].to_numpy(zero_copy_only=False), reps)[:n]),
+            "rep": pa.array(k.astype("int32")),
+            "geom": pa.array(shapely.to_wkb(polys)),
+        }
+    )
     pyogrio.write_arrow(table, path, layer="cities", geometry_name="geom", geometry_type="Polygon", crs="EPSG:4326")
 
 
@@ -86,7 +88,9 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         gpkg = args.out / f"polys_{n}.gpkg"
         make_gpkg(gpkg, n)
-        ours = run_child([sys.executable, "-m", "cng_datasets", "convert", "--quiet", str(gpkg), str(args.out / f"ours_{n}.parquet")])
+        ours = run_child(
+            [sys.executable, "-m", "cng_datasets", "convert", "--quiet", str(gpkg), str(args.out / f"ours_{n}.parquet")]
+        )
         base = run_child([sys.executable, "-c", BASELINE, str(gpkg), str(args.out / f"base_{n}.parquet")])
         rows.append((n, gpkg.stat().st_size / 1e6, ours, base))
         print(n, ours, base, flush=True)
@@ -110,14 +114,17 @@ def main() -> None:
     if len(rows) >= 2:
         growth = rows[-1][2]["peak_rss_mb"] / rows[0][2]["peak_rss_mb"]
         base_growth = rows[-1][3]["peak_rss_mb"] / rows[0][3]["peak_rss_mb"]
-        lines += ["", f"Peak RSS growth from {rows[0][0]:,} to {rows[-1][0]:,} features: convert ×{growth:.2f}, baseline ×{base_growth:.2f}."]
+        lines += [
+            "",
+            f"Peak RSS growth from {rows[0][0]:,} to {rows[-1][0]:,} features: convert ×{growth:.2f}, baseline ×{base_growth:.2f}.",
+        ]
     section = "\n".join(lines) + "\n"
     bench_md = ROOT / "docs" / "benchmarks.md"
     text = bench_md.read_text() if bench_md.exists() else "# Benchmarks\n\nRun by hand; each section says how.\n\n"
     start = text.find("## convert")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     bench_md.write_text(text)

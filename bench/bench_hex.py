@@ -55,8 +55,15 @@ def polygons_case(res: int) -> dict:
 
     n_ours, cpu_ours, wall_ours = _timed(ours)
     n_loop, cpu_loop, wall_loop = _timed(loop)
-    return dict(case=f"10m countries ({len(geoms)} features), polygons, res {res}", cells=n_ours, ref_cells=n_loop,
-                ours=n_ours / cpu_ours, loop=n_loop / cpu_loop, wall=wall_ours, wall_loop=wall_loop)
+    return dict(
+        case=f"10m countries ({len(geoms)} features), polygons, res {res}",
+        cells=n_ours,
+        ref_cells=n_loop,
+        ours=n_ours / cpu_ours,
+        loop=n_loop / cpu_loop,
+        wall=wall_ours,
+        wall_loop=wall_loop,
+    )
 
 
 def points_case(res: int) -> dict:
@@ -74,8 +81,15 @@ def points_case(res: int) -> dict:
 
     n_ours, cpu_ours, wall_ours = _timed(ours)
     n_loop, cpu_loop, wall_loop = _timed(loop)
-    return dict(case=f"cities CSV ({len(geoms)} points), res {res}", cells=n_ours, ref_cells=n_loop,
-                ours=n_ours / cpu_ours, loop=n_loop / cpu_loop, wall=wall_ours, wall_loop=wall_loop)
+    return dict(
+        case=f"cities CSV ({len(geoms)} points), res {res}",
+        cells=n_ours,
+        ref_cells=n_loop,
+        ours=n_ours / cpu_ours,
+        loop=n_loop / cpu_loop,
+        wall=wall_ours,
+        wall_loop=wall_loop,
+    )
 
 
 def big_feature_case(res: int) -> dict:
@@ -90,8 +104,22 @@ def big_feature_case(res: int) -> dict:
         names = pq.read_table(src, columns=["NAME_EN"]).column(0).to_pylist()
         row = names.index("Russia")
         exe = [sys.executable, "-m", "cng_datasets"]
-        args = ["hex", "--input", str(src), "--output", str(Path(tmp) / "chunks"), "--chunk-id", str(row),
-                "--chunk-size", "1", "--resolution", str(res), "--parent-resolutions", "0", "-q"]
+        args = [
+            "hex",
+            "--input",
+            str(src),
+            "--output",
+            str(Path(tmp) / "chunks"),
+            "--chunk-id",
+            str(row),
+            "--chunk-size",
+            "1",
+            "--resolution",
+            str(res),
+            "--parent-resolutions",
+            "0",
+            "-q",
+        ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         w = time.perf_counter()
         subprocess.run(exe + args, check=True)
@@ -100,8 +128,13 @@ def big_feature_case(res: int) -> dict:
         import json
 
         marker = json.loads((Path(tmp) / "chunks" / "_done" / f"chunk-{row:05d}.json").read_text())
-    return dict(case=f"Russia alone, res {res}, `cng-datasets hex` end to end", cells=marker["cells"],
-                peak_mb=max(peak, before) / 1024, wall=wall, parts=len(marker["parts"]))
+    return dict(
+        case=f"Russia alone, res {res}, `cng-datasets hex` end to end",
+        cells=marker["cells"],
+        peak_mb=max(peak, before) / 1024,
+        wall=wall,
+        parts=len(marker["parts"]),
+    )
 
 
 def main() -> None:
@@ -123,7 +156,9 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['cells']:,} | {r['ours']:,.0f} | {r['loop']:,.0f} | {r['ours'] / r['loop']:.1f}× |")
+        lines.append(
+            f"| {r['case']} | {r['cells']:,} | {r['ours']:,.0f} | {r['loop']:,.0f} | {r['ours'] / r['loop']:.1f}× |"
+        )
     lines += [
         "",
         f"Big feature: {big['case']}: {big['cells']:,} cells into {big['parts']} h0 parts in {big['wall']:.1f} s,",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, os, resource, stat, sys, tempfile, time
-from cng_datasets.steps.pmtiles import build_pmtiles, find_tippecanoe
+from cng_datasets.steps.pmtiles import TileOptions, build_pmtiles, find_tippecanoe
 src, out, z = sys.argv[1], sys.argv[2], sys.argv[3]
 # tippecanoe's own peak RSS, measured by GNU time (RUSAGE_CHILDREN would count the forked
 # Python image before exec)
@@ -30,7 +30,7 @@ with open(wrapper, "w") as fh:
     fh.write(f'#!/bin/sh\nexec /usr/bin/time -f %M -o {rss_file} {find_tippecanoe()} "$@"\n')
 os.chmod(wrapper, 0o755)
 t = time.monotonic()
-r = build_pmtiles(src, out, max_zoom=None if z == "default" else int(z), tippecanoe=wrapper)
+r = build_pmtiles(src, out, TileOptions(max_zoom=None if z == "default" else int(z), tippecanoe=wrapper))
 self_ = resource.getrusage(resource.RUSAGE_SELF)
 kids = resource.getrusage(resource.RUSAGE_CHILDREN)
 tip_rss_kb = int(open(rss_file).read().split()[-1])
@@ -55,12 +55,14 @@ def _random_points(n: int, dest: Path) -> None:
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         lon, lat = rng.uniform(-180, 180, m), np.degrees(np.arcsin(rng.uniform(-0.99, 0.99, m)))
-        table = pa.table({
-            "_cng_fid": pa.array(np.arange(start + 1, start + m + 1), pa.int64()),
-            "name": pa.array([f"pt{i}" for i in range(start, start + m)]),
-            "value": pa.array(rng.normal(size=m)),
-            "geometry": pa.array(shapely.to_wkb(shapely.points(lon, lat))),
-        })
+        table = pa.table(
+            {
+                "_cng_fid": pa.array(np.arange(start + 1, start + m + 1), pa.int64()),
+                "name": pa.array([f"pt{i}" for i in range(start, start + m)]),
+                "value": pa.array(rng.normal(size=m)),
+                "geometry": pa.array(shapely.to_wkb(shapely.points(lon, lat))),
+            }
+        )
         if writer is None:
             writer = pq.ParquetWriter(dest, table.schema, compression="zstd")
         writer.write_table(table)
@@ -86,7 +88,9 @@ def main() -> None:
             convert([args.source], str(parquet))
     out = work / (parquet.stem + ".pmtiles")
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(parquet), str(out), args.max_zoom], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(parquet), str(out), args.max_zoom], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         sys.exit(proc.stderr)
     result = json.loads(proc.stdout.strip().splitlines()[-1])

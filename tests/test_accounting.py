@@ -73,14 +73,14 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import warnings
 
     from cng_datasets.steps.convert import convert
-    from cng_datasets.steps.pmtiles import build_pmtiles
+    from cng_datasets.steps.pmtiles import TileOptions, build_pmtiles
 
     root = tmp_path_factory.mktemp("acc")
     src = _geojson(root / "polar.geojson", POLAR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         convert([str(src)], str(root / "polar.parquet"))
-    build_pmtiles(str(root / "polar.parquet"), str(root / "polar.pmtiles"), max_zoom=3)
+    build_pmtiles(str(root / "polar.parquet"), str(root / "polar.pmtiles"), TileOptions(max_zoom=3))
     return {"source": src, "parquet": root / "polar.parquet", "pmtiles": root / "polar.pmtiles", "root": root}
 
 

@@ -322,25 +322,25 @@ def test_hex_missing_features_is_caught_against_the_source(out: Path) -> None:
 
 def test_pmtiles_missing_features_is_caught(out: Path, tmp_path: Path) -> None:
     """The archive built from fewer rows than the GeoParquet holds."""
-    from cng_datasets.steps.pmtiles import build_pmtiles
+    from cng_datasets.steps.pmtiles import TileOptions, build_pmtiles
 
     table, md, _ = _footer(out / "countries.parquet")
     fewer = tmp_path / "fewer.parquet"
     pq.write_table(table.slice(0, 170).replace_schema_metadata(md), fewer)
-    build_pmtiles(str(fewer), str(out / "countries.pmtiles"), layer="countries", max_zoom=2)
+    build_pmtiles(str(fewer), str(out / "countries.pmtiles"), TileOptions(layer="countries", max_zoom=2))
     one_problem(out, "pmtiles:", "pmtiles read 170 features but the GeoParquet has 177 rows")
 
 
 def test_pmtiles_record_that_lies_is_caught_by_counting(out: Path) -> None:
     """The record claims every feature; the tiles at max zoom hold fewer (counted independently)."""
-    from cng_datasets.steps.pmtiles import build_pmtiles
+    from cng_datasets.steps.pmtiles import TileOptions, build_pmtiles
     from cng_datasets.steps.pmtiles_archive import read_metadata, set_metadata
 
     path = out / "countries.pmtiles"
     fewer = out / "fewer.parquet"
     table, md, _ = _footer(out / "countries.parquet")
     pq.write_table(table.slice(7).replace_schema_metadata(md), fewer)
-    build_pmtiles(str(fewer), str(path), layer="countries", max_zoom=2)
+    build_pmtiles(str(fewer), str(path), TileOptions(layer="countries", max_zoom=2))
     fewer.unlink()
     record = read_metadata(path)["cng_datasets"]
     record["accounting"] = {"unit": "features", "read": 177, "written": 177, "dropped": {}}
@@ -350,14 +350,14 @@ def test_pmtiles_record_that_lies_is_caught_by_counting(out: Path) -> None:
 
 def test_pmtiles_without_record_missing_features_is_caught(out: Path) -> None:
     """An archive of an older version (no accounting in its metadata) missing features."""
-    from cng_datasets.steps.pmtiles import build_pmtiles
+    from cng_datasets.steps.pmtiles import TileOptions, build_pmtiles
     from cng_datasets.steps.pmtiles_archive import set_metadata
 
     path = out / "countries.pmtiles"
     table, md, _ = _footer(out / "countries.parquet")
     fewer = out / "fewer.parquet"
     pq.write_table(table.slice(0, 176).replace_schema_metadata(md), fewer)
-    build_pmtiles(str(fewer), str(path), layer="countries", max_zoom=2)
+    build_pmtiles(str(fewer), str(path), TileOptions(layer="countries", max_zoom=2))
     fewer.unlink()
     set_metadata(path, {"cng_datasets": None})
     one_problem(

