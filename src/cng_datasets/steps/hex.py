@@ -450,6 +450,7 @@ class _ChunkInput:
     attrs: list[str]  # attribute columns of the source, in order
     renamed: dict[str, str]  # attribute -> output name
     schema: Any  # output schema: id, h<res>, parents, attributes
+    digest: str  # of the source's Parquet footer: which version of the source
 
 
 def hex_chunk(input_url: str, output: str, chunk: ChunkSpec, cells: CellOptions) -> dict[str, Any] | None:
@@ -464,7 +465,6 @@ def hex_chunk(input_url: str, output: str, chunk: ChunkSpec, cells: CellOptions)
     clean_leftovers(output, chunk.chunk_id)
 
     src = _open_chunk_input(input_url, cells)
-    source_digest = footer_digest(input_url)
     start, end = chunk.rows(src.info.num_rows)
     stats = _ChunkStats()
     t0 = time.monotonic()
@@ -489,7 +489,7 @@ def hex_chunk(input_url: str, output: str, chunk: ChunkSpec, cells: CellOptions)
     finally:
         writer.cleanup()
 
-    marker = _chunk_marker(chunk, cells, src, stats, (start, end), source_digest, parts, writer.sha256)
+    marker = _chunk_marker(chunk, cells, src, stats, (start, end), parts, writer.sha256)
     storage.write_bytes(marker_url, (json.dumps(marker, indent=1, sort_keys=True) + "\n").encode())
     secs = time.monotonic() - t0
     log.info(
@@ -520,7 +520,7 @@ def _open_chunk_input(input_url: str, cells: CellOptions) -> _ChunkInput:
     fields += [pa.field(cell_column(p), pa.uint64(), nullable=False) for p in cells.parent_resolutions]
     renamed = _rename_clashes(input_url, attrs, {f.name for f in fields})
     fields += [pf.schema_arrow.field(a).with_name(renamed[a]) for a in attrs]
-    return _ChunkInput(input_url, pf, info, attrs, renamed, pa.schema(fields))
+    return _ChunkInput(input_url, pf, info, attrs, renamed, pa.schema(fields), footer_digest(input_url))
 
 
 def _decode_geometries(wkb: np.ndarray, src: _ChunkInput, idn: np.ndarray) -> np.ndarray:
@@ -593,7 +593,6 @@ def _chunk_marker(
     src: _ChunkInput,
     stats: _ChunkStats,
     rows: tuple[int, int],
-    source_digest: str,
     parts: Any,
     part_sha256: Any,
 ) -> dict[str, Any]:
@@ -620,7 +619,7 @@ def _chunk_marker(
         "start_row": start,
         "end_row": end,
         "source_rows": src.info.num_rows,
-        "source_footer_sha256": source_digest,
+        "source_footer_sha256": src.digest,
         "features": stats.features,
         "features_with_cells": stats.features_with_cells,
         "null_geometries": stats.null_geometries,

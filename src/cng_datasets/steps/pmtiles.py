@@ -64,7 +64,7 @@ from typing import IO, Any
 from cng_datasets import contract, limits, storage
 from cng_datasets.accounting import WEB_MERCATOR_MAX_LAT
 from cng_datasets.errors import DataError, RecordError, StorageError, ToolError
-from cng_datasets.steps.pmtiles_archive import account_archive, feature_id_plan, verify_archive
+from cng_datasets.steps.pmtiles_archive import StreamCounts, account_archive, feature_id_plan, verify_archive
 
 log = logging.getLogger("cng_datasets")
 
@@ -495,6 +495,20 @@ class TileOptions:
         return self.min_zoom, max_zoom
 
 
+@dataclass(frozen=True)
+class _TippecanoeRun:
+    """One tippecanoe run: the executable, the layer and zoom range, extra arguments, rows per
+    streamed batch and threads."""
+
+    executable: str
+    layer: str
+    min_zoom: int
+    max_zoom: int
+    extra_args: Sequence[str]
+    batch_rows: int
+    threads: int
+
+
 @dataclass
 class _Built:
     """What the tippecanoe run left: the accounting and features at max zoom, the stream's stats."""
@@ -543,8 +557,8 @@ def build_pmtiles(input_url: str, output_url: str, options: TileOptions | None =
     )
     with storage.atomic_output(output_url, suffix=".pmtiles") as tmp:
         try:
-            argv_tail = (layer, min_zoom, max_zoom, opts.extra_args)
-            built = _tile_into(tmp, input_url, pfile, layout, executable, argv_tail, opts.batch_rows, threads)
+            run = _TippecanoeRun(executable, layer, min_zoom, max_zoom, opts.extra_args, opts.batch_rows, threads)
+            built = _tile_into(tmp, input_url, pfile, layout, run)
         finally:
             pfile.close()
         stats = built.stats
@@ -591,10 +605,7 @@ def _tile_into(
     input_url: str,
     pfile: Any,
     layout: _Layout,
-    executable: str,
-    argv_tail: tuple[str, int, int, Sequence[str]],
-    batch_rows: int,
-    threads: int,
+    run: _TippecanoeRun,
 ) -> _Built:
     """Stream the features to tippecanoe, check and account its archive, and move it to ``tmp``.
 
@@ -603,20 +614,20 @@ def _tile_into(
     the finished archive is moved to ``tmp``."""
     from cng_datasets.steps.pmtiles_archive import DistinctIds
 
-    layer, min_zoom, max_zoom, extra_args = argv_tail
+    layer, max_zoom = run.layer, run.max_zoom
     rows = pfile.metadata.num_rows
     row_ids, id_low, id_high, id_label = feature_id_plan(pfile, layout.id_column)
     stats = _StreamStats(streamed=DistinctIds(id_low, id_high, rows))
     env = dict(os.environ)
-    env["TIPPECANOE_MAX_THREADS"] = str(threads)
+    env["TIPPECANOE_MAX_THREADS"] = str(run.threads)
     with (
         tempfile.TemporaryDirectory(prefix="cng-tippecanoe-") as work,
         tempfile.TemporaryFile(dir=work) as stderr_file,
     ):
         built = Path(work) / f"{_safe_name(layer)}.pmtiles"
-        argv = tippecanoe_argv(executable, built, layer, min_zoom, max_zoom, work, extra_args)
+        argv = tippecanoe_argv(run.executable, built, layer, run.min_zoom, max_zoom, work, run.extra_args)
         log.debug("running %s", " ".join(argv))
-        chunks = geojson_lines(pfile, layout, stats, batch_rows, row_ids)
+        chunks = geojson_lines(pfile, layout, stats, run.batch_rows, row_ids)
         first = next(chunks, None)  # tippecanoe fails on empty input: say why instead
         if first is None:
             beyond = f", {stats.beyond_mercator} wholly beyond ±85.0511° latitude" if stats.beyond_mercator else ""
@@ -625,17 +636,15 @@ def _tile_into(
         if not built.exists():
             raise ToolError("tippecanoe", "it exited successfully but wrote no archive")
         verify_archive(built, layer, sorted(stats.fields_seen), stats.bounds)  # before reading its tiles
-        accounting, written = account_archive(
-            built,
-            layer,
-            max_zoom,
-            rows,
-            stats.streamed,
-            id_label,
+        given = StreamCounts(
+            rows=rows,
+            streamed=stats.streamed,
+            id_label=id_label,
             null=stats.null,
             empty=stats.empty,
             beyond=stats.beyond_mercator,
-            streamed_features=stats.features,
+            features=stats.features,
         )
+        accounting, written = account_archive(built, layer, max_zoom, given)
         shutil.move(built, tmp)  # another filesystem, maybe
     return _Built(accounting, written, stats)

@@ -465,28 +465,28 @@ def feature_id_plan(pfile: Any, id_column: str) -> tuple[bool, int, int, str]:
     return False, int(low), int(high), id_column
 
 
-def account_archive(
-    path: Path,
-    layer: str,
-    max_zoom: int,
-    rows: int,
-    streamed: DistinctIds,
-    id_label: str,
-    *,
-    null: int,
-    empty: int,
-    beyond: int,
-    streamed_features: int,
-) -> tuple[dict[str, Any], int]:
-    """Count the features of ``path`` at ``max_zoom`` and record the accounting in its metadata;
-    return the record and the features written.
+@dataclass(frozen=True)
+class StreamCounts:
+    """What the step gave tippecanoe: of ``rows`` read, ``null`` / ``empty`` / ``beyond`` (Web
+    Mercator) were not given; ``features`` were, with the ids in ``streamed`` (``id_label`` says
+    what the ids are)."""
 
-    ``rows`` were read; ``null`` / ``empty`` / ``beyond`` (Web Mercator) of them were not given to
-    tippecanoe, ``streamed_features`` were, with the ids in ``streamed``. Raises
-    :class:`ToolError` when the tiles hold a feature that was not given to tippecanoe.
-    """
+    rows: int
+    streamed: DistinctIds
+    id_label: str
+    null: int
+    empty: int
+    beyond: int
+    features: int
+
+
+def account_archive(path: Path, layer: str, max_zoom: int, given: StreamCounts) -> tuple[dict[str, Any], int]:
+    """Count the features of ``path`` at ``max_zoom`` and record the accounting in its metadata;
+    return the record and the features written. Raises :class:`ToolError` when the tiles hold a
+    feature that was not given to tippecanoe."""
     t0 = time.monotonic()
-    counter = DistinctIds(streamed.low, streamed.high, rows)
+    streamed = given.streamed
+    counter = DistinctIds(streamed.low, streamed.high, given.rows)
     found = count_features_at_zoom(path, layer, max_zoom, counter)
     strangers = found.outside + counter.not_in(streamed)
     if strangers or found.without_id:
@@ -507,30 +507,15 @@ def account_archive(
         time.monotonic() - t0,
     )
     dropped = {
-        REASON_NULL: null,
-        REASON_EMPTY: empty,
-        REASON_LATITUDE: beyond,
+        REASON_NULL: given.null,
+        REASON_EMPTY: given.empty,
+        REASON_LATITUDE: given.beyond,
         # features sharing an id cannot be told apart in the tiles: counted once
-        f"duplicate feature id ({id_label})": streamed_features - distinct,
+        f"duplicate feature id ({given.id_label})": given.features - distinct,
         REASON_TIPPECANOE: distinct - written,
     }
-    if beyond:
-        log.warning(
-            "pmtiles: %d feature(s) lie wholly beyond ±%.4f° latitude, outside Web Mercator: not in the tiles",
-            beyond,
-            WEB_MERCATOR_MAX_LAT,
-        )
-    if distinct - written:
-        log.warning(
-            "pmtiles: tippecanoe dropped %d of %d feature(s) at the maximum zoom %d (smaller than a pixel, or "
-            "over the tile size limits with --drop-densest-as-needed)",
-            distinct - written,
-            distinct,
-            max_zoom,
-        )
-    if streamed_features - distinct:
-        log.warning("pmtiles: %d feature(s) share a feature id with another one", streamed_features - distinct)
-    record = make_record(rows, written, dropped)
+    _warn_drops(given, distinct, written, max_zoom)
+    record = make_record(given.rows, written, dropped)
     why = balance_problem(parse_accounting(record))
     if why is not None:
         raise IncompleteOutputError(f"pmtiles: {why}")
@@ -541,9 +526,29 @@ def account_archive(
                 "accounting": record,
                 "layer": layer,
                 "max_zoom": max_zoom,
-                "feature_ids": id_label,
+                "feature_ids": given.id_label,
                 "version": __version__,
             }
         },
     )
     return record, written
+
+
+def _warn_drops(given: StreamCounts, distinct: int, written: int, max_zoom: int) -> None:
+    """One warning line per reason features are missing from the tiles."""
+    if given.beyond:
+        log.warning(
+            "pmtiles: %d feature(s) lie wholly beyond ±%.4f° latitude, outside Web Mercator: not in the tiles",
+            given.beyond,
+            WEB_MERCATOR_MAX_LAT,
+        )
+    if distinct - written:
+        log.warning(
+            "pmtiles: tippecanoe dropped %d of %d feature(s) at the maximum zoom %d (smaller than a pixel, or "
+            "over the tile size limits with --drop-densest-as-needed)",
+            distinct - written,
+            distinct,
+            max_zoom,
+        )
+    if given.features - distinct:
+        log.warning("pmtiles: %d feature(s) share a feature id with another one", given.features - distinct)
