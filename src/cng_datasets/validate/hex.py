@@ -55,17 +55,12 @@ def _h3_str(c: int) -> str:
 
 def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]]:
     """Problems of the hex partitions below ``hex_url`` against the source GeoParquet ``parquet_url``."""
-    import h3
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     problems = _Problems()
     files = [u for u in storage.list_prefix(hex_url) if u.endswith(".parquet")]
     stats: dict[str, Any] = {"files": len(files), "rows": 0}
     if not files:
         return [f"{hex_url}: no .parquet files below it"], stats
     listed, layout = _read_hex_success(hex_url, problems)
-    file_rows: dict[str, int] = {}
     try:
         src = storage.open_parquet(parquet_url)
     except Exception as exc:  # noqa: BLE001 - any reader error is the finding
@@ -77,57 +72,102 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
         return [f"{parquet_url}: {exc}"], stats
     geom_col = geo.get("primary_column", contract.GEOMETRY_COLUMN)
 
-    ids_seen: list[Any] = []
-    partitions: set[str] = set()
-    finest_res: int | None = None
-    rng = np.random.default_rng(0)
+    scan = _HexScan(hex_url, id_col, layout, len(files), problems)
     for url in files:
-        rel = url[len(hex_url.rstrip("/")) :].replace("\\", "/")
+        scan.file(url)
+    stats.update(rows=scan.rows, partitions=len(scan.partitions), resolution=scan.finest_res)
+    if listed is not None:
+        _compare_hex_success(hex_url, listed, files, scan.file_rows, problems)
+    if scan.ids_seen:
+        features = _check_ids_against_source(hex_url, src, id_col, geom_col, scan.ids_seen, problems)
+        if features is not None:
+            stats["features"] = features
+    return problems.items, stats
+
+
+class _HexScan:
+    """The checks of each partition file, and what they collect across files."""
+
+    def __init__(
+        self, hex_url: str, id_col: str, layout: dict[int, str] | None, n_files: int, problems: _Problems
+    ) -> None:
+        self.hex_url, self.id_col, self.layout, self.problems = hex_url, id_col, layout, problems
+        self.sample_size = H3PY_SAMPLE // max(1, n_files) + 1
+        self.rng = np.random.default_rng(0)
+        self.ids_seen: list[Any] = []
+        self.partitions: set[str] = set()
+        self.file_rows: dict[str, int] = {}
+        self.finest_res: int | None = None
+        self.rows = 0
+
+    def file(self, url: str) -> None:
+        problems = self.problems
+        rel = url[len(self.hex_url.rstrip("/")) :].replace("\\", "/")
         m = _PARTITION.search(rel)
         if not m:
             problems.add(f"{url}: not inside an h0=<cell> partition directory")
-            continue
+            return
         part = m.group(1)
-        partitions.add(part)
+        self.partitions.add(part)
         try:
             part_cell = _partition_cell(part)
         except ValueError:
             problems.add(f"{url}: partition value {part!r} is not an H3 cell")
-            continue
+            return
         try:
             pf = storage.open_parquet(url)
-            wanted = [n for n in pf.schema_arrow.names if n == id_col or _is_cell_column(n, layout)]
+            wanted = [n for n in pf.schema_arrow.names if n == self.id_col or _is_cell_column(n, self.layout)]
             table = pf.read(columns=wanted)  # attributes are not checked: skip reading them
         except Exception as exc:  # noqa: BLE001 - any reader error is the finding
             problems.add(f"{url}: unreadable ({first_line(exc)})")
-            continue
-        stats["rows"] += table.num_rows
-        file_rows[rel.lstrip("/")] = table.num_rows
-        cell_cols = {int(n[1:]): n for n in table.column_names if _is_cell_column(n, layout)}
-        if id_col not in table.column_names:
-            problems.add(f"{url}: no id column {id_col!r}")
-            continue
-        if layout is not None and len(cell_cols) != len(layout):
-            absent = sorted(set(layout.values()) - set(cell_cols.values()))
+            return
+        self.rows += table.num_rows
+        self.file_rows[rel.lstrip("/")] = table.num_rows
+        cells = self._cell_columns(url, table)
+        if cells is None:
+            return
+        res = max(cells)
+        self._check_cells(url, table, cells, res, part, part_cell)
+
+    def _cell_columns(self, url: str, table: Any) -> dict[int, np.ndarray] | None:
+        """The file's cell columns by resolution, after the layout checks (None: reported)."""
+        problems = self.problems
+        cell_cols = {int(n[1:]): n for n in table.column_names if _is_cell_column(n, self.layout)}
+        if self.id_col not in table.column_names:
+            problems.add(f"{url}: no id column {self.id_col!r}")
+            return None
+        if self.layout is not None and len(cell_cols) != len(self.layout):
+            absent = sorted(set(self.layout.values()) - set(cell_cols.values()))
             problems.add(f"{url}: no cell column {', '.join(absent)} (listed in {HEX_SUCCESS})")
-            continue
+            return None
         fine_cols = [r for r in cell_cols if r > 0]
         if not fine_cols:
             problems.add(f"{url}: no H3 cell column hN (N > 0) among {table.column_names}")
-            continue
+            return None
         res = max(fine_cols)
-        if finest_res is None:
-            finest_res = res
-        elif res != finest_res:
-            problems.add(f"{url}: finest cell column h{res} differs from other partitions' h{finest_res}")
+        if self.finest_res is None:
+            self.finest_res = res
+        elif res != self.finest_res:
+            problems.add(f"{url}: finest cell column h{res} differs from other partitions' h{self.finest_res}")
         if table.num_rows == 0:
             problems.add(f"{url}: empty partition file")
-            continue
+            return None
         try:
-            cells = {r: _as_cells(table.column(n)) for r, n in cell_cols.items()}
+            return {r: _as_cells(table.column(n)) for r, n in cell_cols.items()}
         except ValueError as exc:
             problems.add(f"{url}: {exc}")
-            continue
+            return None
+
+    def _check_cells(
+        self, url: str, table: Any, cells: dict[int, np.ndarray], res: int, part: str, part_cell: int
+    ) -> None:
+        """Valid cells of each column's resolution, h0 = the partition, parents of the finest
+        cell, no duplicate (id, cell) rows."""
+        import h3
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        problems, id_col = self.problems, self.id_col
         fine = cells[res]
         # every column holds cells (mode 1) of its own resolution
         for r, col in cells.items():
@@ -139,7 +179,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
                     f"{url}: column h{r} has {len(bad)} value(s) that are not resolution-{r} cells "
                     f"(first: {_h3_str(col[bad[0]])} in row {bad[0]})"
                 )
-        sample = rng.choice(len(fine), size=min(len(fine), H3PY_SAMPLE // max(1, len(files)) + 1), replace=False)
+        sample = self.rng.choice(len(fine), size=min(len(fine), self.sample_size), replace=False)
         for i in sample:
             if not h3.is_valid_cell(_h3_str(fine[i])):
                 problems.add(f"{url}: row {i}: h{res} {_h3_str(fine[i])} is not a valid H3 cell")
@@ -177,38 +217,41 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
                 f"{url}: {dup.num_rows} duplicate (id, h{res}) pair(s) "
                 f"(first: id {dup.column('id')[0].as_py()!r}, cell {_h3_str(dup.column('cell')[0].as_py())})"
             )
-        ids_seen.append(pc.unique(table.column(id_col)))
-    stats.update(partitions=len(partitions), resolution=finest_res)
-    if listed is not None:
-        _compare_hex_success(hex_url, listed, files, file_rows, problems)
+        self.ids_seen.append(pc.unique(table.column(id_col)))
 
-    # every source feature with a geometry is present, and nothing else
-    if ids_seen:
-        seen = pc.unique(pa.chunked_array(ids_seen).combine_chunks())
-        expected_parts = []
-        for batch in src.iter_batches(batch_size=65536, columns=[id_col, geom_col]):
-            expected_parts.append(batch.column(0).filter(pc.is_valid(batch.column(1))))
-        expected = pa.chunked_array(expected_parts, type=src.schema_arrow.field(id_col).type).combine_chunks()
-        if seen.type != expected.type:
-            try:
-                seen = seen.cast(expected.type)
-            except pa.ArrowInvalid:
-                problems.add(f"{hex_url}: id column type {seen.type} differs from the source's {expected.type}")
-                return problems.items, stats
-        missing = expected.filter(pc.invert(pc.is_in(expected, value_set=seen)))
-        if len(missing):
-            problems.add(
-                f"{hex_url}: {len(missing)} of {len(expected)} source feature(s) with a geometry have no hex row "
-                f"(first ids: {missing.slice(0, 5).to_pylist()})"
-            )
-        extra = seen.filter(pc.invert(pc.is_in(seen, value_set=expected)))
-        if len(extra):
-            problems.add(
-                f"{hex_url}: {len(extra)} id(s) in the hex partitions are not source features with a geometry "
-                f"(first: {extra.slice(0, 5).to_pylist()})"
-            )
-        stats["features"] = len(seen)
-    return problems.items, stats
+
+def _check_ids_against_source(
+    hex_url: str, src: Any, id_col: str, geom_col: str, ids_seen: list[Any], problems: _Problems
+) -> int | None:
+    """Every source feature with a geometry is present, and nothing else; the features seen
+    (None when the id types cannot be compared)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    seen = pc.unique(pa.chunked_array(ids_seen).combine_chunks())
+    expected_parts = []
+    for batch in src.iter_batches(batch_size=65536, columns=[id_col, geom_col]):
+        expected_parts.append(batch.column(0).filter(pc.is_valid(batch.column(1))))
+    expected = pa.chunked_array(expected_parts, type=src.schema_arrow.field(id_col).type).combine_chunks()
+    if seen.type != expected.type:
+        try:
+            seen = seen.cast(expected.type)
+        except pa.ArrowInvalid:
+            problems.add(f"{hex_url}: id column type {seen.type} differs from the source's {expected.type}")
+            return None
+    missing = expected.filter(pc.invert(pc.is_in(expected, value_set=seen)))
+    if len(missing):
+        problems.add(
+            f"{hex_url}: {len(missing)} of {len(expected)} source feature(s) with a geometry have no hex row "
+            f"(first ids: {missing.slice(0, 5).to_pylist()})"
+        )
+    extra = seen.filter(pc.invert(pc.is_in(seen, value_set=expected)))
+    if len(extra):
+        problems.add(
+            f"{hex_url}: {len(extra)} id(s) in the hex partitions are not source features with a geometry "
+            f"(first: {extra.slice(0, 5).to_pylist()})"
+        )
+    return len(seen)
 
 
 def _is_cell_column(name: str, layout: dict[int, str] | None) -> bool:
