@@ -15,7 +15,7 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
     ``layer`` in the tiles of the maximum zoom (absent, with ``stats["not_counted"]`` saying why,
     when it cannot be counted).
     """
-    from pmtiles.tile import Compression, TileType, deserialize_directory, deserialize_header
+    from pmtiles.tile import Compression, deserialize_header
 
     problems = _Problems()
     stats: dict[str, Any] = {}
@@ -32,77 +32,17 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
         if head[7] != 3:
             return [f"{url}: PMTiles spec version {head[7]}, expected 3"], stats
         h = deserialize_header(head)
-        stats.update(tiles=h["addressed_tiles_count"], min_zoom=h["min_zoom"], max_zoom=h["max_zoom"], bytes=size)
-        for name in ("root", "metadata", "leaf_directory", "tile_data"):
-            end = h[f"{name}_offset"] + h[f"{name}_length"]  # type: ignore[literal-required]  # HeaderDict keys named from the section
-            if end > size:
-                problems.add(f"{url}: {name} section ends at byte {end} but the file has {size} bytes (truncated)")
-        if h["tile_type"] != TileType.MVT:
-            problems.add(f"{url}: tile type {h['tile_type'].name}, expected MVT")
-        if h["addressed_tiles_count"] <= 0:
-            problems.add(f"{url}: the header counts no tiles")
-        if h["min_zoom"] > h["max_zoom"]:
-            problems.add(f"{url}: min zoom {h['min_zoom']} > max zoom {h['max_zoom']}")
-        b = [h["min_lon_e7"] / 1e7, h["min_lat_e7"] / 1e7, h["max_lon_e7"] / 1e7, h["max_lat_e7"] / 1e7]
-        stats["bounds"] = b
-        if not (-180 <= b[0] <= b[2] <= 180 and -90 <= b[1] <= b[3] <= 90):
-            problems.add(f"{url}: bounds {b} are not a box inside [-180, 180] x [-90, 90]")
+        _check_header(url, h, size, problems, stats)
         if problems.items:
             return problems.items, stats
-
-        # metadata and vector layers
         try:
             meta = json.loads(
                 _decompress(get_bytes(h["metadata_offset"], h["metadata_length"]), h["internal_compression"])
             )
         except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
             return [f"{url}: metadata is unreadable ({exc})"], stats
-        layers = meta.get("vector_layers") if isinstance(meta, dict) else None
-        if not isinstance(layers, list) or not layers:
-            problems.add(f"{url}: metadata has no vector_layers")
-        else:
-            stats["layers"] = [lyr.get("id") for lyr in layers if isinstance(lyr, dict)]
-            for lyr in layers:
-                if not isinstance(lyr, dict) or not lyr.get("id") or not isinstance(lyr.get("fields"), dict):
-                    problems.add(f"{url}: vector layer {lyr!r:.80} lacks an id or a fields object")
-            if layer is not None and layer not in stats["layers"]:
-                problems.add(f"{url}: no vector layer {layer!r} (layers: {stats['layers']})")
-
-        # directories: every entry inside the tile data, and as many tiles as the header says
-        counted = 0
-        first: tuple[int, int] | None = None
-        stack = [(h["root_offset"], h["root_length"])]
-        visited = 0
-        while stack:
-            off, length = stack.pop()
-            visited += 1
-            if visited > 1_000_000:
-                problems.add(f"{url}: directory structure does not terminate")
-                break
-            try:
-                entries = deserialize_directory(get_bytes(off, length))
-            except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
-                problems.add(f"{url}: directory at byte {off} is unreadable ({exc})")
-                break
-            for e in entries:
-                if e.run_length == 0:
-                    stack.append((h["leaf_directory_offset"] + e.offset, e.length))
-                    continue
-                if e.offset + e.length > h["tile_data_length"]:
-                    problems.add(f"{url}: tile {e.tile_id} points past the end of the tile data")
-                    break
-                counted += e.run_length
-                if first is None:
-                    first = (h["tile_data_offset"] + e.offset, e.length)
-        if counted != h["addressed_tiles_count"] and not problems.items:
-            problems.add(f"{url}: directories address {counted} tiles, the header says {h['addressed_tiles_count']}")
-        if first is not None and not problems.items:
-            try:
-                data = _decompress(get_bytes(*first), h["tile_compression"])
-                if not data:
-                    problems.add(f"{url}: the first tile is empty")
-            except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
-                problems.add(f"{url}: the first tile does not decompress ({exc})")
+        _check_layers(url, meta, layer, problems, stats)
+        _check_directories(url, get_bytes, h, problems)
         if h["tile_compression"] not in (Compression.GZIP, Compression.NONE, Compression.UNKNOWN):
             stats["tile_compression"] = h["tile_compression"].name
         if count_features and not problems.items:
@@ -110,6 +50,82 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
     finally:
         close()
     return problems.items, stats
+
+
+def _check_header(url: str, h: Any, size: int, problems: _Problems, stats: dict[str, Any]) -> None:
+    """Sections inside the file, MVT tiles, a tile count, zoom range and bounds that make sense."""
+    from pmtiles.tile import TileType
+
+    stats.update(tiles=h["addressed_tiles_count"], min_zoom=h["min_zoom"], max_zoom=h["max_zoom"], bytes=size)
+    for name in ("root", "metadata", "leaf_directory", "tile_data"):
+        end = h[f"{name}_offset"] + h[f"{name}_length"]
+        if end > size:
+            problems.add(f"{url}: {name} section ends at byte {end} but the file has {size} bytes (truncated)")
+    if h["tile_type"] != TileType.MVT:
+        problems.add(f"{url}: tile type {h['tile_type'].name}, expected MVT")
+    if h["addressed_tiles_count"] <= 0:
+        problems.add(f"{url}: the header counts no tiles")
+    if h["min_zoom"] > h["max_zoom"]:
+        problems.add(f"{url}: min zoom {h['min_zoom']} > max zoom {h['max_zoom']}")
+    b = [h["min_lon_e7"] / 1e7, h["min_lat_e7"] / 1e7, h["max_lon_e7"] / 1e7, h["max_lat_e7"] / 1e7]
+    stats["bounds"] = b
+    if not (-180 <= b[0] <= b[2] <= 180 and -90 <= b[1] <= b[3] <= 90):
+        problems.add(f"{url}: bounds {b} are not a box inside [-180, 180] x [-90, 90]")
+
+
+def _check_layers(url: str, meta: Any, layer: str | None, problems: _Problems, stats: dict[str, Any]) -> None:
+    """The metadata's vector layers each have an id and fields; ``layer`` is one of them."""
+    layers = meta.get("vector_layers") if isinstance(meta, dict) else None
+    if not isinstance(layers, list) or not layers:
+        problems.add(f"{url}: metadata has no vector_layers")
+        return
+    stats["layers"] = [lyr.get("id") for lyr in layers if isinstance(lyr, dict)]
+    for lyr in layers:
+        if not isinstance(lyr, dict) or not lyr.get("id") or not isinstance(lyr.get("fields"), dict):
+            problems.add(f"{url}: vector layer {lyr!r:.80} lacks an id or a fields object")
+    if layer is not None and layer not in stats["layers"]:
+        problems.add(f"{url}: no vector layer {layer!r} (layers: {stats['layers']})")
+
+
+def _check_directories(url: str, get_bytes: Any, h: Any, problems: _Problems) -> None:
+    """Every directory entry inside the tile data, as many tiles as the header says, and a first
+    tile that decompresses."""
+    from pmtiles.tile import deserialize_directory
+
+    counted = 0
+    first: tuple[int, int] | None = None
+    stack = [(h["root_offset"], h["root_length"])]
+    visited = 0
+    while stack:
+        off, length = stack.pop()
+        visited += 1
+        if visited > 1_000_000:
+            problems.add(f"{url}: directory structure does not terminate")
+            break
+        try:
+            entries = deserialize_directory(get_bytes(off, length))
+        except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
+            problems.add(f"{url}: directory at byte {off} is unreadable ({exc})")
+            break
+        for e in entries:
+            if e.run_length == 0:
+                stack.append((h["leaf_directory_offset"] + e.offset, e.length))
+                continue
+            if e.offset + e.length > h["tile_data_length"]:
+                problems.add(f"{url}: tile {e.tile_id} points past the end of the tile data")
+                break
+            counted += e.run_length
+            if first is None:
+                first = (h["tile_data_offset"] + e.offset, e.length)
+    if counted != h["addressed_tiles_count"] and not problems.items:
+        problems.add(f"{url}: directories address {counted} tiles, the header says {h['addressed_tiles_count']}")
+    if first is not None and not problems.items:
+        try:
+            data = _decompress(get_bytes(*first), h["tile_compression"])
+            if not data:
+                problems.add(f"{url}: the first tile is empty")
+        except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
+            problems.add(f"{url}: the first tile does not decompress ({exc})")
 
 
 #: Ids collected before they are merged (sorted, deduplicated) into the distinct set.
