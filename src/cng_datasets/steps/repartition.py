@@ -122,50 +122,13 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
 
     Deletes nothing: stale files of the partition go in the final step (see :func:`repartition`).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pdir = storage.join(output, f"h0={h0}")
-    written: dict[str, int] = {}
-    schema = None
-    state: dict[str, Any] = {"writer": None, "tmp": None, "rows": 0, "k": 0, "buf": [], "buf_rows": 0}
-    tmpdir = tempfile.mkdtemp(prefix="cng-repartition-")
-
-    def open_next() -> None:
-        path = os.path.join(tmpdir, f"data_{state['k']}.parquet")
-        state["writer"] = pq.ParquetWriter(path, schema, compression="zstd")
-        state["tmp"] = path
-        state["rows"] = 0
-
-    def flush_buf() -> None:
-        if not state["buf"]:
-            return
-        table = pa.concat_tables(state["buf"])
-        state["buf"], state["buf_rows"] = [], 0
-        if state["writer"] is None:
-            open_next()
-        state["writer"].write_table(table, row_group_size=ROW_GROUP_ROWS)
-        state["rows"] += table.num_rows
-
-    def close_file() -> None:
-        flush_buf()
-        if state["writer"] is None:
-            return
-        state["writer"].close()
-        url = storage.join(pdir, f"data_{state['k']}.parquet")
-        with storage.atomic_output(url, suffix=".parquet") as tmp:
-            shutil.move(state["tmp"], tmp)
-            kill_point("repartition.file-staged")  # test hook: a kill here leaves a temp file at the destination
-        written[url] = state["rows"]
-        state["writer"] = None
-        state["k"] += 1
-
+    out = _PartitionFiles(storage.join(output, f"h0={h0}"))
     try:
         for chunk_id, rel, expect in parts:
             url = storage.join(chunks, rel)
             try:
                 pf = storage.open_parquet(url)
-            except DataError as exc:
+            except (DataError, StorageError) as exc:
                 raise IncompleteOutputError(
                     f"chunk {chunk_id}: part {url} listed in its marker is missing or unreadable"
                 ) from exc
@@ -173,32 +136,79 @@ def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, st
                 raise IncompleteOutputError(
                     f"chunk {chunk_id}: part {url} has {pf.metadata.num_rows} rows, its marker says {expect}"
                 )
-            if schema is None:
-                schema = pf.schema_arrow
             for rg in range(pf.metadata.num_row_groups):
-                table = pf.read_row_group(rg)
-                if table.schema != schema:
-                    table = table.cast(schema)
-                if (
-                    state["rows"] + state["buf_rows"] + table.num_rows > MAX_FILE_ROWS
-                    and (state["rows"] + state["buf_rows"]) > 0
-                ):
-                    close_file()
-                state["buf"].append(table)
-                state["buf_rows"] += table.num_rows
-                if state["buf_rows"] >= ROW_GROUP_ROWS:
-                    flush_buf()
-        close_file()
+                out.add(pf.read_row_group(rg), pf.schema_arrow)
+        out.close_file()
     finally:
-        if state["writer"] is not None:
-            try:
-                state["writer"].close()
-            except Exception:  # noqa: BLE001 - only after a failure; that error propagates
-                pass
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        out.cleanup()
     # files of an earlier run this one did not overwrite (a data_1 of a partition that shrank) are
     # removed by the final step, after every new file is written
-    return written
+    return out.written
+
+
+class _PartitionFiles:
+    """The data files of one partition, written row group by row group in a private temp dir and
+    each published atomically when full (:data:`MAX_FILE_ROWS`) or at the end."""
+
+    def __init__(self, pdir: str) -> None:
+        self.pdir = pdir
+        self.written: dict[str, int] = {}
+        self.schema: Any = None
+        self.writer: Any = None
+        self.tmp = ""
+        self.rows = 0  # in the open file
+        self.k = 0  # number of the open file
+        self.buf: list[Any] = []
+        self.buf_rows = 0
+        self.tmpdir = tempfile.mkdtemp(prefix="cng-repartition-")
+
+    def add(self, table: Any, schema: Any) -> None:
+        if self.schema is None:
+            self.schema = schema
+        if table.schema != self.schema:
+            table = table.cast(self.schema)
+        if self.rows + self.buf_rows + table.num_rows > MAX_FILE_ROWS and (self.rows + self.buf_rows) > 0:
+            self.close_file()
+        self.buf.append(table)
+        self.buf_rows += table.num_rows
+        if self.buf_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.buf:
+            return
+        table = pa.concat_tables(self.buf)
+        self.buf, self.buf_rows = [], 0
+        if self.writer is None:
+            self.tmp = os.path.join(self.tmpdir, f"data_{self.k}.parquet")
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+            self.rows = 0
+        self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.rows += table.num_rows
+
+    def close_file(self) -> None:
+        self._flush()
+        if self.writer is None:
+            return
+        self.writer.close()
+        url = storage.join(self.pdir, f"data_{self.k}.parquet")
+        with storage.atomic_output(url, suffix=".parquet") as tmp:
+            shutil.move(self.tmp, tmp)
+            kill_point("repartition.file-staged")  # test hook: a kill here leaves a temp file at the destination
+        self.written[url] = self.rows
+        self.writer = None
+        self.k += 1
+
+    def cleanup(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - only after a failure; that error propagates
+                pass
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 def _prune_empty_dirs(root: str) -> None:
@@ -419,54 +429,16 @@ def repartition(
     if h0_index is not None and not 0 <= h0_index < len(cells):
         raise DataError(f"--h0-index must be 0..{len(cells) - 1}, not {h0_index}")
     markers = read_markers(chunks)
-    success = read_success(output)
-    if success is not None and published_from(success, markers):
-        missing, extra = _output_damage(output, success)
-        if not missing and not (extra and markers):
-            if extra:
-                log.warning(
-                    "%s: %d .parquet file(s) not listed in %s (not part of the output; first: %s)",
-                    output,
-                    len(extra),
-                    SUCCESS_NAME,
-                    extra[0],
-                )
-            # only the process that publishes deletes chunks: not an --h0-index one
-            return _already_published(
-                chunks, output, source, success, markers, delete=h0_index is None and not keep_chunks
-            )
-        what = (
-            f"{len(missing)} file(s) it lists are missing (first: {missing[0]})"
-            if missing
-            else (f"{len(extra)} .parquet file(s) it does not list are present (first: {extra[0]})")
-        )
-        if not markers:
-            raise IncompleteOutputError(
-                f"{output}: published, but {what}; the chunks are gone: run hex and repartition again"
-            )
-        log.warning("%s: published, but %s: writing it again from the chunks", output, what)
+    done = _if_published(chunks, output, source, markers, delete=h0_index is None and not keep_chunks)
+    if done is not None:
+        return done
     cs = check_chunks(chunks, source, markers)
     _check_parts_present(chunks, cs, None if h0_index is None else {cells[h0_index]})
     # there is new work to publish: un-publish, from here until the marker is written again the
     # output is not complete
     storage.delete(success_url(output))
     if h0_index is not None:
-        h0 = cells[h0_index]
-        parts = cs.partitions.get(h0, [])
-        written = write_partition(chunks, output, h0, parts) if parts else {}
-        manifest = {
-            "format": SUCCESS_FORMAT,
-            "chunks": cs.digest(),
-            "h0": h0,
-            "files": {_rel(output, u): n for u, n in sorted(written.items())},
-        }
-        if parts:
-            storage.write_bytes(_partition_manifest_url(output, h0), json.dumps(manifest, sort_keys=True).encode())
-        rows = sum(written.values())
-        log.info(
-            "h0=%d (index %d): %d rows in %d file(s), %.1f s", h0, h0_index, rows, len(written), time.monotonic() - t0
-        )
-        return {"partitions": 1 if parts else 0, "rows": rows, "files": written}
+        return _one_partition(chunks, output, cs, h0_index, cells[h0_index], t0)
 
     files: dict[str, int] = {}
     problems: list[str] = []
@@ -477,10 +449,95 @@ def repartition(
             written = write_partition(chunks, output, h0, parts)
             files.update({_norm(u): n for u, n in written.items()})
             log.info("partition %d/%d h0=%d: %d rows", i + 1, len(cs.partitions), h0, sum(written.values()))
-    # check the whole output against the markers: every file exists with its row count, and the
-    # partitions hold what the chunks hold
-    expected_rows = {h0: sum(n for _, _, n in parts) for h0, parts in cs.partitions.items()}
     present = {_norm(u) for u in storage.list_prefix(output)}
+    kept = _check_written(output, cs, files, present, finalize, problems)
+    _output_ids_check(output, cs, kept)
+    # only now, with every new file written and checked: remove what this run did not write
+    stale = sorted(present - set(kept) - {_norm(success_url(output))})
+    for url in stale:
+        storage.delete(url)
+    _prune_empty_dirs(output)
+    if stale:
+        log.info("removed %d stale file(s) from %s", len(stale), output)
+    _write_success(output, cs, {u: files[u] for u in kept})  # last: publishes the output
+    if not keep_chunks:
+        n = delete_chunks(chunks)
+        log.info("completeness check passed; deleted %d chunk file(s) below %s", n, chunks)
+    total = sum(n for parts in cs.partitions.values() for _, _, n in parts)
+    log.info(
+        "repartition: %d rows in %d partitions, %d features (%s), %.1f s",
+        total,
+        len(cs.partitions),
+        cs.features_with_cells,
+        _accounting_text(cs.accounting),
+        time.monotonic() - t0,
+    )
+    return {
+        "partitions": len(cs.partitions),
+        "rows": total,
+        "features": cs.features_with_cells,
+        "files": len(kept),
+        "accounting": cs.accounting,
+    }
+
+
+def _if_published(
+    chunks: str, output: str, source: str, markers: list[dict[str, Any]], delete: bool
+) -> dict[str, Any] | None:
+    """The summary of an output these chunks were already published to (a re-run is a no-op;
+    ``delete``: finish deleting the chunks); None when there is work to do."""
+    success = read_success(output)
+    if success is None or not published_from(success, markers):
+        return None
+    missing, extra = _output_damage(output, success)
+    if not missing and not (extra and markers):
+        if extra:
+            log.warning(
+                "%s: %d .parquet file(s) not listed in %s (not part of the output; first: %s)",
+                output,
+                len(extra),
+                SUCCESS_NAME,
+                extra[0],
+            )
+        # only the process that publishes deletes chunks: not an --h0-index one
+        return _already_published(chunks, output, source, success, markers, delete=delete)
+    what = (
+        f"{len(missing)} file(s) it lists are missing (first: {missing[0]})"
+        if missing
+        else (f"{len(extra)} .parquet file(s) it does not list are present (first: {extra[0]})")
+    )
+    if not markers:
+        raise IncompleteOutputError(
+            f"{output}: published, but {what}; the chunks are gone: run hex and repartition again"
+        )
+    log.warning("%s: published, but %s: writing it again from the chunks", output, what)
+    return None
+
+
+def _one_partition(chunks: str, output: str, cs: ChunkSet, h0_index: int, h0: int, t0: float) -> dict[str, Any]:
+    """``--h0-index``: write the partition of one base cell and its manifest for ``--finalize``."""
+    parts = cs.partitions.get(h0, [])
+    written = write_partition(chunks, output, h0, parts) if parts else {}
+    manifest = {
+        "format": SUCCESS_FORMAT,
+        "chunks": cs.digest(),
+        "h0": h0,
+        "files": {_rel(output, u): n for u, n in sorted(written.items())},
+    }
+    if parts:
+        storage.write_bytes(_partition_manifest_url(output, h0), json.dumps(manifest, sort_keys=True).encode())
+    rows = sum(written.values())
+    log.info("h0=%d (index %d): %d rows in %d file(s), %.1f s", h0, h0_index, rows, len(written), time.monotonic() - t0)
+    return {"partitions": 1 if parts else 0, "rows": rows, "files": written}
+
+
+def _check_written(
+    output: str, cs: ChunkSet, files: dict[str, int], present: set[str], finalize: bool, problems: list[str]
+) -> list[str]:
+    """Check the whole output against the markers: every file exists with its row count, and the
+    partitions hold what the chunks hold. Returns the output's data files; raises
+    :class:`IncompleteOutputError` listing every problem (``problems`` may hold earlier ones)."""
+    expected_rows = {h0: sum(n for _, _, n in parts) for h0, parts in cs.partitions.items()}
     by_part: dict[int, list[str]] = {}
     for url, rows in sorted(files.items()):
         m = _DATA_RE.search(url)
@@ -508,35 +565,7 @@ def repartition(
         raise IncompleteOutputError(
             f"{output}: " + "; ".join(problems[:10]) + ("" if len(problems) <= 10 else f" (+{len(problems) - 10} more)")
         )
-    kept = sorted(u for urls in by_part.values() for u in urls)
-    _output_ids_check(output, cs, kept)
-    # only now, with every new file written and checked: remove what this run did not write
-    stale = sorted(present - set(kept) - {_norm(success_url(output))})
-    for url in stale:
-        storage.delete(url)
-    _prune_empty_dirs(output)
-    if stale:
-        log.info("removed %d stale file(s) from %s", len(stale), output)
-    _write_success(output, cs, {u: files[u] for u in kept})  # last: publishes the output
-    if not keep_chunks:
-        n = delete_chunks(chunks)
-        log.info("completeness check passed; deleted %d chunk file(s) below %s", n, chunks)
-    total = sum(expected_rows.values())
-    log.info(
-        "repartition: %d rows in %d partitions, %d features (%s), %.1f s",
-        total,
-        len(expected_rows),
-        cs.features_with_cells,
-        _accounting_text(cs.accounting),
-        time.monotonic() - t0,
-    )
-    return {
-        "partitions": len(expected_rows),
-        "rows": total,
-        "features": cs.features_with_cells,
-        "files": len(kept),
-        "accounting": cs.accounting,
-    }
+    return sorted(u for urls in by_part.values() for u in urls)
 
 
 def _accounting_text(acc: dict[str, Any]) -> str:
