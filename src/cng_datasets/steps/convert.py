@@ -446,118 +446,34 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
     Example:
         >>> convert(["countries.zip"], "out/countries.parquet")  # doctest: +SKIP
     """
-    import pyproj
-
     opts = opts or ConvertOptions()
     if not sources:
         raise UsageError("no source given")
     started = time.monotonic()
-    try:
-        target = pyproj.CRS.from_user_input(opts.target_crs)
-    except pyproj.exceptions.CRSError as exc:
-        raise UsageError(f"--target-crs {opts.target_crs!r}: {exc}") from exc
-    try:
-        source_override = pyproj.CRS.from_user_input(opts.source_crs) if opts.source_crs else None
-    except pyproj.exceptions.CRSError as exc:
-        raise UsageError(f"--source-crs {opts.source_crs!r}: {exc}") from exc
+    target, source_override = _parse_crs(opts)
     summary = ConvertSummary(output=dest)
     with ExitStack() as stack:
         read = ReadOptions(opts.layer, opts.lat_column, opts.lon_column, opts.encoding, opts.batch_size)
         opened = [open_source(url, read, stack) for url in sources]
         _check_counts_before_writing(opened, opts.expect_features)
         schema = _merge_schemas(opened, opts.id_column)
-        arrow_schema = schema.arrow()
-        types: set[str] = set()
-        bbox = [np.inf, np.inf, -np.inf, -np.inf]
         report = stack.enter_context(SkippedReport(dest))
         with storage.atomic_output(dest, suffix=".parquet") as tmp:
-            writer = _RowGroupWriter(tmp, arrow_schema, opts)
-            next_fid = 1
+            out = _Output(_RowGroupWriter(tmp, schema.arrow(), opts), schema)
             for src, mapping in zip(opened, schema.renames, strict=True):
-                s = SourceSummary(source=src.url, layer=src.layer, crs=src.crs.to_string() if src.crs else None)
-                assumed = src.crs is None and source_override is None
-                if assumed:
-                    warnings.warn(
-                        f"source {src.url!r} has no CRS; taken as EPSG:4326 (lon/lat)", AssumedCrsWarning, stacklevel=2
-                    )
-                source_crs = source_override or src.crs or pyproj.CRS.from_user_input("OGC:CRS84")
-                pipeline = _GeometryPipeline(source_crs, target, opts.simplify_tolerance, assumed, csv=src.is_csv)
-                for batch in _prefetch(src.batches):
-                    problems = dict(batch.problems)
-                    geoms = pipeline.run(batch.wkb, s, problems)
-                    s.read += len(geoms)
-                    attrs = batch.attrs
-                    if problems:
-                        if opts.on_invalid == "fail":
-                            i = min(problems)
-                            raise DataError(
-                                f"source {src.url!r}: {feature_label(batch.fids[i], src.is_csv)}: {problems[i]} "
-                                "(--on-invalid skip writes the other features and lists the skipped ones)"
-                            )
-                        report.add(src.url, batch.fids, problems, src.is_csv)
-                        keep = np.ones(len(geoms), dtype=bool)
-                        keep[list(problems)] = False
-                        attrs, geoms = attrs.filter(pa.array(keep)), geoms[keep]
-                        s.skipped += len(problems)
-                    n = len(geoms)
-                    cols: list[pa.Array] = []
-                    if schema.generated:
-                        cols.append(pa.array(np.arange(next_fid, next_fid + n, dtype=np.int64)))
-                    cols.extend(_conform(attrs, schema, mapping, opts.trim_strings, src.url))
-                    cols.append(pa.array(shapely.to_wkb(geoms, output_dimension=2, flavor="iso"), type=pa.binary()))
-                    cols.append(_bbox_array(geoms))
-                    writer.add(pa.RecordBatch.from_arrays(cols, schema=arrow_schema))
-                    present = geoms[~shapely.is_missing(geoms)]
-                    if len(present):
-                        types.update(_GEOM_TYPE_NAMES[t] for t in np.unique(shapely.get_type_id(present)))
-                        b = shapely.total_bounds(present)
-                        bbox = [min(bbox[0], b[0]), min(bbox[1], b[1]), max(bbox[2], b[2]), max(bbox[3], b[3])]
-                    next_fid += n
-                    s.features += n
-                if src.expected is not None and src.expected != s.read:
-                    raise IncompleteOutputError(
-                        f"source {src.url!r}: read {s.read} features but the driver reports {src.expected}"
-                    )
-                log.info(
-                    "%s [%s]: %d features (%d null/empty geometries, %d made valid%s)",
-                    src.url,
-                    src.layer,
-                    s.read,
-                    s.null_geometries,
-                    s.made_valid,
-                    f", {s.skipped} skipped as invalid" if s.skipped else "",
-                )
-                summary.sources.append(s)
-            summary.features = next_fid - 1
-            summary.read = sum(s.read for s in summary.sources)
-            summary.skipped = sum(s.skipped for s in summary.sources)
-            _check_counts_after_reading(summary, opts.expect_features)
-            summary.null_geometries = sum(s.null_geometries for s in summary.sources)
-            summary.made_valid = sum(s.made_valid for s in summary.sources)
-            summary.split_at_antimeridian = sum(s.split_at_antimeridian for s in summary.sources)
-            summary.geometry_types = sorted(types)
-            summary.bbox = [float(v) for v in bbox] if np.isfinite(bbox).all() else None
-            accounting: dict[str, Any] = {
-                "unit": "features",
-                "read": summary.read,
-                "written": summary.features,
-                "dropped": {SKIPPED_REASON: summary.skipped} if summary.skipped else {},
-            }
-            if accounting["read"] - sum(accounting["dropped"].values()) != accounting["written"]:
-                raise IncompleteOutputError(
-                    f"{dest}: read {summary.read} features, skipped {summary.skipped}, but wrote {summary.features}"
-                )
+                summary.sources.append(_convert_source(src, mapping, out, report, opts, (source_override, target)))
+            _summarize(summary, out, opts)
             info = {
                 "id_column": schema.id_column,
                 "feature_count": summary.features,
                 "null_geometries": summary.null_geometries,
-                "accounting": accounting,
+                "accounting": _accounting(summary, dest),
                 "sources": [asdict(s) for s in summary.sources],
                 "version": __version__,
             }
-            writer.close(
+            out.writer.close(
                 {
-                    "geo": json.dumps(_geo_metadata(types, summary.bbox, target)),
+                    "geo": json.dumps(_geo_metadata(out.types, summary.bbox, target)),
                     METADATA_KEY.decode(): json.dumps(info),
                 }
             )
@@ -568,6 +484,127 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
             summary.skipped_report = report.publish()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _parse_crs(opts: ConvertOptions) -> tuple[Any, Any]:
+    """The target CRS and the ``--source-crs`` override (None when not given); UsageError if unreadable."""
+    import pyproj
+
+    try:
+        target = pyproj.CRS.from_user_input(opts.target_crs)
+    except pyproj.exceptions.CRSError as exc:
+        raise UsageError(f"--target-crs {opts.target_crs!r}: {exc}") from exc
+    try:
+        source_override = pyproj.CRS.from_user_input(opts.source_crs) if opts.source_crs else None
+    except pyproj.exceptions.CRSError as exc:
+        raise UsageError(f"--source-crs {opts.source_crs!r}: {exc}") from exc
+    return target, source_override
+
+
+class _Output:
+    """The GeoParquet being written: its writer and schema, the next generated id, and the
+    geometry types and bounds seen so far (for the ``geo`` metadata)."""
+
+    def __init__(self, writer: _RowGroupWriter, schema: _Schema) -> None:
+        self.writer = writer
+        self.schema = schema
+        self.arrow_schema = schema.arrow()
+        self.next_fid = 1
+        self.types: set[str] = set()
+        self.bbox = [np.inf, np.inf, -np.inf, -np.inf]
+
+    def write(self, attrs: Any, geoms: np.ndarray, mapping: Any, opts: ConvertOptions, url: str) -> int:
+        """Write one batch of features; returns how many."""
+        n = len(geoms)
+        cols: list[pa.Array] = []
+        if self.schema.generated:
+            cols.append(pa.array(np.arange(self.next_fid, self.next_fid + n, dtype=np.int64)))
+        cols.extend(_conform(attrs, self.schema, mapping, opts.trim_strings, url))
+        cols.append(pa.array(shapely.to_wkb(geoms, output_dimension=2, flavor="iso"), type=pa.binary()))
+        cols.append(_bbox_array(geoms))
+        self.writer.add(pa.RecordBatch.from_arrays(cols, schema=self.arrow_schema))
+        present = geoms[~shapely.is_missing(geoms)]
+        if len(present):
+            self.types.update(_GEOM_TYPE_NAMES[t] for t in np.unique(shapely.get_type_id(present)))
+            b = shapely.total_bounds(present)
+            bb = self.bbox
+            self.bbox = [min(bb[0], b[0]), min(bb[1], b[1]), max(bb[2], b[2]), max(bb[3], b[3])]
+        self.next_fid += n
+        return n
+
+
+def _convert_source(
+    src: OpenSource, mapping: Any, out: _Output, report: SkippedReport, opts: ConvertOptions, crs: tuple[Any, Any]
+) -> SourceSummary:
+    """Stream one source into ``out``: reproject and repair its geometries, fail on (or skip and
+    report) unusable features, and check the features read against the driver's count."""
+    import pyproj
+
+    source_override, target = crs
+    s = SourceSummary(source=src.url, layer=src.layer, crs=src.crs.to_string() if src.crs else None)
+    assumed = src.crs is None and source_override is None
+    if assumed:
+        warnings.warn(f"source {src.url!r} has no CRS; taken as EPSG:4326 (lon/lat)", AssumedCrsWarning, stacklevel=3)
+    source_crs = source_override or src.crs or pyproj.CRS.from_user_input("OGC:CRS84")
+    pipeline = _GeometryPipeline(source_crs, target, opts.simplify_tolerance, assumed, csv=src.is_csv)
+    for batch in _prefetch(src.batches):
+        problems = dict(batch.problems)
+        geoms = pipeline.run(batch.wkb, s, problems)
+        s.read += len(geoms)
+        attrs = batch.attrs
+        if problems:
+            if opts.on_invalid == "fail":
+                i = min(problems)
+                raise DataError(
+                    f"source {src.url!r}: {feature_label(batch.fids[i], src.is_csv)}: {problems[i]} "
+                    "(--on-invalid skip writes the other features and lists the skipped ones)"
+                )
+            report.add(src.url, batch.fids, problems, src.is_csv)
+            keep = np.ones(len(geoms), dtype=bool)
+            keep[list(problems)] = False
+            attrs, geoms = attrs.filter(pa.array(keep)), geoms[keep]
+            s.skipped += len(problems)
+        s.features += out.write(attrs, geoms, mapping, opts, src.url)
+    if src.expected is not None and src.expected != s.read:
+        raise IncompleteOutputError(f"source {src.url!r}: read {s.read} features but the driver reports {src.expected}")
+    log.info(
+        "%s [%s]: %d features (%d null/empty geometries, %d made valid%s)",
+        src.url,
+        src.layer,
+        s.read,
+        s.null_geometries,
+        s.made_valid,
+        f", {s.skipped} skipped as invalid" if s.skipped else "",
+    )
+    return s
+
+
+def _summarize(summary: ConvertSummary, out: _Output, opts: ConvertOptions) -> None:
+    """Totals over the sources; ``--expect-features`` checked against what was read."""
+    summary.features = out.next_fid - 1
+    summary.read = sum(s.read for s in summary.sources)
+    summary.skipped = sum(s.skipped for s in summary.sources)
+    _check_counts_after_reading(summary, opts.expect_features)
+    summary.null_geometries = sum(s.null_geometries for s in summary.sources)
+    summary.made_valid = sum(s.made_valid for s in summary.sources)
+    summary.split_at_antimeridian = sum(s.split_at_antimeridian for s in summary.sources)
+    summary.geometry_types = sorted(out.types)
+    summary.bbox = [float(v) for v in out.bbox] if np.isfinite(out.bbox).all() else None
+
+
+def _accounting(summary: ConvertSummary, dest: str) -> dict[str, Any]:
+    """convert's accounting record, checked: read − skipped = written."""
+    accounting: dict[str, Any] = {
+        "unit": "features",
+        "read": summary.read,
+        "written": summary.features,
+        "dropped": {SKIPPED_REASON: summary.skipped} if summary.skipped else {},
+    }
+    if accounting["read"] - sum(accounting["dropped"].values()) != accounting["written"]:
+        raise IncompleteOutputError(
+            f"{dest}: read {summary.read} features, skipped {summary.skipped}, but wrote {summary.features}"
+        )
+    return accounting
 
 
 def _check_counts_before_writing(opened: list[OpenSource], expect: int | None) -> None:
