@@ -174,66 +174,12 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     import pyogrio
     import pyproj
 
-    storage.configure_gdal()
-    loc = storage.parse(url)
-    if loc.is_local and not os.path.exists(loc.path):
-        raise SourceError(url, "file not found")
-    if not loc.is_local and loc.name.lower().endswith(".gdb"):
-        raise SourceError(url, "a FileGDB is a directory and cannot be read over HTTP/S3; zip it (x.gdb.zip)")
-    source_checks.sniff(url)
-    if _is_osm(url):
-        # GDAL's default node index assumes ascending node ids; on an unsorted extract it logs
-        # "Non increasing node id" and returns no lines or polygons. The SQLite index reads any order.
-        # That index lives in a temporary SQLite file (above 100 MB) in CPL_TMPDIR, else in the
-        # current directory, which in a container may be read-only.
-        pyogrio.set_gdal_config_options(
-            {
-                "OSM_USE_CUSTOM_INDEXING": "NO",
-                "CPL_TMPDIR": os.environ.get("CPL_TMPDIR") or tempfile.gettempdir(),
-            }
-        )
-    vsi = storage.vsi_path(url)
-    open_options: dict[str, str] = {}
-    if _is_csv(url):
-        lat = [opts.lat_column] if opts.lat_column else list(LAT_NAMES)
-        lon = [opts.lon_column] if opts.lon_column else list(LON_NAMES)
-        open_options = {
-            "X_POSSIBLE_NAMES": ",".join(lon),
-            "Y_POSSIBLE_NAMES": ",".join(lat),
-            "KEEP_GEOM_COLUMNS": "YES",
-            "AUTODETECT_TYPE": "YES",
-            "AUTODETECT_SIZE_LIMIT": "0",  # whole file: a late non-number must not be lost
-            "QUOTED_FIELDS_AS_STRING": "YES",  # "01001" stays text
-        }
-        if vsi.lower().endswith(".gz") and not vsi.startswith("/vsigzip/"):
-            vsi = "/vsigzip/" + vsi
-    layers = _spatial_layers(vsi, url, open_options)
-    if opts.layer is not None:
-        try:
-            all_layers = [str(n) for n, _ in pyogrio.list_layers(vsi)]
-        except Exception as exc:  # pragma: no cover - listed above already
-            raise SourceError(url, first_line(exc)) from exc
-        if opts.layer not in all_layers:
-            raise SourceError(url, f"no layer {opts.layer!r}; layers: {', '.join(layers) or 'none with geometry'}")
-        if opts.layer not in layers:
-            raise SourceError(url, f"layer {opts.layer!r} has no geometry")
-        layer = opts.layer
-    elif not layers:
-        raise SourceError(url, "no layer with geometry in this file")
-    elif len(layers) > 1:
-        raise SourceError(url, f"{len(layers)} layers, choose one with --layer: {', '.join(layers)}")
-    else:
-        layer = layers[0]
-
-    encoding = opts.encoding
-    if encoding is None:
-        for member in _dbf_needs_detection(vsi, url):
-            if Path(member).stem == layer or len(layers) == 1:
-                encoding = _detect_dbf_encoding(url, member)
-                break
+    loc = _check_before_gdal(url)
+    vsi, open_options = _gdal_open_options(url, opts)
+    layer, n_layers = _choose_layer(url, vsi, opts, open_options)
+    encoding = _choose_encoding(url, vsi, layer, n_layers, opts)
     if encoding is None and not loc.is_local and loc.name.lower().endswith((".zip", ".shp")):
         log.info("%s: remote Shapefile without .cpg is read as UTF-8 (use --encoding to override)", url)
-
     try:
         info = pyogrio.read_info(
             vsi, layer=layer, encoding=encoding, force_feature_count=opts.force_count, **open_options
@@ -258,8 +204,7 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
     schema = reader.schema
     if geom_name not in schema.names:
         raise SourceError(url, f"layer {layer!r} has no geometry column")
-    fid_name = schema.names[0]  # return_fids puts the GDAL FID first
-    raw_attrs = schema.remove(schema.get_field_index(geom_name)).remove(0)
+    raw_attrs = schema.remove(schema.get_field_index(geom_name)).remove(0)  # return_fids puts the FID first
     attrs = _unique_names(url, raw_attrs)
     crs = pyproj.CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
     count = info.get("features")
@@ -278,30 +223,131 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
             opts.batch_size,
         )
         stack.callback(coords.close)
+    stream = _GdalStream(url, vsi, layer, encoding, open_options, geom_name, schema.names[0], attrs, coords)
+    return OpenSource(url, layer, crs, attrs, expected, stream.batches(reader), is_csv=bool(open_options))
 
-    def batches() -> Iterator[SourceBatch]:
+
+def _check_before_gdal(url: str) -> storage.Location:
+    """What is refused before GDAL opens ``url`` (missing, a remote FileGDB folder, a file that is
+    not what its name says); OSM files get the driver options that read any node order."""
+    import pyogrio
+
+    storage.configure_gdal()
+    loc = storage.parse(url)
+    if loc.is_local and not os.path.exists(loc.path):
+        raise SourceError(url, "file not found")
+    if not loc.is_local and loc.name.lower().endswith(".gdb"):
+        raise SourceError(url, "a FileGDB is a directory and cannot be read over HTTP/S3; zip it (x.gdb.zip)")
+    source_checks.sniff(url)
+    if _is_osm(url):
+        # GDAL's default node index assumes ascending node ids; on an unsorted extract it logs
+        # "Non increasing node id" and returns no lines or polygons. The SQLite index reads any order.
+        # That index lives in a temporary SQLite file (above 100 MB) in CPL_TMPDIR, else in the
+        # current directory, which in a container may be read-only.
+        pyogrio.set_gdal_config_options(
+            {
+                "OSM_USE_CUSTOM_INDEXING": "NO",
+                "CPL_TMPDIR": os.environ.get("CPL_TMPDIR") or tempfile.gettempdir(),
+            }
+        )
+    return loc
+
+
+def _gdal_open_options(url: str, opts: ReadOptions) -> tuple[str, dict[str, str]]:
+    """GDAL's path of ``url`` and its open options (a CSV's coordinate columns and typing)."""
+    vsi = storage.vsi_path(url)
+    if not _is_csv(url):
+        return vsi, {}
+    lat = [opts.lat_column] if opts.lat_column else list(LAT_NAMES)
+    lon = [opts.lon_column] if opts.lon_column else list(LON_NAMES)
+    open_options = {
+        "X_POSSIBLE_NAMES": ",".join(lon),
+        "Y_POSSIBLE_NAMES": ",".join(lat),
+        "KEEP_GEOM_COLUMNS": "YES",
+        "AUTODETECT_TYPE": "YES",
+        "AUTODETECT_SIZE_LIMIT": "0",  # whole file: a late non-number must not be lost
+        "QUOTED_FIELDS_AS_STRING": "YES",  # "01001" stays text
+    }
+    if vsi.lower().endswith(".gz") and not vsi.startswith("/vsigzip/"):
+        vsi = "/vsigzip/" + vsi
+    return vsi, open_options
+
+
+def _choose_layer(url: str, vsi: str, opts: ReadOptions, open_options: dict[str, str]) -> tuple[str, int]:
+    """The layer to read (``--layer``, or the only one with geometry) and how many have geometry."""
+    import pyogrio
+
+    layers = _spatial_layers(vsi, url, open_options)
+    if opts.layer is not None:
+        try:
+            all_layers = [str(n) for n, _ in pyogrio.list_layers(vsi)]
+        except Exception as exc:  # pragma: no cover - listed above already
+            raise SourceError(url, first_line(exc)) from exc
+        if opts.layer not in all_layers:
+            raise SourceError(url, f"no layer {opts.layer!r}; layers: {', '.join(layers) or 'none with geometry'}")
+        if opts.layer not in layers:
+            raise SourceError(url, f"layer {opts.layer!r} has no geometry")
+        return opts.layer, len(layers)
+    if not layers:
+        raise SourceError(url, "no layer with geometry in this file")
+    if len(layers) > 1:
+        raise SourceError(url, f"{len(layers)} layers, choose one with --layer: {', '.join(layers)}")
+    return layers[0], 1
+
+
+def _choose_encoding(url: str, vsi: str, layer: str, n_layers: int, opts: ReadOptions) -> str | None:
+    """``--encoding``, or the one detected for a Shapefile without ``.cpg`` (None: GDAL's own)."""
+    if opts.encoding is not None:
+        return opts.encoding
+    for member in _dbf_needs_detection(vsi, url):
+        if Path(member).stem == layer or n_layers == 1:
+            return _detect_dbf_encoding(url, member)
+    return None
+
+
+@dataclass(frozen=True)
+class _GdalStream:
+    """How the batches of an open GDAL layer become :class:`SourceBatch` es."""
+
+    url: str
+    vsi: str
+    layer: str
+    encoding: str | None
+    open_options: dict[str, str]
+    geom_name: str
+    fid_name: str
+    attrs: pa.Schema
+    coords: Any  # source_checks.CsvCoordinates of a CSV, else None
+
+    def batches(self, reader: Any) -> Iterator[SourceBatch]:
+        import pyogrio
+
+        url = self.url
         try:
             for batch in source_checks.guarded(url, reader):
-                wkb = _wkb_to_numpy(batch.column(geom_name))
-                fids = np.asarray(batch.column(fid_name).to_numpy(), dtype=np.int64)
+                wkb = _wkb_to_numpy(batch.column(self.geom_name))
+                fids = np.asarray(batch.column(self.fid_name).to_numpy(), dtype=np.int64)
                 curved = _curved(wkb)
                 if curved.any():
                     # GDAL's Arrow stream keeps curves; its feature reader linearizes them.
                     _, _, linear, _ = pyogrio.raw.read(
-                        vsi, layer=layer, fids=fids[curved], columns=[], encoding=encoding, **open_options
+                        self.vsi,
+                        layer=self.layer,
+                        fids=fids[curved],
+                        columns=[],
+                        encoding=self.encoding,
+                        **self.open_options,
                     )
                     wkb[curved] = linear
-                problems = coords.problems(fids, wkb) if coords is not None else {}
+                problems = self.coords.problems(fids, wkb) if self.coords is not None else {}
                 # by position: names may repeat in the stream (a CSV header with a column twice)
-                keep = [i for i, n in enumerate(batch.schema.names) if n not in (geom_name, fid_name)]
-                values = pa.RecordBatch.from_arrays([batch.column(i) for i in keep], schema=attrs)
+                keep = [i for i, n in enumerate(batch.schema.names) if n not in (self.geom_name, self.fid_name)]
+                values = pa.RecordBatch.from_arrays([batch.column(i) for i in keep], schema=self.attrs)
                 yield SourceBatch(values, wkb, fids, problems)
         except (DataError, StorageError):
             raise
         except Exception as exc:
             raise SourceError(url, f"read failed: {first_line(exc)}") from exc
-
-    return OpenSource(url, layer, crs, attrs, expected, batches(), is_csv=bool(open_options))
 
 
 def _unique_names(url: str, schema: pa.Schema) -> pa.Schema:
