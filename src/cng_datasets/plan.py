@@ -256,11 +256,8 @@ def _from_jsonable(tp: Any, value: Any) -> Any:
     return value
 
 
-def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
-    """Build the plan of ``config`` for a source of ``feature_count`` features (``None``: unknown)."""
-    c = config
-    chunking = choose_chunking(feature_count, c.max_completions, c.max_parallelism, c.chunk_size)
-
+def _convert_argv(c: WorkflowConfig) -> tuple[str, ...]:
+    """``cng-datasets convert``: read options only when given, so the argv of the defaults stays put."""
     convert: tuple[str, ...] = (PROGRAM, "convert")
     if c.layer:
         convert += ("--layer", c.layer)
@@ -280,7 +277,11 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
         convert += ("--expect-features", str(c.expect_features))
     # "--" ends the options: a source URL that starts with "-" stays a source.
     convert += ("--", *c.source_urls, c.parquet_url)
+    return convert
 
+
+def _pmtiles_argv(c: WorkflowConfig) -> tuple[str, ...]:
+    """``cng-datasets pmtiles`` of the plan's GeoParquet."""
     pmtiles: tuple[str, ...] = (
         PROGRAM,
         "pmtiles",
@@ -298,9 +299,14 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     )
     if c.min_zoom is not None:
         pmtiles += ("--min-zoom", str(c.min_zoom))
+    return pmtiles
 
+
+def _hex_argv(c: WorkflowConfig, chunking: Chunking) -> tuple[str, ...]:
+    """``cng-datasets hex`` without ``--chunk-id`` (each index adds it, or a pod reads it from
+    ``JOB_COMPLETION_INDEX``)."""
     parents = ",".join(str(r) for r in c.parents)
-    hex_argv = (
+    return (
         PROGRAM,
         "hex",
         "--input",
@@ -318,6 +324,15 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
         "--containment",
         c.containment,
     )
+
+
+def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
+    """Build the plan of ``config`` for a source of ``feature_count`` features (``None``: unknown)."""
+    c = config
+    chunking = choose_chunking(feature_count, c.max_completions, c.max_parallelism, c.chunk_size)
+    convert = _convert_argv(c)
+    pmtiles = _pmtiles_argv(c)
+    hex_argv = _hex_argv(c, chunking)
     repartition = (PROGRAM, "repartition", "--chunks", c.chunks_url, "--output", c.hex_url, "--source", c.parquet_url)
 
     src = (c.parquet_url,)
