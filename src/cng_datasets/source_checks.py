@@ -215,14 +215,14 @@ class CsvCoordinates:
         vsi: str,
         layer: str,
         attrs: list[str],
-        lat: list[str],
-        lon: list[str],
         open_options: dict[str, str],
         batch_size: int,
     ) -> None:
+        """``attrs``: the layer's columns; the coordinate columns are the first of
+        ``Y_POSSIBLE_NAMES`` / ``X_POSSIBLE_NAMES`` of ``open_options`` among them."""
         self.url, self.vsi, self.layer = url, vsi, layer
-        self.lat = _matching(attrs, lat)
-        self.lon = _matching(attrs, lon)
+        self.lat = _matching(attrs, open_options["Y_POSSIBLE_NAMES"].split(","))
+        self.lon = _matching(attrs, open_options["X_POSSIBLE_NAMES"].split(","))
         # no X/Y names: GDAL would type those columns as numbers again; every column stays text
         self.options = {k: v for k, v in open_options.items() if k not in ("X_POSSIBLE_NAMES", "Y_POSSIBLE_NAMES")}
         self.options["AUTODETECT_TYPE"] = "NO"

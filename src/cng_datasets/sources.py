@@ -217,8 +217,6 @@ def _open_gdal(url: str, opts: ReadOptions, stack: ExitStack) -> OpenSource:
             vsi,
             layer,
             raw_attrs.names,
-            open_options["Y_POSSIBLE_NAMES"].split(","),
-            open_options["X_POSSIBLE_NAMES"].split(","),
             open_options,
             opts.batch_size,
         )

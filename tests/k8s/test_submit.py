@@ -13,7 +13,16 @@ from cng_datasets.errors import ClusterError, StaleJobError
 from cng_datasets.k8s import rbac, spechash
 from cng_datasets.k8s.jobs import job_state
 from cng_datasets.k8s.orchestrator import orchestrate
-from cng_datasets.k8s.submit import cleanup, format_status, load_workflow, logs, output_urls, status, submit
+from cng_datasets.k8s.submit import (
+    SubmitOptions,
+    cleanup,
+    format_status,
+    load_workflow,
+    logs,
+    output_urls,
+    status,
+    submit,
+)
 from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, write_workflow
 
 NS = "geo"
@@ -33,8 +42,9 @@ def cluster(tmp_path: Path) -> FakeCluster:
 
 def do_submit(cluster: FakeCluster, wf_dir: Path, **kw):
     lines: list[str] = []
+    options = SubmitOptions(**kw)
     result = submit(
-        cluster.api(), load_workflow(wf_dir), sleep=cluster.sleep, clock=lambda: cluster.now, echo=lines.append, **kw
+        cluster.api(), load_workflow(wf_dir), options, sleep=cluster.sleep, clock=lambda: cluster.now, echo=lines.append
     )
     return result, lines
 

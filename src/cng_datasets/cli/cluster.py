@@ -98,11 +98,11 @@ def submit(directory: str, context: str | None, retry_failed: bool, replace_stal
     Jobs of an earlier run with other settings stop it with an error (exit 65) unless
     --replace-stale; the outputs are never deleted.
     """
-    from cng_datasets.k8s.submit import load_workflow
+    from cng_datasets.k8s.submit import SubmitOptions, load_workflow
     from cng_datasets.k8s.submit import submit as run
 
     wf = load_workflow(directory)
-    run(_connect(context), wf, retry_failed=retry_failed, replace_stale=replace_stale, timeout=timeout, echo=click.echo)
+    run(_connect(context), wf, SubmitOptions(retry_failed, replace_stale, timeout), echo=click.echo)
 
 
 @click.command("status")

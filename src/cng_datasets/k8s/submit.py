@@ -360,20 +360,29 @@ def _follow(wf: Workflow) -> str:
     return f"kubectl logs -f job/{wf.workflow_name} -n {wf.namespace}"
 
 
+@dataclass(frozen=True)
+class SubmitOptions:
+    """``--retry-failed``, ``--replace-stale``, and how long (``timeout``, every ``poll_interval``
+    seconds) to wait for the upload."""
+
+    retry_failed: bool = False
+    replace_stale: bool = False
+    timeout: float = 600
+    poll_interval: float = 2.0
+
+
 def submit(
     api: KubeApi,
     wf: Workflow,
-    retry_failed: bool = False,
-    replace_stale: bool = False,
-    timeout: float = 600,
-    poll_interval: float = 2.0,
+    options: SubmitOptions | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     echo: Callable[[str], None] = print,
 ) -> str:
     """Start the workflow; returns ``"submitted"``, ``"running"`` or ``"complete"``."""
-    waits = _Waits(timeout, poll_interval, sleep, clock)
-    already = _replace_stale_and_failed(api, wf, retry_failed, replace_stale, waits, echo)
+    opts = options or SubmitOptions()
+    waits = _Waits(opts.timeout, opts.poll_interval, sleep, clock)
+    already = _replace_stale_and_failed(api, wf, opts.retry_failed, opts.replace_stale, waits, echo)
     if already is not None:
         return already
     _apply_rbac_and_pvc(api, wf, echo)
