@@ -459,7 +459,10 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
         schema = _merge_schemas(opened, opts.id_column)
         report = stack.enter_context(SkippedReport(dest))
         with storage.atomic_output(dest, suffix=".parquet") as tmp:
-            out = _Output(_RowGroupWriter(tmp, schema.arrow(), opts), schema)
+            writer = _RowGroupWriter(
+                tmp, schema.arrow(), opts.compression_level, opts.row_group_size, opts.row_group_bytes
+            )
+            out = _Output(writer, schema)
             for src, mapping in zip(opened, schema.renames, strict=True):
                 summary.sources.append(_convert_source(src, mapping, out, report, opts, (source_override, target)))
             _summarize(summary, out, opts)

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
+from cng_datasets import contract
 from cng_datasets.errors import DataError
 from cng_datasets.geometry import is_lonlat_crs84
 
-if TYPE_CHECKING:
-    from cng_datasets.steps.convert import ConvertOptions
-
-GEOMETRY_COLUMN = "geometry"
+GEOMETRY_COLUMN = contract.GEOMETRY_COLUMN
 BBOX_COLUMN = "bbox"
 GEOPARQUET_VERSION = "1.1.0"
 
@@ -26,12 +24,14 @@ GEOPARQUET_VERSION = "1.1.0"
 class _RowGroupWriter:
     """Buffers batches and writes a row group when rows or bytes reach the bound."""
 
-    def __init__(self, path: Path, schema: pa.Schema, opts: ConvertOptions) -> None:
+    def __init__(
+        self, path: Path, schema: pa.Schema, compression_level: int, row_group_size: int, row_group_bytes: int
+    ) -> None:
         self.writer = pq.ParquetWriter(
             path,
             schema,
             compression="zstd",
-            compression_level=opts.compression_level,
+            compression_level=compression_level,
             write_statistics=True,
             use_dictionary=True,
             # no ARROW:schema: its (empty) metadata would hide the footer "geo" key from pyarrow readers
@@ -39,8 +39,8 @@ class _RowGroupWriter:
             # the geometry is incompressible by dictionary; skip it there
             column_encoding=None,
         )
-        self.max_rows = opts.row_group_size
-        self.max_bytes = opts.row_group_bytes
+        self.max_rows = row_group_size
+        self.max_bytes = row_group_bytes
         self.pending: list[pa.RecordBatch] = []
         self.rows = 0
         self.bytes = 0
