@@ -36,6 +36,20 @@ def cell_column(resolution: int) -> str:
     return f"h{resolution}"
 
 
+#: Integer type of every cell column of the hex output, ``h0`` included: H3 indexes are below
+#: 2**63, and DuckDB and polars read the ``h0=<cell>`` folder key as a signed 64-bit integer, so
+#: joins on ``h0`` and a cell column need no cast.
+HEX_CELL_TYPE = "int64"
+#: The hex output's partition key: in the folder names only (``h0=<cell as decimal>``), not in the
+#: files, as pyarrow's ``write_to_dataset``, Spark and DuckDB's ``PARTITION_BY`` write it.
+HEX_PARTITION_KEY = "h0"
+
+
+def hex_cell_columns(resolution: int, parents: list[int] | tuple[int, ...]) -> list[str]:
+    """The cell columns of a hex run, finest first: ``h<resolution>``, then each parent (0 included)."""
+    return [cell_column(r) for r in sorted({resolution, 0, *parents}, reverse=True)]
+
+
 #: Polygon fill modes of the hex step: cell centre inside / cell entirely inside / cell overlaps.
 CONTAINMENT_MODES = ("center", "full", "overlap")
 

@@ -91,7 +91,12 @@ class Outcome:
     def hex_table(self) -> pa.Table:
         files = sorted(self.hex.rglob("*.parquet"))
         assert files, f"no hex partitions below {self.hex}"
-        return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        tables = []
+        for f in files:  # as a hive reader sees them: h0 from the folder name, int64
+            t = pq.read_table(f)
+            h0 = int(f.parent.name.removeprefix("h0="))
+            tables.append(t.append_column("h0", pa.array([h0] * t.num_rows, pa.int64())))
+        return pa.concat_tables(tables, promote_options="default")
 
     def hex_cells(self, res: int) -> dict[Any, set[int]]:
         """id → set of cells at ``res`` of the hex output."""

@@ -12,6 +12,7 @@ import pytest
 
 from cng_datasets import storage
 from cng_datasets.errors import IncompleteOutputError
+from cng_datasets.h3cells import parent_cells
 from cng_datasets.steps import hex as hexstep
 from cng_datasets.steps import repartition as rp
 from cng_datasets.steps.convert import ConvertOptions, convert
@@ -54,7 +55,10 @@ def test_repartition_layout_order_and_cleanup(source: str, tmp_path: Path) -> No
     for name, t in parts.items():
         h0 = int(name.split("=")[1])
         assert h0 in base_cells()
-        assert set(t.column("h0").to_pylist()) == {h0}
+        # hive layout: h0 is in the folder name only; every cell column is int64
+        assert "h0" not in t.column_names
+        assert {t.schema.field(c).type for c in ("h3", "h1")} == {pa.int64()}
+        assert set(parent_cells(t.column("h3").to_numpy().astype(np.uint64), 0).tolist()) == {h0}
         ids = t.column("_cng_fid").to_numpy()
         assert np.all(np.diff(ids) >= 0), name
     f = next(out.glob("h0=*/data_0.parquet"))
@@ -521,3 +525,37 @@ def test_empty_geometries_are_dropped_with_their_reason(tmp_path: Path) -> None:
     }
     repartition(str(chunks), str(out), str(path))
     assert success(out)["accounting"]["dropped"] == {"empty geometry": 1, "null geometry": 1}
+
+
+def _to_earlier_layout(out: Path) -> None:
+    """Rewrite a hex output as the earlier version wrote it: h0 inside the files, uint64 cells,
+    ``_SUCCESS.json`` format 1 (row counts unchanged)."""
+    for f in sorted(out.glob("h0=*/*.parquet")):
+        t = pq.read_table(f)
+        h0 = int(f.parent.name[3:])
+        t = t.cast(pa.schema([fl.with_type(pa.uint64()) if fl.name in ("h3", "h1") else fl for fl in t.schema]))
+        t = t.add_column(3, "h0", pa.array([h0] * t.num_rows, pa.uint64()))
+        pq.write_table(t, f)
+    marker = success(out)
+    marker["format"] = 1
+    del marker["cell_type"]
+    (out / "_SUCCESS.json").write_text(json.dumps(marker))
+
+
+def test_an_output_of_the_earlier_layout_stays_valid_and_published(source: str, tmp_path: Path) -> None:
+    chunks, out = tmp_path / "chunks", tmp_path / "hex"
+    make_chunks(source, str(chunks))
+    repartition(str(chunks), str(out), source)
+    _to_earlier_layout(out)
+    problems, stats = check_hex(str(out), source)
+    assert problems == [] and stats["features"] == 177
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    summary = repartition(str(chunks), str(out), source)  # chunks gone: published, nothing to do
+    assert summary["rows"] == success(out)["rows"]
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    # the new layout refuses what the earlier one allowed: h0 in a file under a format-2 marker
+    marker = success(out)
+    marker["format"] = 2
+    (out / "_SUCCESS.json").write_text(json.dumps(marker))
+    problems, _ = check_hex(str(out), source)
+    assert problems and "holds a h0 column" in problems[0]

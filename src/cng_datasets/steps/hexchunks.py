@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from cng_datasets import storage
+from cng_datasets import contract, storage
 from cng_datasets.contract import CHUNK_MARKER_DIR, CHUNK_MARKER_RE, ID_COLUMN
 from cng_datasets.errors import IncompleteOutputError
 from cng_datasets.steps.hex import (
@@ -75,6 +75,12 @@ class ChunkSet:
     source_rows: int = 0
     accounting: dict[str, Any] = field(default_factory=dict)
     source_digest: str = ""
+
+    @property
+    def cell_columns(self) -> list[str]:
+        """The chunks' cell columns (``h<res>``, parents, ``h0``), from the markers."""
+        ref = self.markers[0]
+        return contract.hex_cell_columns(int(ref["resolution"]), [int(p) for p in ref["parent_resolutions"]])
 
     def digest(self) -> str:
         """Identifies this chunk set: the same for every process of one parallel repartition."""

@@ -30,7 +30,7 @@ run in place), checks them, removes every file of the output it did not write (s
 temporary files of a killed run) only after all new files are written, writes the marker, and
 then deletes the chunks: every other file first, the markers ``_done/`` last::
 
-    {"format": 1, "id_column": "_cng_fid", "features": <features with cells>, "rows": <all rows>,
+    {"format": 2, "cell_type": "int64", "id_column": "_cng_fid", "features": <features with cells>, "rows": <all rows>,
      "resolution": R, "parent_resolutions": [...], "containment": "center", "partitions": <n>,
      "files": {"h0=<cell>/data_0.parquet": <rows>, ...}, "source_rows": N,
      "source_footer_sha256": "<digest of the source's Parquet footer>",
@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from cng_datasets import storage
+from cng_datasets import contract, storage
 from cng_datasets.contract import CHUNK_MARKER_DIR, CHUNK_MARKER_RE, HEX_SUCCESS
 from cng_datasets.errors import DataError, IncompleteOutputError, StorageError
 from cng_datasets.steps.hex import check_accounting, footer_digest
@@ -88,7 +88,10 @@ MAX_FILE_ROWS = 50_000_000
 ROW_GROUP_ROWS = 1 << 20
 #: The output's completion marker: written last, removed first (see the module docstring).
 SUCCESS_NAME = HEX_SUCCESS
-SUCCESS_FORMAT = 1
+#: 2: hive layout (``h0`` in the folder names only) and int64 cell columns; 1: ``h0`` also in the
+#: files and uint64 cells (still read, so an output of the earlier version stays published).
+SUCCESS_FORMAT = 2
+SUCCESS_FORMATS = (1, 2)
 #: Per-partition manifests of ``--h0-index`` runs, read by ``--finalize``, then removed.
 PARTITIONS_DIR = "_partitions"
 _DATA_RE = re.compile(r"(?:^|[/\\])h0=(\d+)[/\\]data_\d+\.parquet$")
@@ -105,7 +108,11 @@ def read_success(output: str) -> dict[str, Any] | None:
         data = json.loads(storage.read_bytes(success_url(output)))
     except (StorageError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("format") != SUCCESS_FORMAT or not isinstance(data.get("files"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("format") not in SUCCESS_FORMATS
+        or not isinstance(data.get("files"), dict)
+    ):
         return None
     return data
 
@@ -117,12 +124,16 @@ def base_cells() -> list[int]:
     return sorted(int(c, 16) for c in h3.get_res0_cells())
 
 
-def write_partition(chunks: str, output: str, h0: int, parts: list[tuple[int, str, int]]) -> dict[str, int]:
+def write_partition(
+    chunks: str, output: str, h0: int, parts: list[tuple[int, str, int]], cells: list[str]
+) -> dict[str, int]:
     """Merge the parts of one h0 into ``<output>/h0=<h0>/data_<k>.parquet``; returns {url: rows}.
 
-    Deletes nothing: stale files of the partition go in the final step (see :func:`repartition`).
+    The files follow the hive convention: ``h0`` is in the folder name only, and the cell columns
+    ``cells`` are int64 (:data:`~cng_datasets.contract.HEX_CELL_TYPE`). Deletes nothing: stale files
+    of the partition go in the final step (see :func:`repartition`).
     """
-    out = _PartitionFiles(storage.join(output, f"h0={h0}"))
+    out = _PartitionFiles(storage.join(output, f"h0={h0}"), cells)
     try:
         for chunk_id, rel, expect in parts:
             url = storage.join(chunks, rel)
@@ -150,8 +161,9 @@ class _PartitionFiles:
     """The data files of one partition, written row group by row group in a private temp dir and
     each published atomically when full (:data:`MAX_FILE_ROWS`) or at the end."""
 
-    def __init__(self, pdir: str) -> None:
+    def __init__(self, pdir: str, cells: list[str]) -> None:
         self.pdir = pdir
+        self.cells = set(cells)
         self.written: dict[str, int] = {}
         self.schema: Any = None
         self.writer: Any = None
@@ -163,10 +175,20 @@ class _PartitionFiles:
         self.tmpdir = tempfile.mkdtemp(prefix="cng-repartition-")
 
     def add(self, table: Any, schema: Any) -> None:
+        import pyarrow as pa
+
         if self.schema is None:
-            self.schema = schema
+            self.schema = pa.schema(
+                [
+                    f.with_type(pa.int64()) if f.name in self.cells else f
+                    for f in schema
+                    if f.name != contract.HEX_PARTITION_KEY
+                ]
+            )
+        if contract.HEX_PARTITION_KEY in table.column_names:
+            table = table.drop_columns([contract.HEX_PARTITION_KEY])
         if table.schema != self.schema:
-            table = table.cast(self.schema)
+            table = table.cast(self.schema)  # uint64 cells < 2**63: the safe cast never fails
         if self.rows + self.buf_rows + table.num_rows > MAX_FILE_ROWS and (self.rows + self.buf_rows) > 0:
             self.close_file()
         self.buf.append(table)
@@ -297,6 +319,7 @@ def _write_success(output: str, cs: ChunkSet, files: dict[str, int]) -> dict[str
     check_accounting(cs.accounting, output)  # never publish what does not add up
     body = {
         "format": SUCCESS_FORMAT,
+        "cell_type": contract.HEX_CELL_TYPE,
         "id_column": cs.id_column,
         "features": cs.features_with_cells,
         "rows": sum(files.values()),
@@ -446,7 +469,7 @@ def repartition(
         files = _read_partition_manifests(output, cs, problems)
     else:
         for i, (h0, parts) in enumerate(sorted(cs.partitions.items())):
-            written = write_partition(chunks, output, h0, parts)
+            written = write_partition(chunks, output, h0, parts, cs.cell_columns)
             files.update({_norm(u): n for u, n in written.items()})
             log.info("partition %d/%d h0=%d: %d rows", i + 1, len(cs.partitions), h0, sum(written.values()))
     present = {_norm(u) for u in storage.list_prefix(output)}
@@ -517,7 +540,7 @@ def _if_published(
 def _one_partition(chunks: str, output: str, cs: ChunkSet, h0_index: int, h0: int, t0: float) -> dict[str, Any]:
     """``--h0-index``: write the partition of one base cell and its manifest for ``--finalize``."""
     parts = cs.partitions.get(h0, [])
-    written = write_partition(chunks, output, h0, parts) if parts else {}
+    written = write_partition(chunks, output, h0, parts, cs.cell_columns) if parts else {}
     manifest = {
         "format": SUCCESS_FORMAT,
         "chunks": cs.digest(),

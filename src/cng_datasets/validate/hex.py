@@ -60,7 +60,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     stats: dict[str, Any] = {"files": len(files), "rows": 0}
     if not files:
         return [f"{hex_url}: no .parquet files below it"], stats
-    listed, layout = _read_hex_success(hex_url, problems)
+    listed, layout, hive = _read_hex_success(hex_url, problems)
     try:
         src = storage.open_parquet(parquet_url)
     except Exception as exc:  # noqa: BLE001 - any reader error is the finding
@@ -73,6 +73,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     geom_col = geo.get("primary_column", contract.GEOMETRY_COLUMN)
 
     scan = _HexScan(hex_url, id_col, layout, len(files), problems)
+    scan.hive = hive
     for url in files:
         scan.file(url)
     stats.update(rows=scan.rows, partitions=len(scan.partitions), resolution=scan.finest_res)
@@ -99,6 +100,8 @@ class _HexScan:
         self.file_rows: dict[str, int] = {}
         self.finest_res: int | None = None
         self.rows = 0
+        #: the marker promises the hive layout: h0 in the folder names only, int64 cells
+        self.hive = False
 
     def file(self, url: str) -> None:
         problems = self.problems
@@ -136,11 +139,27 @@ class _HexScan:
         if self.id_col not in table.column_names:
             problems.add(f"{url}: no id column {self.id_col!r}")
             return None
-        if self.layout is not None and len(cell_cols) != len(self.layout):
-            absent = sorted(set(self.layout.values()) - set(cell_cols.values()))
-            problems.add(f"{url}: no cell column {', '.join(absent)} (listed in {HEX_SUCCESS})")
+        key = contract.HEX_PARTITION_KEY
+        if self.hive and key in table.column_names:
+            problems.add(f"{url}: holds a {key} column; in the hive layout {key} is only in the folder names")
             return None
+        if self.layout is not None:
+            # h0 is in the folder name: in the file only in an output of the earlier layout
+            absent = sorted(set(self.layout.values()) - set(cell_cols.values()) - {key})
+            if absent:
+                problems.add(f"{url}: no cell column {', '.join(absent)} (listed in {HEX_SUCCESS})")
+                return None
+        if self.hive:
+            typed = [n for n in cell_cols.values() if str(table.schema.field(n).type) != contract.HEX_CELL_TYPE]
+            if typed:
+                problems.add(f"{url}: cell column(s) {', '.join(typed)} are not {contract.HEX_CELL_TYPE}")
         fine_cols = [r for r in cell_cols if r > 0]
+        if not fine_cols and self.layout is not None and max(self.layout) == 0:
+            # resolution 0: the cell is the partition key itself; only the ids are checked
+            import pyarrow.compute as pc
+
+            self.ids_seen.append(pc.unique(table.column(self.id_col)))
+            return None
         if not fine_cols:
             problems.add(f"{url}: no H3 cell column hN (N > 0) among {table.column_names}")
             return None
@@ -260,16 +279,17 @@ def _is_cell_column(name: str, layout: dict[int, str] | None) -> bool:
     return name in layout.values() if layout is not None else bool(_CELL_COLUMN.match(name))
 
 
-def _read_hex_success(hex_url: str, problems: _Problems) -> tuple[dict[str, int] | None, dict[int, str] | None]:
-    """The files and row counts the completion marker lists, and its cell columns by resolution
-    (None, with a problem, when unusable; the layout is None for a marker that does not name it)."""
+def _read_hex_success(hex_url: str, problems: _Problems) -> tuple[dict[str, int] | None, dict[int, str] | None, bool]:
+    """The files and row counts the completion marker lists, its cell columns by resolution (None,
+    with a problem, when unusable; the layout is None for a marker that does not name it), and
+    whether it promises the hive layout (format 2 and later)."""
     url = storage.join(hex_url, HEX_SUCCESS)
     if not storage.exists(url):
         problems.add(
             f"{url}: missing: the hex output is not published (repartition has not finished, failed, "
             "or is running); its partitions may be incomplete or stale"
         )
-        return None, None
+        return None, None, False
     try:
         marker = json.loads(storage.read_bytes(url))
         files = marker["files"]
@@ -278,11 +298,12 @@ def _read_hex_success(hex_url: str, problems: _Problems) -> tuple[dict[str, int]
         listed = {str(k).lstrip("/"): int(v) for k, v in files.items()}
     except Exception as exc:  # noqa: BLE001 - any reader error is the finding
         problems.add(f"{url}: not a readable completion marker with a 'files' object ({exc})")
-        return None, None
+        return None, None, False
+    hive = isinstance(marker.get("format"), int) and marker["format"] >= 2
     res, parents = marker.get("resolution"), marker.get("parent_resolutions")
     if not isinstance(res, int) or not isinstance(parents, list):
-        return listed, None
-    return listed, {r: f"h{r}" for r in {res, 0, *(int(p) for p in parents)}}
+        return listed, None, hive
+    return listed, {r: f"h{r}" for r in {res, 0, *(int(p) for p in parents)}}, hive
 
 
 def _compare_hex_success(
