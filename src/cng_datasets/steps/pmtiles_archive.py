@@ -44,6 +44,7 @@ from cng_datasets.accounting import (
     make_record,
     parse_accounting,
 )
+from cng_datasets.contract import PROVENANCE_KEY
 from cng_datasets.errors import IncompleteOutputError, ToolError
 
 log = logging.getLogger("cng_datasets")
@@ -480,10 +481,12 @@ class StreamCounts:
     features: int
 
 
-def account_archive(path: Path, layer: str, max_zoom: int, given: StreamCounts) -> tuple[dict[str, Any], int]:
-    """Count the features of ``path`` at ``max_zoom`` and record the accounting in its metadata;
-    return the record and the features written. Raises :class:`ToolError` when the tiles hold a
-    feature that was not given to tippecanoe."""
+def account_archive(
+    path: Path, layer: str, max_zoom: int, given: StreamCounts, prov: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], int]:
+    """Count the features of ``path`` at ``max_zoom`` and record the accounting (and the provenance
+    record ``prov``) in its metadata; return the record and the features written. Raises
+    :class:`ToolError` when the tiles hold a feature that was not given to tippecanoe."""
     t0 = time.monotonic()
     streamed = given.streamed
     counter = DistinctIds(streamed.low, streamed.high, given.rows)
@@ -519,18 +522,18 @@ def account_archive(path: Path, layer: str, max_zoom: int, given: StreamCounts) 
     why = balance_problem(parse_accounting(record))
     if why is not None:
         raise IncompleteOutputError(f"pmtiles: {why}")
-    set_metadata(
-        path,
-        {
-            PMTILES_KEY: {
-                "accounting": record,
-                "layer": layer,
-                "max_zoom": max_zoom,
-                "feature_ids": given.id_label,
-                "version": __version__,
-            }
-        },
-    )
+    updates: dict[str, Any] = {
+        PMTILES_KEY: {
+            "accounting": record,
+            "layer": layer,
+            "max_zoom": max_zoom,
+            "feature_ids": given.id_label,
+            "version": __version__,
+        }
+    }
+    if prov is not None:
+        updates[PROVENANCE_KEY.decode()] = prov
+    set_metadata(path, updates)
     return record, written
 
 

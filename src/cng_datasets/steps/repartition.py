@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from cng_datasets import contract, storage
+from cng_datasets import contract, provenance, storage
 from cng_datasets.contract import CHUNK_MARKER_DIR, CHUNK_MARKER_RE, HEX_SUCCESS
 from cng_datasets.errors import DataError, IncompleteOutputError, StorageError
 from cng_datasets.steps.hex import check_accounting, footer_digest
@@ -125,15 +125,16 @@ def base_cells() -> list[int]:
 
 
 def write_partition(
-    chunks: str, output: str, h0: int, parts: list[tuple[int, str, int]], cells: list[str]
+    chunks: str, output: str, h0: int, parts: list[tuple[int, str, int]], cells: list[str], prov: bytes = b""
 ) -> dict[str, int]:
     """Merge the parts of one h0 into ``<output>/h0=<h0>/data_<k>.parquet``; returns {url: rows}.
 
     The files follow the hive convention: ``h0`` is in the folder name only, and the cell columns
-    ``cells`` are int64 (:data:`~cng_datasets.contract.HEX_CELL_TYPE`). Deletes nothing: stale files
-    of the partition go in the final step (see :func:`repartition`).
+    ``cells`` are int64 (:data:`~cng_datasets.contract.HEX_CELL_TYPE`); ``prov`` is the provenance
+    record each file's footer carries. Deletes nothing: stale files of the partition go in the
+    final step (see :func:`repartition`).
     """
-    out = _PartitionFiles(storage.join(output, f"h0={h0}"), cells)
+    out = _PartitionFiles(storage.join(output, f"h0={h0}"), cells, prov)
     try:
         for chunk_id, rel, expect in parts:
             url = storage.join(chunks, rel)
@@ -161,9 +162,10 @@ class _PartitionFiles:
     """The data files of one partition, written row group by row group in a private temp dir and
     each published atomically when full (:data:`MAX_FILE_ROWS`) or at the end."""
 
-    def __init__(self, pdir: str, cells: list[str]) -> None:
+    def __init__(self, pdir: str, cells: list[str], prov: bytes) -> None:
         self.pdir = pdir
         self.cells = set(cells)
+        self.metadata = {contract.PROVENANCE_KEY: prov} if prov else None
         self.written: dict[str, int] = {}
         self.schema: Any = None
         self.writer: Any = None
@@ -183,7 +185,8 @@ class _PartitionFiles:
                     f.with_type(pa.int64()) if f.name in self.cells else f
                     for f in schema
                     if f.name != contract.HEX_PARTITION_KEY
-                ]
+                ],
+                metadata=self.metadata,
             )
         if contract.HEX_PARTITION_KEY in table.column_names:
             table = table.drop_columns([contract.HEX_PARTITION_KEY])
@@ -460,8 +463,9 @@ def repartition(
     # there is new work to publish: un-publish, from here until the marker is written again the
     # output is not complete
     storage.delete(success_url(output))
+    prov = _provenance(source, cs)
     if h0_index is not None:
-        return _one_partition(chunks, output, cs, h0_index, cells[h0_index], t0)
+        return _one_partition(chunks, output, cs, (h0_index, cells[h0_index]), prov, t0)
 
     files: dict[str, int] = {}
     problems: list[str] = []
@@ -469,7 +473,7 @@ def repartition(
         files = _read_partition_manifests(output, cs, problems)
     else:
         for i, (h0, parts) in enumerate(sorted(cs.partitions.items())):
-            written = write_partition(chunks, output, h0, parts, cs.cell_columns)
+            written = write_partition(chunks, output, h0, parts, cs.cell_columns, prov)
             files.update({_norm(u): n for u, n in written.items()})
             log.info("partition %d/%d h0=%d: %d rows", i + 1, len(cs.partitions), h0, sum(written.values()))
     present = {_norm(u) for u in storage.list_prefix(output)}
@@ -502,6 +506,22 @@ def repartition(
         "files": len(kept),
         "accounting": cs.accounting,
     }
+
+
+def _provenance(source: str, cs: ChunkSet) -> bytes:
+    """The hex files' provenance: the cell settings and the record of the GeoParquet they index
+    (no time or command line of their own: the same chunks give the same bytes)."""
+    src = storage.open_parquet(source)
+    ref = cs.markers[0]
+    rec = provenance.record(
+        "repartition",
+        timed=False,
+        resolution=ref.get("resolution"),
+        parent_resolutions=ref.get("parent_resolutions"),
+        containment=ref.get("containment"),
+        source={"footer_sha256": cs.source_digest, "provenance": provenance.of_parquet(src.metadata.metadata)},
+    )
+    return provenance.encode(rec)
 
 
 def _if_published(
@@ -537,10 +557,13 @@ def _if_published(
     return None
 
 
-def _one_partition(chunks: str, output: str, cs: ChunkSet, h0_index: int, h0: int, t0: float) -> dict[str, Any]:
+def _one_partition(
+    chunks: str, output: str, cs: ChunkSet, index: tuple[int, int], prov: bytes, t0: float
+) -> dict[str, Any]:
     """``--h0-index``: write the partition of one base cell and its manifest for ``--finalize``."""
+    h0_index, h0 = index
     parts = cs.partitions.get(h0, [])
-    written = write_partition(chunks, output, h0, parts, cs.cell_columns) if parts else {}
+    written = write_partition(chunks, output, h0, parts, cs.cell_columns, prov) if parts else {}
     manifest = {
         "format": SUCCESS_FORMAT,
         "chunks": cs.digest(),

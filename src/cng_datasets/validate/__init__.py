@@ -104,7 +104,8 @@ def dataset_urls(root: str, dataset: str) -> dict[str, str]:
 
 def _summary(name: str, stats: dict[str, Any]) -> str:
     text = _counts_summary(name, stats)
-    return text + (f"; recorded: {stats['dropped_note']}" if stats.get("dropped_note") else "")
+    text += f"; recorded: {stats['dropped_note']}" if stats.get("dropped_note") else ""
+    return text + (f"; provenance: {stats['provenance']}" if stats.get("provenance") else "")
 
 
 def _counts_summary(name: str, stats: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cng_datasets import contract, storage
+from cng_datasets import contract, provenance, storage
 from cng_datasets.accounting import WEB_MERCATOR_MAX_LAT
 from cng_datasets.errors import RecordError, first_line
 from cng_datasets.validate.common import _Problems
@@ -64,6 +64,10 @@ def check_geoparquet(url: str) -> tuple[list[str], dict[str, Any]]:
     kv = pf.metadata.metadata or {}
     names = pf.schema_arrow.names
     stats["rows"] = pf.metadata.num_rows
+    try:
+        stats["provenance"] = provenance.summary(provenance.of_parquet(kv))
+    except RecordError as exc:
+        problems.add(f"{url}: {exc}")
     try:
         geo = contract.footer_json(kv, contract.GEO_KEY)
     except RecordError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cng_datasets import contract, storage
+from cng_datasets import contract, provenance, storage
 from cng_datasets.errors import RecordError, first_line
 from cng_datasets.validate.common import _Problems
 
@@ -77,6 +77,8 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
     for url in files:
         scan.file(url)
     stats.update(rows=scan.rows, partitions=len(scan.partitions), resolution=scan.finest_res)
+    if scan.provenance is not None:
+        stats["provenance"] = scan.provenance
     if listed is not None:
         _compare_hex_success(hex_url, listed, files, scan.file_rows, problems)
     if scan.ids_seen:
@@ -102,6 +104,7 @@ class _HexScan:
         self.rows = 0
         #: the marker promises the hive layout: h0 in the folder names only, int64 cells
         self.hive = False
+        self.provenance: str | None = None  # of the first file
 
     def file(self, url: str) -> None:
         problems = self.problems
@@ -125,6 +128,11 @@ class _HexScan:
             problems.add(f"{url}: unreadable ({first_line(exc)})")
             return
         self.rows += table.num_rows
+        if self.provenance is None:
+            try:
+                self.provenance = provenance.summary(provenance.of_parquet(pf.metadata.metadata))
+            except RecordError as exc:
+                problems.add(f"{url}: {exc}")
         self.file_rows[rel.lstrip("/")] = table.num_rows
         cells = self._cell_columns(url, table)
         if cells is None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cng_datasets import provenance
+from cng_datasets.contract import PROVENANCE_KEY
+from cng_datasets.errors import RecordError
 from cng_datasets.validate.common import _bytes_source, _decompress, _Problems
 
 
@@ -42,6 +45,11 @@ def check_pmtiles(url: str, layer: str | None = None, count_features: bool = Tru
         except Exception as exc:  # noqa: BLE001 - any decoder error is the finding
             return [f"{url}: metadata is unreadable ({exc})"], stats
         _check_layers(url, meta, layer, problems, stats)
+        rec = meta.get(PROVENANCE_KEY.decode()) if isinstance(meta, dict) else None
+        try:
+            stats["provenance"] = provenance.summary(rec)
+        except RecordError as exc:
+            problems.add(f"{url}: {exc}")
         _check_directories(url, get_bytes, h, problems)
         if h["tile_compression"] not in (Compression.GZIP, Compression.NONE, Compression.UNKNOWN):
             stats["tile_compression"] = h["tile_compression"].name
