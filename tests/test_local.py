@@ -143,8 +143,9 @@ def test_run_into_directory_then_resume_skips_everything(tmp_path: Path) -> None
     rec = Recorder()
     summary = local.run_local(cfg, workers=2, on_event=rec)
 
-    assert [s.name for s in summary.steps] == ["convert", "pmtiles", "hex", "repartition"]
+    assert [s.name for s in summary.steps] == ["convert", "pmtiles", "hex", "repartition", "catalog"]
     assert all(s.status == "ran" for s in summary.steps)
+    assert (root / "countries" / "collection.json").is_file() and (root / "countries" / "README.md").is_file()
     kinds = {o.kind: o for o in summary.outputs}
     assert kinds["geoparquet"].rows == 177 and kinds["geoparquet"].bytes > 0
     assert kinds["pmtiles"].rows and kinds["pmtiles"].rows > 0
@@ -167,7 +168,7 @@ def test_run_into_directory_then_resume_skips_everything(tmp_path: Path) -> None
     stamp = {p: p.stat().st_mtime_ns for p in [root / "countries.parquet", root / "countries.pmtiles"]}
     again = Recorder()
     summary2 = local.run_local(cfg, workers=2, on_event=again)
-    assert [s.status for s in summary2.steps] == ["skipped"] * 4
+    assert [s.status for s in summary2.steps] == ["skipped"] * 5
     assert not again.of("step-started") and not again.of("chunk-started")
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
 
@@ -175,19 +176,19 @@ def test_run_into_directory_then_resume_skips_everything(tmp_path: Path) -> None
     (root / "countries.pmtiles").unlink()
     third = Recorder()
     local.run_local(cfg, workers=2, on_event=third)
-    assert [e.step for e in third.of("step-started")] == ["pmtiles"]
+    assert [e.step for e in third.of("step-started")] == ["pmtiles", "catalog"]  # the catalog describes the new archive
     assert (root / "countries.pmtiles").exists()
 
     # a changed argv redoes the steps it changes: a different max zoom only touches pmtiles
     fourth = Recorder()
     local.run_local(config(str(root), max_zoom=4), workers=2, on_event=fourth)
-    assert [e.step for e in fourth.of("step-started")] == ["pmtiles"]
+    assert [e.step for e in fourth.of("step-started")] == ["pmtiles", "catalog"]
 
     # --force recomputes everything
     forced = Recorder()
     local.run_local(cfg, workers=2, on_event=forced, force=True)
     assert [e.step for e in forced.of("step-finished")].count("convert") == 1
-    assert {e.step for e in forced.of("step-finished")} == {"convert", "pmtiles", "hex", "repartition"}
+    assert {e.step for e in forced.of("step-finished")} == {"convert", "pmtiles", "hex", "repartition", "catalog"}
 
 
 @pytest.mark.slow
@@ -318,14 +319,15 @@ def test_the_runner_schedules_from_the_plan_not_from_the_step_names(
     assert built[-1].step("hex").completions == 4  # refined: 177 features in chunks of 50
     order = [(e.kind, e.step) for e in rec.events if e.kind in ("step-started", "step-finished")]
     assert order[:2] == [("step-started", "convert"), ("step-finished", "convert")]
-    assert order[-2:] == [("step-started", "repartition"), ("step-finished", "repartition")]
+    assert order[-2:] == [("step-started", "catalog"), ("step-finished", "catalog")]
     hex_done = order.index(("step-finished", "hex"))
     assert all(order.index(("step-started", s)) > 1 for s in ("pmtiles", "hex"))
     assert order.index(("step-started", "repartition")) > hex_done
+    assert order.index(("step-started", "catalog")) > order.index(("step-finished", "pmtiles"))
     assert sorted(e.chunk for e in rec.of("chunk-finished")) == [0, 1, 2, 3]
-    assert [s.name for s in summary.steps] == ["repartition", "hex", "pmtiles", "convert"]  # plan order
+    assert [s.name for s in summary.steps] == ["catalog", "repartition", "hex", "pmtiles", "convert"]  # plan order
     assert validate_dataset(cfg.root_url, "countries").ok
     # resumed from the markers whatever the declaration order
     again = Recorder()
     local.run_local(cfg, workers=1, on_event=again)
-    assert not again.of("step-started") and len(again.of("step-skipped")) == 4
+    assert not again.of("step-started") and len(again.of("step-skipped")) == 5

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.xdist_group("local-run")
 #: Everything a finished local run of dataset ``c`` may leave below its --bucket.
 EXPECTED = re.compile(
     r"^(c\.parquet|c\.pmtiles|c|c/hex|c/hex/_SUCCESS\.json|c/hex/h0=\d+|c/hex/h0=\d+/data_\d+\.parquet"
-    r"|c/_cng|c/_cng/(convert|pmtiles|hex|hex-chunks|repartition)\.json|c/_cng/logs|c/_cng/logs/[\w.]+\.(out|err))$"
+    r"|c/_cng|c/_cng/(convert|pmtiles|hex|hex-chunks|repartition|catalog)\.json|c/_cng/logs|c/_cng/logs/[\w.]+\.(out|err)"
+    r"|c/collection\.json|c/README\.md|c/items|c/items/(geoparquet|pmtiles|hex)\.json)$"
 )
 
 
@@ -203,7 +204,7 @@ def test_source_changed_with_same_size_and_mtime_is_converted_again(tmp_path: Pa
     assert started[0] == "convert" and {"pmtiles", "hex", "repartition"} <= set(started)
     why = [e for e in events if e.kind == "step-skipped"]
     assert not why, why
-    assert [s.status for s in summary.steps] == ["ran"] * 4
+    assert [s.status for s in summary.steps] == ["ran"] * 5
     assert pq.read_table(cfg.parquet_url).column("name").to_pylist() == ["alpha", "bravo", "delta!!"]
     hex_names = [
         n for f in Path(cfg.hex_url).rglob("data_*.parquet") for n in pq.read_table(f).column("name").to_pylist()

@@ -112,7 +112,7 @@ def _config(**kw: object) -> WorkflowConfig:
 
 def test_plan_steps_argv_and_dependencies() -> None:
     plan = build_plan(_config(), 1_000_000)
-    assert plan.names == ("convert", "pmtiles", "hex", "repartition")
+    assert plan.names == ("convert", "pmtiles", "hex", "repartition", "catalog")
     for step in plan.steps:
         assert step.argv[:2] == (PROGRAM, step.name)
         assert all(isinstance(a, str) for a in step.argv)
@@ -133,6 +133,21 @@ def test_plan_steps_argv_and_dependencies() -> None:
     assert plan.step("repartition").argv[plan.step("repartition").argv.index("--output") + 1] == (
         "s3://public-wdpa/wdpa/2024/hex"
     )
+    catalog = plan.step("catalog")
+    assert catalog.depends_on == ("pmtiles", "repartition")
+    assert catalog.argv == (
+        PROGRAM,
+        "catalog",
+        "--root",
+        "s3://public-wdpa",
+        "--dataset",
+        "wdpa/2024",
+        "--source-url",
+        HOSTILE_URL,
+        "--license",
+        "other",
+    )
+    assert catalog.outputs == ("s3://public-wdpa/wdpa/2024/collection.json",)
 
 
 def test_plan_with_unknown_count_and_several_sources() -> None:
@@ -155,10 +170,12 @@ def _steps(**deps: tuple[str, ...]) -> tuple[Step, ...]:
 
 def test_the_plan_is_a_dag_in_dependency_order() -> None:
     plan = build_plan(_config(), 1_000_000)
-    assert [s.name for s in plan.order()] == ["convert", "pmtiles", "hex", "repartition"]
+    assert [s.name for s in plan.order()] == ["convert", "pmtiles", "hex", "repartition", "catalog"]
     assert [s.name for s in plan.ready(set())] == ["convert"]
     assert [s.name for s in plan.ready({"convert"})] == ["pmtiles", "hex"]
     assert [s.name for s in plan.ready({"convert", "hex"})] == ["pmtiles", "repartition"]
+    assert [s.name for s in plan.ready({"convert", "hex", "repartition"})] == ["pmtiles"]
+    assert [s.name for s in plan.ready({"convert", "hex", "repartition", "pmtiles"})] == ["catalog"]
     assert plan.ready(set(plan.names)) == ()
     assert [s.name for s in plan.dependents("convert")] == ["pmtiles", "hex"]
     c = plan.config
@@ -170,7 +187,7 @@ def test_the_plan_is_a_dag_in_dependency_order() -> None:
 def test_declaration_order_does_not_matter() -> None:
     built = build_plan(_config(), 1000)
     shuffled = Plan(built.config, built.chunking, tuple(reversed(built.steps)))
-    assert [s.name for s in shuffled.order()] == ["convert", "hex", "pmtiles", "repartition"]
+    assert [s.name for s in shuffled.order()] == ["convert", "hex", "pmtiles", "repartition", "catalog"]
     plan = Plan(built.config, built.chunking, _steps(d=("b", "c"), c=("a",), b=("a",), a=()))
     assert [s.name for s in plan.order()] == ["a", "c", "b", "d"]  # peers in declaration order
 

@@ -13,7 +13,7 @@ from cng_datasets import contract
 from cng_datasets.contract import CONTAINMENT_MODES
 from cng_datasets.errors import UsageError
 
-STEPS = ("convert", "pmtiles", "hex", "repartition")
+STEPS = ("convert", "pmtiles", "hex", "repartition", "catalog")
 #: Parent resolutions when none are given, each kept only when coarser than the H3 resolution
 #: (resolution 4 keeps 0), so that every resolution has a working default.
 DEFAULT_PARENT_RESOLUTIONS = (9, 8, 0)
@@ -59,6 +59,8 @@ DEFAULT_RESOURCES: dict[str, Resources] = {
     "pmtiles": Resources(cpu="4", memory="16Gi", ephemeral_storage="100Gi"),
     "hex": Resources(cpu="1", memory="8Gi", ephemeral_storage="20Gi"),
     "repartition": Resources(cpu="2", memory="8Gi", ephemeral_storage="50Gi"),
+    # reads footers and headers only
+    "catalog": Resources(cpu="500m", memory="1Gi", ephemeral_storage="1Gi"),
 }
 
 
@@ -113,6 +115,9 @@ class WorkflowConfig:
     on_invalid: str = "fail"
     #: fail convert unless the sources hold exactly this many features
     expect_features: int | None = None
+    #: what the STAC collection and the dataset card say of the data (SPDX licence id)
+    license: str = "other"
+    description: str | None = None
 
     def __post_init__(self) -> None:
         if not self.source_urls:
@@ -198,6 +203,11 @@ class WorkflowConfig:
     @property
     def hex_url(self) -> str:
         return contract.hex_url(self.root_url, self.dataset_path)
+
+    @property
+    def catalog_url(self) -> str:
+        """The STAC collection (``<dataset>/collection.json``), written last by the catalog step."""
+        return contract.catalog_url(self.root_url, self.dataset_path)
 
     @property
     def chunks_url(self) -> str:

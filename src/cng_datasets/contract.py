@@ -67,6 +67,10 @@ PROVENANCE_KEY = b"cng_provenance"
 
 # ---- layout -------------------------------------------------------------------------------------
 
+#: The STAC collection, its items' folder and the dataset card, below ``<root>/<dataset>``.
+CATALOG_FILE = "collection.json"
+CATALOG_ITEMS_DIR = "items"
+CARD_FILE = "README.md"
 #: Directories below ``<root>/<dataset>``: the published hex output and the hex step's chunks.
 HEX_DIR = "hex"
 CHUNKS_DIR = "chunks"
@@ -108,6 +112,11 @@ def hex_url(root: str, dataset: str) -> str:
 
 def chunks_url(root: str, dataset: str) -> str:
     return _join(root, dataset, CHUNKS_DIR)
+
+
+def catalog_url(root: str, dataset: str) -> str:
+    """The STAC collection of a dataset; its items and card (``README.md``) lie beside it."""
+    return _join(root, dataset, CATALOG_FILE)
 
 
 def run_dir_url(root: str, dataset: str, *parts: str) -> str:

@@ -7,8 +7,8 @@ runner and the in-cluster orchestrator all read this one plan, so what runs on a
 runs in a pod. Building a plan does no I/O. A plan is a DAG (:meth:`Plan.order`, :meth:`Plan.ready`)
 and travels as JSON (:meth:`Plan.to_json`: the ``plan.json`` beside the Kubernetes manifests).
 
-    convert ──┬── pmtiles ──────────────┐
-              └── hex (indexed) ── repartition
+    convert ──┬── pmtiles ─────────────────────────┬── catalog
+              └── hex (indexed) ── repartition ───┘
 """
 
 from __future__ import annotations
@@ -326,6 +326,17 @@ def _hex_argv(c: WorkflowConfig, chunking: Chunking) -> tuple[str, ...]:
     )
 
 
+def _catalog_argv(c: WorkflowConfig) -> tuple[str, ...]:
+    """``cng-datasets catalog``: the STAC collection and card, once every output is finished."""
+    argv: tuple[str, ...] = (PROGRAM, "catalog", "--root", c.root_url, "--dataset", c.dataset_path)
+    for url in c.source_urls:
+        argv += ("--source-url", url)
+    argv += ("--license", c.license)
+    if c.description:
+        argv += ("--description", c.description)
+    return argv
+
+
 def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     """Build the plan of ``config`` for a source of ``feature_count`` features (``None``: unknown)."""
     c = config
@@ -334,6 +345,7 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
     pmtiles = _pmtiles_argv(c)
     hex_argv = _hex_argv(c, chunking)
     repartition = (PROGRAM, "repartition", "--chunks", c.chunks_url, "--output", c.hex_url, "--source", c.parquet_url)
+    catalog = _catalog_argv(c)
 
     src = (c.parquet_url,)
     steps = (
@@ -366,6 +378,15 @@ def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
             depends_on=("hex",),
             inputs=src,
             outputs=(c.hex_url,),
+        ),
+        # describes the finished outputs: their identities are its inputs
+        Step(
+            "catalog",
+            catalog,
+            c.resources_for("catalog"),
+            depends_on=("pmtiles", "repartition"),
+            inputs=(c.parquet_url, c.pmtiles_url, c.hex_url),
+            outputs=(c.catalog_url,),
         ),
     )
     return Plan(config=c, chunking=chunking, steps=steps)

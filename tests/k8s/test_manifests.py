@@ -82,6 +82,7 @@ def test_exactly_the_described_files(plan: Plan) -> None:
         "pmtiles-job.yaml",
         "hex-job.yaml",
         "repartition-job.yaml",
+        "catalog-job.yaml",
         "workflow-rbac.yaml",
         "workflow-pvc.yaml",
         "workflow-upload.yaml",
@@ -123,7 +124,7 @@ def test_default_version_is_supported_and_new_enough() -> None:
 @pytest.mark.parametrize("version", SUPPORTED)
 def test_every_document_validates_strictly(plan: Plan, version: str) -> None:
     p = build_plan(golden_config(k8s_version=version), 1_000_000)
-    assert _validate_all(m.render_files(p), version) == 10
+    assert _validate_all(m.render_files(p), version) == 11
 
 
 @pytest.mark.parametrize("feature_count", [0, 1, 12_345, None])
@@ -139,7 +140,7 @@ def test_other_shapes_validate(feature_count: int | None) -> None:
         containment="overlap",
         resources={"hex": Resources(cpu="500m", memory="3.5Gi", ephemeral_storage="5Gi")},
     )
-    assert _validate_all(m.render_files(build_plan(cfg, feature_count)), DEFAULT_K8S_VERSION) == 10
+    assert _validate_all(m.render_files(build_plan(cfg, feature_count)), DEFAULT_K8S_VERSION) == 11
 
 
 def test_a_strict_validation_failure_is_detected(docs: dict[str, list[dict[str, Any]]]) -> None:
@@ -161,7 +162,13 @@ def test_versions_without_the_needed_fields_are_refused(version: str) -> None:
 
 
 def test_processing_jobs_names_labels_annotations(plan: Plan, docs: dict[str, list[dict[str, Any]]]) -> None:
-    depends = {"convert": "", "pmtiles": "convert", "hex": "convert", "repartition": "hex"}
+    depends = {
+        "convert": "",
+        "pmtiles": "convert",
+        "hex": "convert",
+        "repartition": "hex",
+        "catalog": "pmtiles,repartition",
+    }
     for step, filename in m.JOB_FILES.items():
         (job,) = docs[filename]
         meta = job["metadata"]
@@ -229,6 +236,7 @@ def test_resources_and_volumes(docs: dict[str, list[dict[str, Any]]]) -> None:
         "pmtiles": ("4", "16Gi", "100Gi"),
         "hex": ("1", "8Gi", "20Gi"),
         "repartition": ("2", "8Gi", "50Gi"),
+        "catalog": ("500m", "1Gi", "1Gi"),
     }
     for step, filename in m.JOB_FILES.items():
         pod = docs[filename][0]["spec"]["template"]["spec"]
@@ -328,7 +336,7 @@ def test_every_job_carries_the_spec_hash_the_orchestrator_recomputes(docs: dict[
     from cng_datasets.k8s import spechash
 
     jobs = _jobs(docs)
-    assert len(jobs) == 6
+    assert len(jobs) == 7
     for job in jobs.values():
         assert re.fullmatch(r"[0-9a-f]{16}", spechash.annotated(job) or "")
     # recomputed from the YAML text, as orchestrate / submit do
@@ -353,7 +361,7 @@ def test_every_job_carries_the_spec_hash_the_orchestrator_recomputes(docs: dict[
     (upload,) = files[m.UPLOAD_FILE]
     assert spechash.annotated(orch) == spechash.workflow_hash(orch, hashes)
     assert spechash.annotated(upload) == spechash.spec_hash(upload)
-    assert len({*hashes.values(), spechash.annotated(orch), spechash.annotated(upload)}) == 6
+    assert len({*hashes.values(), spechash.annotated(orch), spechash.annotated(upload)}) == 7
 
 
 def test_spec_hash_follows_what_a_job_runs_and_what_it_reads() -> None:
@@ -365,7 +373,8 @@ def test_spec_hash_follows_what_a_job_runs_and_what_it_reads() -> None:
     assert {"my-dataset-hex", "my-dataset-repartition", "my-dataset-workflow"} <= changed
     assert "my-dataset-convert" not in changed and "my-dataset-upload-yamls" not in changed
     changed = {n for n, h in _hashes(golden_config(max_zoom=9)).items() if h != base[n]}
-    assert changed == {"my-dataset-pmtiles", "my-dataset-workflow"}
+    # the catalog describes the archive: its Job follows pmtiles'
+    assert changed == {"my-dataset-pmtiles", "my-dataset-catalog", "my-dataset-workflow"}
     changed = {
         n for n, h in _hashes(golden_config(source_urls=("https://example.com/other.gpkg",))).items() if h != base[n]
     }
@@ -375,10 +384,12 @@ def test_spec_hash_follows_what_a_job_runs_and_what_it_reads() -> None:
         "my-dataset-pmtiles",
         "my-dataset-hex",
         "my-dataset-repartition",
+        "my-dataset-catalog",
         "my-dataset-workflow",
     }
     changed = {n for n, h in _hashes(golden_config(), 2_000_000).items() if h != base[n]}
-    assert changed == {"my-dataset-hex", "my-dataset-repartition", "my-dataset-workflow"}  # other chunks
+    # other chunks; the catalog follows what it describes
+    assert changed == {"my-dataset-hex", "my-dataset-repartition", "my-dataset-catalog", "my-dataset-workflow"}
     changed = {n for n, h in _hashes(golden_config(image="ghcr.io/x/y:2")).items() if h != base[n]}
     assert changed == set(base)
 
@@ -452,7 +463,7 @@ def test_pvc_upload_and_orchestrator(docs: dict[str, list[dict[str, Any]]]) -> N
         "--dir",
         "/yamls",
         "--expect",
-        "convert-job.yaml,pmtiles-job.yaml,hex-job.yaml,repartition-job.yaml,plan.json",
+        "convert-job.yaml,pmtiles-job.yaml,hex-job.yaml,repartition-job.yaml,catalog-job.yaml,plan.json",
         "--timeout",
         "3600",
     ]
@@ -507,7 +518,7 @@ def test_hostile_dataset_names(dataset: str) -> None:
     assert (
         conv["spec"]["template"]["spec"]["containers"][0]["command"][-1] == f"s3://public-my-dataset/{dataset}.parquet"
     )
-    assert _validate_all(m.render_files(p), DEFAULT_K8S_VERSION) == 10
+    assert _validate_all(m.render_files(p), DEFAULT_K8S_VERSION) == 11
 
 
 @pytest.mark.parametrize(
@@ -581,4 +592,4 @@ def test_the_minimum_version_is_where_the_schemas_start_to_accept_the_jobs(plan:
     files = m.render_files(plan)
     with pytest.raises(kubernetes_validate.ValidationError):
         _validate_all(files, "1.28")
-    assert _validate_all(files, m.MIN_K8S_VERSION) == 10
+    assert _validate_all(files, m.MIN_K8S_VERSION) == 11

@@ -88,6 +88,7 @@ def test_job_and_pvc_names() -> None:
         "my-dataset-pmtiles",
         "my-dataset-hex",
         "my-dataset-repartition",
+        "my-dataset-catalog",
         "my-dataset-upload-yamls",
         "my-dataset-workflow",
     ]

@@ -34,7 +34,7 @@ from tests.k8s.fake import (
 )
 
 GRANTED = {(g, r, v) for g, r, verbs in rbac.RULES for v in verbs}
-JOB = {s: f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition")}
+JOB = {s: f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition", "catalog")}
 
 
 class Crash(Exception):
@@ -219,7 +219,7 @@ def test_rerun_with_other_settings_fails_naming_the_stale_jobs_instead_of_skippi
     with caplog.at_level(logging.INFO, logger="cng_datasets"):
         states = run(cluster, yamls)
     assert all(st.phase == "complete" for st in states.values()) and cluster.created_jobs == created
-    assert caplog.text.count("is already complete — skipped") == 4
+    assert caplog.text.count("is already complete — skipped") == 5
 
 
 def test_a_job_without_spec_hash_is_stale_and_created_jobs_carry_the_recomputed_hash(

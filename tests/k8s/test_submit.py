@@ -27,7 +27,7 @@ from tests.k8s.fake import HANG, OOM, FakeCluster, Outcome, write_workflow
 
 NS = "geo"
 PVC = "demo-places-workflow-yamls"
-STEP_JOBS = [f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition")]
+STEP_JOBS = [f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition", "catalog")]
 
 
 @pytest.fixture
@@ -273,7 +273,8 @@ def test_failed_run_status_logs_and_retry_failed(cluster: FakeCluster, wf_dir: P
 
 def test_status_before_submit(cluster: FakeCluster, wf_dir: Path) -> None:
     rows = status(cluster.api(), load_workflow(wf_dir))
-    assert [r.step for r in rows] == ["upload", "workflow", "convert", "pmtiles", "hex", "repartition"]  # plan order
+    # plan order
+    assert [r.step for r in rows] == ["upload", "workflow", "convert", "pmtiles", "hex", "repartition", "catalog"]
     assert {r.phase for r in rows} == {"absent"}
     assert "not created" in format_status(rows)
 

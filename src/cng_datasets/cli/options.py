@@ -74,6 +74,13 @@ def workflow_options(func: F) -> F:
             help="Fail convert unless the sources hold exactly this many features.",
         ),
         click.option(
+            "--license",
+            default=_default("license"),
+            show_default=True,
+            help="SPDX licence id of the data, for the STAC collection and the dataset card.",
+        ),
+        click.option("--description", default=None, help="What the dataset is, for the STAC collection and card."),
+        click.option(
             "--h3-resolution", type=click.IntRange(0, 15), default=_default("h3_resolution"), show_default=True
         ),
         click.option(
@@ -200,6 +207,8 @@ _DIRECT = (
     "source_crs",
     "on_invalid",
     "expect_features",
+    "license",
+    "description",
 )
 
 

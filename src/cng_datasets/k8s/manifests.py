@@ -27,7 +27,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from cng_datasets.config import WorkflowConfig
+from cng_datasets.config import STEPS, WorkflowConfig
 from cng_datasets.errors import EXIT_BAD_INPUT, UsageError
 from cng_datasets.k8s import names
 from cng_datasets.k8s.labels import (
@@ -46,7 +46,7 @@ from cng_datasets.k8s.spechash import spec_hash, step_hashes, workflow_hash
 from cng_datasets.plan import PROGRAM, Plan, Step
 
 #: Output files, in the order they are written and listed.
-JOB_FILES: dict[str, str] = {step: names.job_file(step) for step in ("convert", "pmtiles", "hex", "repartition")}
+JOB_FILES: dict[str, str] = {step: names.job_file(step) for step in STEPS}
 RBAC_FILE = "workflow-rbac.yaml"
 PVC_FILE = "workflow-pvc.yaml"
 UPLOAD_FILE = "workflow-upload.yaml"
@@ -81,6 +81,8 @@ ACTIVE_DEADLINE_SECONDS: dict[str, int] = {
     "pmtiles": 24 * 3600 + 48 * 3600,
     "hex": 24 * 3600,
     "repartition": 12 * 3600,
+    # waits for nothing: it runs once pmtiles and repartition are complete
+    "catalog": 3600,
     "upload": UPLOAD_TIMEOUT + 1800,
     "workflow": 5 * 24 * 3600,
 }
@@ -550,6 +552,10 @@ kubectl apply -f {d}/{JOB_FILES["hex"]}
 kubectl wait --for=condition=complete job/{job["hex"]} -n {ns} --timeout={t["hex"] // 3600}h
 
 kubectl apply -f {d}/{JOB_FILES["repartition"]}
+
+# The STAC collection and dataset card, once pmtiles and repartition are complete
+kubectl wait --for=condition=complete job/{job["pmtiles"]} job/{job["repartition"]} -n {ns} --timeout={t["pmtiles"] // 3600}h
+kubectl apply -f {d}/{JOB_FILES["catalog"]}
 ```
 
 `kubectl wait --for=condition=complete` does not return early when a Job fails; check with
@@ -558,7 +564,7 @@ kubectl apply -f {d}/{JOB_FILES["repartition"]}
 ## Cleanup
 
 ```bash
-kubectl delete job {job["convert"]} {job["pmtiles"]} {job["hex"]} {job["repartition"]} \\
+kubectl delete job {job["convert"]} {job["pmtiles"]} {job["hex"]} {job["repartition"]} {job["catalog"]} \\
   {job["upload"]} {job["workflow"]} -n {ns} --ignore-not-found=true
 kubectl delete pvc {pvc} -n {ns} --ignore-not-found=true
 ```

@@ -30,6 +30,7 @@ JOB_SUFFIXES: dict[str, str] = {
     "pmtiles": "pmtiles",
     "hex": "hex",
     "repartition": "repartition",
+    "catalog": "catalog",
     "upload": "upload-yamls",
     "workflow": "workflow",
 }
