@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hex": ("cng_datasets.cli.hex", "hex_", "H3-index one chunk of a GeoParquet file."),
     "repartition": ("cng_datasets.cli.hex", "repartition", "Merge hex chunks into h0 partitions."),
     "pmtiles": ("cng_datasets.cli.pmtiles", "pmtiles", "Build PMTiles vector tiles from a GeoParquet file."),
+    "preview": ("cng_datasets.cli.preview", "preview", "Serve a dataset's map page with Range requests."),
     "catalog": ("cng_datasets.cli.catalog", "catalog", "Write the STAC collection and card of a dataset."),
     "workflow": ("cng_datasets.cli.workflow", "workflow", "Write the Kubernetes Job manifests of a dataset."),
     "run": ("cng_datasets.cli.run", "run", "Run the whole workflow on this machine."),

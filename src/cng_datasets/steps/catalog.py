@@ -8,6 +8,7 @@ Written after pmtiles and repartition, from what the outputs hold (nothing is re
     <root>/<dataset>/items/pmtiles.json       table extension (columns and types, row count)
     <root>/<dataset>/items/hex.json
     <root>/<dataset>/README.md                the card: what it is, counts, columns, how to query
+    <root>/<dataset>/index.html               the map preview (:mod:`cng_datasets.preview`)
 
 Links and asset hrefs are relative (a self-contained catalog): the folder can be copied or served
 from a bucket as it is. Each file is written atomically; running again rewrites them from the
@@ -21,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from cng_datasets import __version__, contract, provenance, storage
+from cng_datasets import __version__, contract, preview, provenance, storage
 from cng_datasets.errors import DataError, StorageError
 
 log = logging.getLogger("cng_datasets")
@@ -122,6 +123,16 @@ def write_catalog(root: str, dataset: str, info: CatalogInfo) -> dict[str, Any]:
     for key, item in items.items():
         storage.write_bytes(storage.join(base, ITEMS_DIR, f"{key}.json"), _json(item))
     storage.write_bytes(storage.join(base, CARD_FILE), card(name, info, gp, pm, hx).encode("utf-8"))
+    facts = [
+        ("licence", info.license or DEFAULT_LICENSE),
+        ("features", f"{gp['rows']:,}"),
+        ("zoom", f"{pm['min_zoom']}..{pm['max_zoom']}"),
+        ("hex rows", f"{hx['rows']:,} at resolution {hx['resolution']}"),
+        ("sources", ", ".join(info.sources) or "not recorded"),
+        ("description", info.description or "none given"),
+    ]
+    page = preview.page(name, pm["layer"] or name, pm["bbox"], facts)
+    storage.write_bytes(storage.join(base, preview.PAGE_FILE), page.encode("utf-8"))
     storage.write_bytes(storage.join(base, COLLECTION_FILE), _json(collection))  # last: the entry point
     log.info("catalog: wrote %s/%s, %d items and %s", base, COLLECTION_FILE, len(items), CARD_FILE)
     return collection
@@ -204,7 +215,14 @@ def _pmtiles_facts(url: str) -> dict[str, Any]:
     except StorageError as exc:
         raise _missing(url, "PMTiles archive") from exc
     box = [h["min_lon_e7"] / 1e7, h["min_lat_e7"] / 1e7, h["max_lon_e7"] / 1e7, h["max_lat_e7"] / 1e7]
-    return {"min_zoom": h["min_zoom"], "max_zoom": h["max_zoom"], "bbox": box, "bytes": storage.size(url)}
+    try:
+        from cng_datasets.accounting import pmtiles_metadata
+
+        layer = (pmtiles_metadata(url).get(contract.PMTILES_KEY) or {}).get("layer")
+    except Exception:  # noqa: BLE001 - an archive of another tool: the page falls back to the name
+        layer = None
+    facts = {"min_zoom": h["min_zoom"], "max_zoom": h["max_zoom"], "bbox": box, "bytes": storage.size(url)}
+    return {**facts, "layer": layer}
 
 
 def _hex_facts(url: str) -> dict[str, Any]:
