@@ -34,7 +34,7 @@ pytestmark = pytest.mark.xdist_group("local-run")
 EXPECTED = re.compile(
     r"^(c\.parquet|c\.pmtiles|c|c/hex|c/hex/_SUCCESS\.json|c/hex/h0=\d+|c/hex/h0=\d+/data_\d+\.parquet"
     r"|c/_cng|c/_cng/(convert|pmtiles|hex|hex-chunks|repartition|catalog)\.json|c/_cng/logs|c/_cng/logs/[\w.]+\.(out|err)"
-    r"|c/collection\.json|c/README\.md|c/items|c/items/(geoparquet|pmtiles|hex)\.json)$"
+    r"|c/collection\.json|c/README\.md|c/index\.html|c/items|c/items/(geoparquet|pmtiles|hex)\.json)$"
 )
 
 

@@ -37,6 +37,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server, base = start(str(root))
     yield root, base
     server.shutdown()
+    server.server_close()
 
 
 def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -45,7 +46,8 @@ def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), b""
+        with exc:  # its response holds the connection
+            return exc.code, dict(exc.headers), b""
 
 
 def test_the_server_answers_range_requests(served: Any) -> None:
@@ -116,3 +118,40 @@ def test_preview_without_a_page_is_one_line(tmp_path: Path, cli_run) -> None:
     done = cli_run("preview", tmp_path, "--dataset", "nothing", "--no-open", timeout=60)
     assert done.returncode == 65 and done.stderr.count("\n") == 1, done.stderr
     assert "no map page; write it with `cng-datasets catalog" in done.stderr
+
+
+@pytest.mark.s3
+def test_cors_rule_is_added_once_and_keeps_the_buckets_rules(s3: str) -> None:
+    from cng_datasets import storage
+
+    client = storage.s3_client()
+    bucket = storage.parse(s3).bucket
+    theirs = {"ID": "theirs", "AllowedMethods": ["PUT"], "AllowedOrigins": ["https://example.org"]}
+    client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [theirs]})
+    assert storage.allow_browser_reads(f"{s3}/prefix") is True
+    assert storage.allow_browser_reads(f"{s3}/prefix") is False  # a second run changes nothing
+    rules = {r["ID"]: r for r in client.get_bucket_cors(Bucket=bucket)["CORSRules"]}
+    assert set(rules) == {"theirs", "cng-datasets-read-ranges"}
+    ours = rules["cng-datasets-read-ranges"]
+    assert ours["AllowedMethods"] == ["GET", "HEAD"] and "Range" in ours["AllowedHeaders"]
+    # (moto's server answers the preflight OPTIONS of a browser with 403 whatever the rules, so the
+    # rule itself is what is checked here)
+
+
+def test_cors_needs_an_s3_destination(tmp_path: Path, cli_run) -> None:
+    src = DATA / "earthquakes.json"
+    done = cli_run("run", "--dataset", "q", "--source-url", src, "--bucket", tmp_path / "out", "--cors")
+    assert done.returncode == 65 and done.stderr.count("\n") == 1, done.stderr
+    assert "--cors applies to an s3:// --bucket" in done.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.s3
+def test_run_with_cors_into_s3_sets_the_rule_and_writes_the_page(s3: str, cli_run) -> None:
+    from cng_datasets import storage
+
+    src = DATA / "earthquakes.json"
+    done = cli_run("run", "-q", "--dataset", "q", "--source-url", src, "--bucket", f"{s3}/out", "--cors")
+    assert done.returncode == 0, done.stderr
+    rules = storage.s3_client().get_bucket_cors(Bucket=storage.parse(s3).bucket)["CORSRules"]
+    assert [r["ID"] for r in rules] == ["cng-datasets-read-ranges"]
+    assert storage.exists(f"{s3}/out/q/index.html") and storage.exists(f"{s3}/out/q/collection.json")

@@ -118,6 +118,8 @@ class WorkflowConfig:
     #: what the STAC collection and the dataset card say of the data (SPDX licence id)
     license: str = "other"
     description: str | None = None
+    #: let browsers read the outputs (a CORS rule on the s3:// bucket, set by the catalog step)
+    cors: bool = False
 
     def __post_init__(self) -> None:
         if not self.source_urls:
@@ -126,6 +128,8 @@ class WorkflowConfig:
             raise UsageError("--on-invalid must be fail or skip")
         if (self.lat_column is None) != (self.lon_column is None):
             raise UsageError("--lat-column and --lon-column go together")
+        if self.cors and self.is_local:
+            raise UsageError("--cors applies to an s3:// --bucket (a local directory has no CORS)")
         if self.expect_features is not None and self.expect_features < 0:
             raise UsageError("--expect-features must not be negative")
         ds = self.dataset.strip("/")

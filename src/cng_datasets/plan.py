@@ -334,6 +334,8 @@ def _catalog_argv(c: WorkflowConfig) -> tuple[str, ...]:
     argv += ("--license", c.license)
     if c.description:
         argv += ("--description", c.description)
+    if c.cors:
+        argv += ("--cors",)
     return argv
 
 

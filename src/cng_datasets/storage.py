@@ -383,6 +383,43 @@ def head(url: str) -> RemoteInfo | None:
         raise StorageError(url, f"unreachable ({exc})") from exc
 
 
+#: The CORS rule ``--cors`` adds: browsers may GET / HEAD any object with Range requests (PMTiles
+#: readers, the map page served from elsewhere) and read the headers those readers need.
+CORS_RULE: dict[str, Any] = {
+    "ID": "cng-datasets-read-ranges",
+    "AllowedMethods": ["GET", "HEAD"],
+    "AllowedOrigins": ["*"],
+    "AllowedHeaders": ["Range", "If-Match", "If-None-Match"],
+    "ExposeHeaders": ["ETag", "Content-Range", "Content-Length", "Accept-Ranges"],
+    "MaxAgeSeconds": 3600,
+}
+
+
+def allow_browser_reads(url: str) -> bool:
+    """Add :data:`CORS_RULE` to the CORS configuration of the bucket of the s3:// ``url``, keeping
+    the rules it has; True when it was added, False when it was there already."""
+    from botocore.exceptions import ClientError
+
+    loc = parse(url)
+    if loc.scheme != "s3":
+        raise StorageError(url, "CORS applies to s3:// destinations")
+    client = s3_client()
+    try:
+        rules = client.get_bucket_cors(Bucket=loc.bucket).get("CORSRules", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchCORSConfiguration":
+            raise _s3_error(url, exc) from exc
+        rules = []
+    if any(r.get("ID") == CORS_RULE["ID"] for r in rules):
+        return False
+    try:
+        config: Any = {"CORSRules": [*rules, CORS_RULE]}  # CORS_RULE matches boto3's CORSRuleTypeDef
+        client.put_bucket_cors(Bucket=loc.bucket, CORSConfiguration=config)
+    except Exception as exc:
+        raise _s3_error(url, exc) from exc
+    return True
+
+
 def list_objects(url: str) -> list[tuple[str, RemoteInfo]]:
     """Every object below the s3:// prefix ``url``: (key relative to the prefix, its size and ETag)."""
     loc = parse(url)

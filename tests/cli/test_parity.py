@@ -48,7 +48,7 @@ MATRIX: list[tuple[str, ...]] = [
     ("--chunk-size", "5000", "--max-completions", "20", "--max-parallelism", "4"),
     ("--s3-endpoint", "http://minio:9000", "--s3-region", "eu-west-1", "--count-timeout", "5"),
     ("--source-url", "s3://in/b.gpkg"),
-    ("--license", "CC-BY-4.0", "--description", "Protected areas, 2024 — all of them"),
+    ("--license", "CC-BY-4.0", "--description", "Protected areas, 2024 — all of them", "--cors"),
 ]
 
 

@@ -81,6 +81,12 @@ def workflow_options(func: F) -> F:
         ),
         click.option("--description", default=None, help="What the dataset is, for the STAC collection and card."),
         click.option(
+            "--cors",
+            is_flag=True,
+            default=False,
+            help="Let browsers read the outputs: add a CORS rule (GET/HEAD with Range, any origin) to the S3 bucket.",
+        ),
+        click.option(
             "--h3-resolution", type=click.IntRange(0, 15), default=_default("h3_resolution"), show_default=True
         ),
         click.option(
@@ -209,6 +215,7 @@ _DIRECT = (
     "expect_features",
     "license",
     "description",
+    "cors",
 )
 
 

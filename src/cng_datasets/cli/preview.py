@@ -43,3 +43,4 @@ def preview(dest: str, dataset: str, port: int, host: str, no_open: bool) -> Non
             time.sleep(3600)
     except KeyboardInterrupt:
         server.shutdown()
+        server.server_close()
