@@ -306,26 +306,7 @@ def exists(url: str) -> bool:
     loc = parse(url)
     if loc.is_local:
         return os.path.exists(loc.path)
-    if loc.scheme == "s3":
-        from botocore.exceptions import ClientError
-
-        try:
-            s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise _s3_error(url, exc) from exc
-    try:
-        req = urllib.request.Request(loc.url, method="HEAD")
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT):
-            return True
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return False
-        raise StorageError(url, f"HTTP {exc.code}") from exc
-    except OSError as exc:
-        raise StorageError(url, f"unreachable ({exc})") from exc
+    return head(url) is not None
 
 
 def size(url: str) -> int:
