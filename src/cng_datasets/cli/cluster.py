@@ -133,7 +133,7 @@ def status(directory: str, context: str | None) -> None:
 @click.option("--max-pods", default=5, show_default=True, type=click.IntRange(min=1), help="Pods to show.")
 @handle_errors
 def logs(directory: str, step: str | None, context: str | None, tail: int, max_pods: int) -> None:
-    """Show the pod logs of STEP (convert, pmtiles, hex, repartition, upload, workflow), failing
+    """Show the pod logs of STEP (convert, pmtiles, hex, repartition, catalog, upload, workflow), failing
     pods first. Without STEP: the first failed step, else the orchestrator."""
     from cng_datasets.k8s.submit import load_workflow
     from cng_datasets.k8s.submit import logs as run

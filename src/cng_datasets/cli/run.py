@@ -249,10 +249,11 @@ def _terminate_like_ctrl_c() -> Iterator[None]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress; only errors, warnings and the output locations.")
 @handle_errors
 def run(workers: int | None, force: bool, wait: bool, quiet: bool, **kwargs: Any) -> None:
-    """Run the whole workflow (convert, pmtiles, hex, repartition) on this machine.
+    """Run the whole workflow (convert, pmtiles, hex, repartition, catalog) on this machine.
 
     --bucket is a local directory (a bare name such as `out` means ./out) or s3://bucket/prefix.
-    Outputs: BUCKET/DATASET.parquet, BUCKET/DATASET.pmtiles and BUCKET/DATASET/hex/h0=*/.
+    Outputs: BUCKET/DATASET.parquet, BUCKET/DATASET.pmtiles, BUCKET/DATASET/hex/h0=*/, and beside them the
+    STAC collection, dataset card and map page (BUCKET/DATASET/collection.json, README.md, index.html).
     Each step runs as the same `cng-datasets <step>` command a Kubernetes Job would run; hex
     chunks run as parallel processes, pmtiles alongside them. Re-running resumes: finished steps
     and hex chunks are not computed again (--force recomputes all); a step runs again when its

@@ -34,7 +34,7 @@ log = logging.getLogger(LOGGER_NAME)
 def workflow(output_dir: str, feature_count: int | None, count_timeout: float, quiet: bool, **kwargs: Any) -> None:
     """Write the Kubernetes manifests of a dataset's workflow to --output-dir.
 
-    Files: convert-job.yaml, pmtiles-job.yaml, hex-job.yaml, repartition-job.yaml,
+    Files: convert-job.yaml, pmtiles-job.yaml, hex-job.yaml, repartition-job.yaml, catalog-job.yaml,
     workflow-rbac.yaml, workflow-pvc.yaml, workflow-upload.yaml, workflow.yaml, plan.json (the
     steps and their order, read by the in-cluster orchestrator) and a README.md with the commands
     to run them. The hex chunking is chosen from the number of features,
