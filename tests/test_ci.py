@@ -40,3 +40,32 @@ def test_every_lint_or_type_suppression_says_why() -> None:
     assert bare == []
     typed = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py") if "type: ignore" in p.read_text()]
     assert typed == [p for p in typed if p.endswith("test_ci.py")]
+
+
+def test_github_workflows_validate_against_githubs_schema() -> None:
+    import subprocess
+    import sys
+
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert [w.name for w in workflows] == ["ci.yml", "release.yml"]
+    exe = Path(sys.executable).with_name("check-jsonschema")
+    done = subprocess.run(
+        [str(exe), "--builtin-schema", "vendor.github-workflows", *map(str, workflows)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bash .ci/run" in (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+
+
+def test_dockerfile_lints_clean_and_release_tags_the_default_image() -> None:
+    import subprocess
+    import sys
+
+    from cng_datasets import __version__
+    from cng_datasets.config import DEFAULT_IMAGE, IMAGE_REPOSITORY
+
+    exe = Path(sys.executable).with_name("hadolint")
+    done = subprocess.run([str(exe), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert DEFAULT_IMAGE == f"{IMAGE_REPOSITORY}:{__version__}"
+    release = (ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert "linux/amd64,linux/arm64" in release and "cng-datasets:${{ env.VERSION }}" in release

@@ -17,7 +17,7 @@ from tests.conftest import DATA
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 #: Germany (a point inside it), and the attribute its feature carries
 BERLIN = (10.0, 51.0)
 

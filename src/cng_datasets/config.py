@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from cng_datasets import contract
+from cng_datasets import __version__, contract
 from cng_datasets.contract import CONTAINMENT_MODES
 from cng_datasets.errors import UsageError
 
@@ -23,7 +23,10 @@ DEFAULT_PARENT_RESOLUTIONS = (9, 8, 0)
 #: ``podFailurePolicy`` has been GA since 1.31), so every field we emit is stable there.
 DEFAULT_K8S_VERSION = "1.33"
 
-DEFAULT_IMAGE = "ghcr.io/cng-datasets/cng-datasets:0.1.0"
+#: Where the release workflow (.github/workflows/release.yml) pushes the image, tagged with the
+#: package version: the default image is the one built from this very version.
+IMAGE_REPOSITORY = "ghcr.io/cng-datasets/cng-datasets"
+DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
 
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
