@@ -573,8 +573,8 @@ def test_dockerfile_installs_this_package_and_runs_as_the_manifest_user() -> Non
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", froms[0]), froms[0]
     assert "latest" not in froms[0]
     # the project from this repository, not a package index release of it
-    assert re.search(r"\bCOPY \. \.", joined) and "WORKDIR /src" in joined
-    assert re.search(r"pip install --no-cache-dir \.(\s|$)", joined)
+    assert re.search(r"\bCOPY \. /src(\s|$)", joined)
+    assert re.search(r"pip install --no-cache-dir /src(\s|$)", joined)
     assert pyproject["project"]["name"] == "cng-datasets"
     assert not re.search(r"pip install[^&]*\bcng-datasets\b", joined)
     # the console script the Jobs call is the one the package declares
