@@ -29,6 +29,8 @@ log = logging.getLogger("cng_datasets")
 
 STAC_VERSION = "1.1.0"
 TABLE_EXTENSION = "https://stac-extensions.github.io/table/v1.2.0/schema.json"
+#: ``file:size`` of each asset
+FILE_EXTENSION = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 #: Licence when none is given: SPDX "other" (the card says so).
 DEFAULT_LICENSE = "other"
 COLLECTION_FILE = contract.CATALOG_FILE
@@ -75,7 +77,7 @@ def write_catalog(root: str, dataset: str, info: CatalogInfo) -> dict[str, Any]:
                 "table:columns": gp["columns"],
             },
             {"data": _asset(f"../../{name}.parquet", PARQUET_TYPE, "GeoParquet", gp["bytes"])},
-            [TABLE_EXTENSION],
+            [TABLE_EXTENSION, FILE_EXTENSION],
         ),
         "pmtiles": _item(
             f"{name}-pmtiles",
@@ -87,7 +89,7 @@ def write_catalog(root: str, dataset: str, info: CatalogInfo) -> dict[str, Any]:
                 "pmtiles:max_zoom": pm["max_zoom"],
             },
             {"tiles": _asset(f"../../{name}.pmtiles", PMTILES_TYPE, "PMTiles vector tiles", pm["bytes"])},
-            [],
+            [FILE_EXTENSION],
         ),
         "hex": _item(
             f"{name}-hex",
@@ -100,7 +102,7 @@ def write_catalog(root: str, dataset: str, info: CatalogInfo) -> dict[str, Any]:
                 "h3:parent_resolutions": hx["parents"],
             },
             {"data": _asset("../hex/", PARQUET_TYPE, "H3 cells, hive-partitioned by h0", hx["bytes"])},
-            [],
+            [TABLE_EXTENSION, FILE_EXTENSION],
         ),
     }
     collection = {
