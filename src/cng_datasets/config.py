@@ -28,6 +28,14 @@ DEFAULT_K8S_VERSION = "1.33"
 IMAGE_REPOSITORY = "ghcr.io/cng-datasets/cng-datasets"
 DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
 
+#: Per-index retries of the hex Job (``backoffLimitPerIndex``) and how many indexes may fail for
+#: good before the Job stops the rest (``maxFailedIndexes``; 0: stop at the first, since hex
+#: output with a chunk missing is useless).
+DEFAULT_HEX_RETRIES = 2
+DEFAULT_MAX_FAILED_INDEXES = 0
+
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
@@ -54,6 +62,54 @@ class Resources:
         check_quantity(self.cpu, "cpu")
         check_quantity(self.memory, "memory")
         check_quantity(self.ephemeral_storage, "ephemeral-storage")
+
+
+@dataclass(frozen=True)
+class Toleration:
+    """A pod toleration, written ``KEY[=VALUE][:EFFECT]`` as ``kubectl taint`` writes a taint.
+
+    Without ``=VALUE`` it tolerates the key with any value (operator ``Exists``); without
+    ``:EFFECT`` every effect.
+
+    Example:
+        >>> Toleration.parse("gpu=true:NoSchedule").to_k8s()
+        {'key': 'gpu', 'operator': 'Equal', 'value': 'true', 'effect': 'NoSchedule'}
+    """
+
+    key: str
+    value: str | None = None
+    effect: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Toleration:
+        body, _, effect = text.partition(":")
+        key, eq, value = body.partition("=")
+        if not key or (effect and effect not in TAINT_EFFECTS) or (":" in text and not effect):
+            raise UsageError(
+                f"--toleration {text!r}: expected KEY[=VALUE][:EFFECT] with EFFECT one of {', '.join(TAINT_EFFECTS)}"
+            )
+        return cls(key, value if eq else None, effect)
+
+    def __str__(self) -> str:
+        return (
+            self.key + (f"={self.value}" if self.value is not None else "") + (f":{self.effect}" if self.effect else "")
+        )
+
+    def to_k8s(self) -> dict[str, str]:
+        out = {"key": self.key, "operator": "Exists" if self.value is None else "Equal"}
+        if self.value is not None:
+            out["value"] = self.value
+        if self.effect:
+            out["effect"] = self.effect
+        return out
+
+
+def parse_node_selector(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` → ``(KEY, VALUE)``."""
+    key, eq, value = text.partition("=")
+    if not key or not eq:
+        raise UsageError(f"--node-selector {text!r}: expected KEY=VALUE")
+    return key, value
 
 
 #: Defaults per step: convert and pmtiles hold a whole-file temp copy on disk; hex is many small pods.
@@ -109,6 +165,13 @@ class WorkflowConfig:
     max_parallelism: int = 50
     chunk_size: int | None = None
     k8s_version: str = DEFAULT_K8S_VERSION
+    #: shared-cluster settings, written into every pod spec (and the hex Job) of the manifests
+    image_pull_secrets: tuple[str, ...] = ()
+    priority_class: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+    hex_retries: int = DEFAULT_HEX_RETRIES
+    max_failed_indexes: int = DEFAULT_MAX_FAILED_INDEXES
     #: convert's read options (passed on to ``cng-datasets convert`` only when set)
     lat_column: str | None = None
     lon_column: str | None = None
@@ -152,6 +215,8 @@ class WorkflowConfig:
             raise UsageError(f"--containment must be one of {', '.join(CONTAINMENT_MODES)}")
         if self.max_completions < 1 or self.max_parallelism < 1:
             raise UsageError("--max-completions and --max-parallelism must be at least 1")
+        if self.hex_retries < 0 or self.max_failed_indexes < 0:
+            raise UsageError("--hex-retries and --max-failed-indexes must not be negative")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise UsageError("--chunk-size must be at least 1")
         for z in (self.max_zoom, self.min_zoom):

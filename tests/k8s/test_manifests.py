@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cng_datasets.config import DEFAULT_K8S_VERSION, Resources, WorkflowConfig
+from cng_datasets.config import DEFAULT_HEX_RETRIES, DEFAULT_K8S_VERSION, Resources, Toleration, WorkflowConfig
 from cng_datasets.errors import EXIT_BAD_INPUT, UsageError
 from cng_datasets.k8s import manifests as m
 from cng_datasets.k8s.rbac import RULES, SERVICE_ACCOUNT
@@ -21,6 +21,7 @@ from cng_datasets.plan import PROGRAM, Plan, build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_SHARED = Path(__file__).parent / "golden-shared-cluster"
 #: The environment variable that regenerates the goldens (and nothing else does).
 UPDATE_GOLDEN = "CNG_UPDATE_GOLDEN"
 HOSTILE_URL = "https://example.com/a b&c='d\"e.gpkg?x=1&y=2"
@@ -97,19 +98,53 @@ def test_exactly_the_described_files(plan: Plan) -> None:
             assert n_docs == (3 if name == "workflow-rbac.yaml" else 1), name
 
 
-def test_golden_files(plan: Plan) -> None:
-    """Every file, byte for byte (the RBAC rules too). ``CNG_UPDATE_GOLDEN=1`` rewrites the goldens
-    instead of comparing, and the test then skips: a regenerating run never passes as a check."""
-    files = m.render_files(plan, "my-dataset")
+#: The shared-cluster settings of tests/k8s/data/team-profile.yaml, as a config.
+SHARED_CLUSTER = dict(
+    image_pull_secrets=("regcred",),
+    priority_class="research-batch",
+    node_selector=(("nodepool", "batch"), ("kubernetes.io/arch", "amd64")),
+    tolerations=(Toleration("dedicated", "geo", "NoSchedule"), Toleration("spot")),
+    hex_retries=4,
+    max_failed_indexes=3,
+)
+PROFILE = Path(__file__).parent / "data" / "team-profile.yaml"
+
+
+def _check_golden(files: dict[str, str], folder: Path) -> None:
+    """Every file, byte for byte. ``CNG_UPDATE_GOLDEN=1`` rewrites the goldens instead of
+    comparing, and the test then skips: a regenerating run never passes as a check."""
     if os.environ.get(UPDATE_GOLDEN) == "1":
-        GOLDEN.mkdir(exist_ok=True)
+        folder.mkdir(exist_ok=True)
         for name, text in files.items():
-            (GOLDEN / name).write_text(text, encoding="utf-8")
-        pytest.skip(f"{UPDATE_GOLDEN}=1: rewrote {len(files)} files in tests/k8s/golden; review the diff")
-    assert sorted(p.name for p in GOLDEN.iterdir()) == sorted(files)
+            (folder / name).write_text(text, encoding="utf-8")
+        pytest.skip(f"{UPDATE_GOLDEN}=1: rewrote {len(files)} files in {folder}; review the diff")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
     for name, text in files.items():
-        expected = (GOLDEN / name).read_text(encoding="utf-8")
-        assert text == expected, f"{name} differs from tests/k8s/golden ({UPDATE_GOLDEN}=1 to regenerate)"
+        expected = (folder / name).read_text(encoding="utf-8")
+        assert text == expected, f"{name} differs from {folder} ({UPDATE_GOLDEN}=1 to regenerate)"
+
+
+def test_golden_files(plan: Plan) -> None:
+    """Every file of the default workflow (the RBAC rules too)."""
+    _check_golden(m.render_files(plan, "my-dataset"), GOLDEN)
+
+
+def test_golden_files_of_a_shared_cluster_profile(tmp_path: Path) -> None:
+    """``workflow --profile`` with a team's shared-cluster settings: the files are the goldens,
+    and the profile means the same as the config written out."""
+    from click.testing import CliRunner
+
+    from cng_datasets.cli import cli
+
+    args = ["workflow", "--profile", str(PROFILE), "--dataset", "my-dataset", "--bucket", "public-my-dataset"]
+    args += ["--source-url", "https://example.com/data.gpkg", "--s3-endpoint", "http://rook-ceph-rgw-nautiluss3.rook"]
+    result = CliRunner().invoke(cli, [*args, "--feature-count", "1000000", "--output-dir", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    files = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "o").iterdir()}
+    rendered = m.render_files(build_plan(golden_config(**SHARED_CLUSTER), 1_000_000), str(tmp_path / "o"))
+    assert files == rendered
+    assert Plan.from_json(files["plan.json"]).config == golden_config(**SHARED_CLUSTER)  # the orchestrator's copy
+    _check_golden(m.render_files(build_plan(golden_config(**SHARED_CLUSTER), 1_000_000), "my-dataset"), GOLDEN_SHARED)
 
 
 # ---- schemas ------------------------------------------------------------------------------
@@ -125,6 +160,111 @@ def test_default_version_is_supported_and_new_enough() -> None:
 def test_every_document_validates_strictly(plan: Plan, version: str) -> None:
     p = build_plan(golden_config(k8s_version=version), 1_000_000)
     assert _validate_all(m.render_files(p), version) == 11
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_shared_cluster_settings_validate_strictly(version: str) -> None:
+    p = build_plan(golden_config(k8s_version=version, **SHARED_CLUSTER), 1_000_000)
+    assert _validate_all(m.render_files(p), version) == 11
+
+
+def test_shared_cluster_settings_reach_every_pod_and_the_hex_job() -> None:
+    docs = m.build_documents(build_plan(golden_config(**SHARED_CLUSTER), 1_000_000))
+    jobs = _jobs(docs)
+    assert len(jobs) == 7  # five steps, upload, orchestrator
+    for job in jobs.values():
+        pod = job["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["priorityClassName"] == "research-batch"
+        assert pod["nodeSelector"] == {"nodepool": "batch", "kubernetes.io/arch": "amd64"}
+        assert pod["tolerations"] == [
+            {"key": "dedicated", "operator": "Equal", "value": "geo", "effect": "NoSchedule"},
+            {"key": "spot", "operator": "Exists"},
+        ]
+    (hex_job,) = docs["hex-job.yaml"]
+    assert hex_job["spec"]["backoffLimitPerIndex"] == 4
+    assert hex_job["spec"]["maxFailedIndexes"] == 3
+    # where the pods run does not change what they compute: finished Jobs are still adopted
+    assert _hashes(golden_config(**SHARED_CLUSTER)) == _hashes(golden_config())
+
+
+def test_max_failed_indexes_never_exceeds_the_chunks() -> None:
+    docs = m.build_documents(build_plan(golden_config(max_failed_indexes=50, chunk_size=10), 30))
+    assert docs["hex-job.yaml"][0]["spec"]["completions"] == 3
+    assert docs["hex-job.yaml"][0]["spec"]["maxFailedIndexes"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--toleration", "spot:Sometimes"], "EFFECT one of"),
+        (["--toleration", "=x:NoSchedule"], "KEY"),
+        (["--node-selector", "nodepool"], "KEY=VALUE"),
+        (["--node-selector", "bad key=x"], "label key"),
+        (["--image-pull-secret", "Reg_Cred"], "image-pull-secret"),
+        (["--priority-class", "Not Valid"], "priority-class"),
+        (["--image", "GHCR.io/Me/Img:1"], "lowercase"),
+        (["--image", "ghcr.io/me/img:bad tag"], "image reference"),
+    ],
+)
+def test_bad_shared_cluster_settings_are_one_line(args: list[str], match: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cng_datasets.cli import cli
+
+    base = ["workflow", "--dataset", "d", "--bucket", "b", "--source-url", "https://x/y.gpkg"]
+    result = CliRunner().invoke(cli, [*base, *args, "--feature-count", "10", "--output-dir", str(tmp_path / "o")])
+    assert result.exit_code == 65, result.output
+    assert match in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("profile", "match"),
+    [
+        ("nodes: [a]\n", "'nodes' is not an option of `workflow`"),
+        ("priority-class: [a, b]\n", "takes one value"),
+        ("- a\n", "expected a mapping"),
+        ("a: [\n", "cannot read it as YAML"),
+    ],
+)
+def test_a_bad_profile_is_one_line(profile: str, match: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cng_datasets.cli import cli
+
+    path = tmp_path / "p.yaml"
+    path.write_text(profile, encoding="utf-8")
+    base = ["workflow", "--profile", str(path), "--dataset", "d", "--bucket", "b", "--source-url", "https://x/y.gpkg"]
+    result = CliRunner().invoke(cli, [*base, "--feature-count", "10", "--output-dir", str(tmp_path / "o")])
+    assert result.exit_code == 2 and match in result.output, result.output
+
+
+def test_the_command_line_overrides_the_profile(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cng_datasets.cli import cli
+
+    base = [
+        "workflow",
+        "--profile",
+        str(PROFILE),
+        "--dataset",
+        "d",
+        "--bucket",
+        "b",
+        "--source-url",
+        "https://x/y.gpkg",
+    ]
+    more = ["--priority-class", "urgent", "--node-selector", "zone=a", "--namespace", "other"]
+    result = CliRunner().invoke(cli, [*base, *more, "--feature-count", "10", "--output-dir", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    (job,) = yaml.safe_load_all((tmp_path / "o" / "hex-job.yaml").read_text())
+    pod = job["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "urgent"
+    assert pod["nodeSelector"] == {"zone": "a"}  # a repeatable option given replaces the profile's list
+    assert job["metadata"]["namespace"] == "other"
+    assert job["spec"]["backoffLimitPerIndex"] == 4  # from the profile
 
 
 @pytest.mark.parametrize("feature_count", [0, 1, 12_345, None])
@@ -292,7 +432,7 @@ def test_hex_is_an_indexed_job_with_per_index_failure_handling(docs: dict[str, l
     spec = docs["hex-job.yaml"][0]["spec"]
     assert spec["completionMode"] == "Indexed"
     assert (spec["completions"], spec["parallelism"]) == (200, 50)
-    assert spec["backoffLimitPerIndex"] == m.BACKOFF_LIMIT_PER_INDEX
+    assert spec["backoffLimitPerIndex"] == DEFAULT_HEX_RETRIES == 2
     assert spec["maxFailedIndexes"] == 0
     assert "backoffLimit" not in spec
     assert spec["podFailurePolicy"] == {

@@ -112,3 +112,48 @@ def test_good_namespace_secret_and_keys() -> None:
         names.check_secret_name("AWS Keys")
     with pytest.raises(UsageError):
         names.check_secret_key("bad key", "--s3-access-key-key")
+
+
+@pytest.mark.parametrize(
+    ("image", "ok", "floating"),
+    [
+        ("ghcr.io/cng-datasets/cng-datasets:0.1.0", True, False),
+        ("registry.example.org:5000/team/img:v1.2", True, False),
+        ("python:3.12-slim", True, False),
+        ("localhost/img", True, True),
+        ("img:latest", True, True),
+        ("img@sha256:" + "a" * 64, True, False),
+        ("img:latest@sha256:" + "a" * 64, True, False),
+        ("Img:1", False, False),
+        ("img:", False, False),
+        ("img:bad tag", False, False),
+        ("", False, False),
+        ("img@sha256:short", False, False),
+    ],
+)
+def test_image_references(image: str, ok: bool, floating: bool) -> None:
+    from cng_datasets.k8s.names import check_image, is_floating_image
+
+    if ok:
+        assert check_image(image) == image
+    else:
+        with pytest.raises(UsageError, match="--image"):
+            check_image(image)
+    assert is_floating_image(image) is floating
+
+
+def test_a_floating_image_is_always_pulled() -> None:
+    from cng_datasets.config import WorkflowConfig
+    from cng_datasets.k8s import manifests
+    from cng_datasets.plan import build_plan
+
+    def policy(image: str) -> str:
+        cfg = WorkflowConfig(dataset="d", source_urls=("https://x/y.gpkg",), bucket="b", image=image)
+        return str(
+            manifests.build_documents(build_plan(cfg, 10))["hex-job.yaml"][0]["spec"]["template"]["spec"]["containers"][
+                0
+            ]["imagePullPolicy"]
+        )
+
+    assert policy("me/img:latest") == "Always"
+    assert policy("me/img:1.0") == "IfNotPresent"

@@ -1,7 +1,9 @@
 """Options shared by ``workflow`` and ``run``, and their conversion to a :class:`WorkflowConfig`.
 
 - :func:`workflow_options`: what the dataset is and how it is processed (both commands).
-- :func:`kubernetes_options`: namespace, image, S3 Secret, resources, schema version (``workflow``).
+- :func:`kubernetes_options`: namespace, image, S3 Secret, resources, schema version and the
+  shared-cluster settings (``workflow``; ``run`` accepts and ignores them), and ``--profile FILE``:
+  a YAML file of any of these options, whose values become the defaults (see :func:`load_profile`).
 - :func:`config_from_options`: the keyword arguments click passes → a validated ``WorkflowConfig``
   (arguments it does not know, such as ``output_dir``, are ignored).
 
@@ -22,9 +24,12 @@ from cng_datasets.config import (
     DEFAULT_RESOURCES,
     STEPS,
     Resources,
+    Toleration,
     WorkflowConfig,
+    parse_node_selector,
 )
 from cng_datasets.contract import CONTAINMENT_MODES
+from cng_datasets.errors import first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -142,9 +147,60 @@ def workflow_options(func: F) -> F:
     return _apply(func, options)
 
 
+def load_profile(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
+    """``--profile FILE``: a YAML mapping of option names (``node-selector`` or ``node_selector``)
+    to values, which become the command's defaults; the command line still wins. Options given
+    several times take a list (``node-selector`` also a mapping of key to value)."""
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{path}: cannot read it as YAML ({first_line(exc)})", ctx, param) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path}: expected a mapping of option names to values", ctx, param)
+    params = {
+        key: p
+        for p in ctx.command.params
+        if isinstance(p, click.Option) and p.name and p is not param
+        for key in (p.name, *(o.lstrip("-").replace("-", "_") for o in p.opts if o.startswith("--")))
+    }
+    defaults: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        option = params.get(name)
+        if option is None:
+            raise click.BadParameter(f"{path}: {key!r} is not an option of `{ctx.command.name}`", ctx, param)
+        if option.multiple:
+            if isinstance(value, dict):
+                value = [f"{k}={v}" for k, v in value.items()]
+            value = [str(v) for v in (value if isinstance(value, list) else [value])]
+        elif isinstance(value, (list, dict)):
+            raise click.BadParameter(f"{path}: {key!r} takes one value, not a list", ctx, param)
+        assert option.name is not None
+        defaults[option.name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return path
+
+
 def kubernetes_options(func: F) -> F:
     """Options of the generated Kubernetes objects (``workflow``)."""
     options: list[Callable[[F], F]] = [
+        click.option(
+            "--profile",
+            type=click.Path(dir_okay=False, exists=True),
+            default=None,
+            is_eager=True,
+            expose_value=False,
+            callback=load_profile,
+            help="YAML file of options (e.g. a team's namespace, image, node selector, tolerations); "
+            "the command line overrides it.",
+        ),
         click.option(
             "--namespace", default=_default("namespace"), show_default=True, help="Kubernetes namespace (must exist)."
         ),
@@ -169,6 +225,42 @@ def kubernetes_options(func: F) -> F:
             default=_default("k8s_version"),
             show_default=True,
             help="Kubernetes version whose API the manifests target.",
+        ),
+        click.option(
+            "--image-pull-secret",
+            "image_pull_secrets",
+            multiple=True,
+            help="Secret of a private registry, for every pod (repeatable).",
+        ),
+        click.option("--priority-class", default=None, help="PriorityClass of every pod."),
+        click.option(
+            "--node-selector",
+            "node_selector",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Run the pods only on nodes with this label (repeatable).",
+        ),
+        click.option(
+            "--toleration",
+            "tolerations",
+            multiple=True,
+            metavar="KEY[=VALUE][:EFFECT]",
+            help="Let the pods run on nodes with this taint (repeatable).",
+        ),
+        click.option(
+            "--hex-retries",
+            type=click.IntRange(min=0),
+            default=_default("hex_retries"),
+            show_default=True,
+            help="Retries of each hex chunk (backoffLimitPerIndex).",
+        ),
+        click.option(
+            "--max-failed-indexes",
+            type=click.IntRange(min=0),
+            default=_default("max_failed_indexes"),
+            show_default=True,
+            help="Hex chunks that may fail for good before the rest are stopped (the step fails either way; "
+            "more lets one run show every bad chunk).",
         ),
     ]
     for step in STEPS:
@@ -216,6 +308,9 @@ _DIRECT = (
     "license",
     "description",
     "cors",
+    "priority_class",
+    "hex_retries",
+    "max_failed_indexes",
 )
 
 
@@ -224,6 +319,12 @@ def config_from_options(**kwargs: Any) -> WorkflowConfig:
     options that were not declared keep the config's defaults). Raises ``UsageError``."""
     fields: dict[str, Any] = {k: kwargs[k] for k in _DIRECT if k in kwargs and kwargs[k] is not None}
     fields["source_urls"] = tuple(kwargs.get("source_urls") or ())
+    if kwargs.get("image_pull_secrets"):
+        fields["image_pull_secrets"] = tuple(kwargs["image_pull_secrets"])
+    if kwargs.get("node_selector"):
+        fields["node_selector"] = tuple(parse_node_selector(s) for s in kwargs["node_selector"])
+    if kwargs.get("tolerations"):
+        fields["tolerations"] = tuple(Toleration.parse(t) for t in kwargs["tolerations"])
     if kwargs.get("parent_resolutions") is not None:
         fields["parent_resolutions"] = tuple(kwargs["parent_resolutions"])
     resources: dict[str, Resources] = {}

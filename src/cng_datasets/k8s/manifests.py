@@ -86,12 +86,9 @@ ACTIVE_DEADLINE_SECONDS: dict[str, int] = {
     "upload": UPLOAD_TIMEOUT + 1800,
     "workflow": 5 * 24 * 3600,
 }
-#: Pod retries of the non-indexed Jobs; per-index retries of the hex Job.
+#: Pod retries of the non-indexed Jobs (the hex Job's per-index retries and failed-index limit
+#: are ``--hex-retries`` / ``--max-failed-indexes``, in the config).
 BACKOFF_LIMIT = 2
-BACKOFF_LIMIT_PER_INDEX = 2
-#: Any hex index that fails for good fails the Job at once: hex output with a chunk missing is
-#: useless, so the remaining pods are stopped instead of burning hours of compute.
-MAX_FAILED_INDEXES = 0
 
 #: Resources of the two small infrastructure containers.
 SMALL_RESOURCES = {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
@@ -125,8 +122,13 @@ def check_config(config: WorkflowConfig) -> None:
     names.check_secret_key(config.s3_access_key_key, "--s3-access-key-key")
     names.check_secret_key(config.s3_secret_key_key, "--s3-secret-key-key")
     names.dataset_k8s_name(config.dataset)
-    if not config.image or any(c.isspace() for c in config.image):
-        raise UsageError(f"--image {config.image!r} is not a container image reference")
+    names.check_image(config.image)
+    names.check_scheduling(
+        config.image_pull_secrets,
+        config.priority_class,
+        config.node_selector,
+        tuple((t.key, t.value) for t in config.tolerations),
+    )
     if config.is_local:
         raise UsageError(f"--bucket {config.bucket!r}: Kubernetes Jobs need an S3 bucket, not a local directory")
     for url in config.source_urls:
@@ -221,7 +223,7 @@ def _container(
     return {
         "name": CONTAINER,
         "image": config.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": "Always" if names.is_floating_image(config.image) else "IfNotPresent",
         "command": list(argv),
         "env": env,
         "resources": resources,
@@ -230,7 +232,23 @@ def _container(
     }
 
 
+def scheduling(config: WorkflowConfig) -> dict[str, Any]:
+    """The shared-cluster fields of every pod spec: pull secrets, priority class, node selector,
+    tolerations (only those given)."""
+    out: dict[str, Any] = {}
+    if config.image_pull_secrets:
+        out["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
+    if config.priority_class:
+        out["priorityClassName"] = config.priority_class
+    if config.node_selector:
+        out["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        out["tolerations"] = [t.to_k8s() for t in config.tolerations]
+    return out
+
+
 def _pod_template(
+    config: WorkflowConfig,
     labels: dict[str, str],
     container: dict[str, Any],
     volumes: list[dict[str, Any]],
@@ -245,6 +263,7 @@ def _pod_template(
     spec.update(
         enableServiceLinks=False,
         securityContext=pod_security_context(),
+        **scheduling(config),
         containers=[container],
         volumes=volumes,
     )
@@ -310,8 +329,8 @@ def step_job(plan: Plan, step: Step) -> dict[str, Any]:
             completionMode="Indexed",
             completions=step.completions,
             parallelism=step.parallelism,
-            backoffLimitPerIndex=BACKOFF_LIMIT_PER_INDEX,
-            maxFailedIndexes=min(MAX_FAILED_INDEXES, step.completions),
+            backoffLimitPerIndex=config.hex_retries,
+            maxFailedIndexes=min(config.max_failed_indexes, step.completions),
         )
     else:
         spec.update(completions=1, parallelism=1, backoffLimit=BACKOFF_LIMIT)
@@ -319,7 +338,7 @@ def step_job(plan: Plan, step: Step) -> dict[str, Any]:
         activeDeadlineSeconds=ACTIVE_DEADLINE_SECONDS[step.name],
         ttlSecondsAfterFinished=TTL_SECONDS_AFTER_FINISHED,
         podFailurePolicy=pod_failure_policy(step.indexed),
-        template=_pod_template(labels, container, volumes),
+        template=_pod_template(config, labels, container, volumes),
     )
     return _job(config, names.job_name(config.dataset, step.name), labels, annotations, spec)
 
@@ -391,7 +410,7 @@ def _infra_job(
         "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS[kind],
         "ttlSecondsAfterFinished": TTL_SECONDS_AFTER_FINISHED,
         "podFailurePolicy": pod_failure_policy(indexed=False),
-        "template": _pod_template(labels, container, volumes, service_account),
+        "template": _pod_template(config, labels, container, volumes, service_account),
     }
     annotations = {ANNOTATION_DATASET_PATH: config.dataset}
     return _job(config, names.job_name(config.dataset, kind), labels, annotations, spec)

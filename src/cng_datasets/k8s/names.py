@@ -57,6 +57,18 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+# The image reference grammar of the distribution project (docker/distribution reference.go).
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_DOMAIN = (
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
+)
+_IMAGE = re.compile(
+    rf"^(?:(?P<domain>{_IMAGE_DOMAIN})/)?(?P<path>{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
+)
 
 
 def is_dns_label(name: str) -> bool:
@@ -131,6 +143,51 @@ def check_secret_name(name: str) -> str:
     if not is_dns_subdomain(name):
         raise UsageError(f"--s3-secret {name!r} is not a valid Kubernetes Secret name")
     return name
+
+
+def is_qualified_name(name: str) -> bool:
+    """True for a label key / toleration key: ``[prefix/]name``, the prefix a DNS subdomain."""
+    prefix, slash, rest = name.rpartition("/")
+    if slash and not is_dns_subdomain(prefix):
+        return False
+    return len(rest) <= MAX_LABEL and bool(_QUALIFIED_NAME.match(rest))
+
+
+def check_image(image: str) -> str:
+    """Return ``image`` if it is a well-formed image reference (``[registry/]path[:tag][@digest]``),
+    else raise :class:`UsageError` saying what is wrong."""
+    match = _IMAGE.match(image)
+    if not match or len(match.group("path")) + len(match.group("domain") or "") > 255:
+        hint = " (repository names are lowercase)" if image != image.lower() and "@" not in image else ""
+        raise UsageError(f"--image {image!r} is not a valid image reference [registry/]name[:tag][@digest]{hint}")
+    return image
+
+
+def is_floating_image(image: str) -> bool:
+    """True when ``image`` names no fixed version (no tag, or ``:latest``, and no digest): nodes
+    must then pull it every time, as Kubernetes itself defaults to for such images."""
+    match = _IMAGE.match(image)
+    return match is not None and not match.group("digest") and match.group("tag") in (None, "latest")
+
+
+def check_scheduling(
+    pull_secrets: tuple[str, ...],
+    priority_class: str | None,
+    node_selector: tuple[tuple[str, str], ...],
+    tolerations: tuple[tuple[str, str | None], ...],
+) -> None:
+    """Raise :class:`UsageError` for a shared-cluster setting that the API server would reject."""
+    for name in pull_secrets:
+        if not is_dns_subdomain(name):
+            raise UsageError(f"--image-pull-secret {name!r} is not a valid Kubernetes Secret name")
+    if priority_class is not None and not is_dns_subdomain(priority_class):
+        raise UsageError(f"--priority-class {priority_class!r} is not a valid PriorityClass name")
+    for key, value in node_selector:
+        if not is_qualified_name(key) or not is_label_value(value):
+            raise UsageError(f"--node-selector {key}={value}: not a valid label key and value")
+    for key, tvalue in tolerations:
+        if not is_qualified_name(key) or (tvalue is not None and not is_label_value(tvalue)):
+            raise UsageError(f"--toleration {key}: not a valid taint key and value")
 
 
 def check_secret_key(key: str, flag: str) -> str:
