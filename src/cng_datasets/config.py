@@ -168,6 +168,8 @@ class WorkflowConfig:
     #: shared-cluster settings, written into every pod spec (and the hex Job) of the manifests
     image_pull_secrets: tuple[str, ...] = ()
     priority_class: str | None = None
+    #: StorageClass of the PVC that holds the YAMLs (``None``: the cluster's default one)
+    storage_class: str | None = None
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     hex_retries: int = DEFAULT_HEX_RETRIES

@@ -16,6 +16,8 @@
     └── ClusterError                the Kubernetes API refused or a Job failed
         ├── StaleJobError           a Job of that name runs other settings (65)
         ├── WaitTimeoutError        a wait on the cluster ran out of time
+        ├── PreflightError          a check before submitting failed; ``failed`` lists them
+        ├── PodsStuckError          a step's pods cannot start (Unschedulable, image pull)
         ├── NotFound / AlreadyExists / Forbidden   HTTP 404 / 409 / 403 of the API
         └── NamespaceMissing        the namespace does not exist
 
@@ -132,6 +134,21 @@ class ClusterError(CngError):
 
 class WaitTimeoutError(ClusterError):
     """A wait on the cluster (a Job, the upload pod, the uploaded files) ran out of time."""
+
+
+class PreflightError(ClusterError):
+    """A check of ``preflight`` (run by ``submit`` first) failed: the workflow would hang or fail
+    on this cluster. ``failed`` holds each failed check's one line."""
+
+    def __init__(self, failed: list[str]) -> None:
+        self.failed = failed
+        more = f" (and {len(failed) - 1} more, listed above)" if len(failed) > 1 else ""
+        super().__init__(f"preflight: {failed[0]}{more}")
+
+
+class PodsStuckError(ClusterError):
+    """A step's pods stay Pending: no node can take them (Unschedulable) or their image cannot
+    be pulled (ErrImagePull, ImagePullBackOff, InvalidImageName)."""
 
 
 class LeaseHeldError(CngError):

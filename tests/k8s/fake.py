@@ -31,9 +31,18 @@ What it models
   and ``exec`` of ``cng-datasets receive-yamls --put/--complete`` runs the real ``put`` /
   ``complete`` there.
 
+- Cluster-scoped Namespaces (``namespaces``), Nodes (labels, taints, allocatable), StorageClasses
+  and PriorityClasses; Secrets and ConfigMaps; SelfSubjectAccessReviews answered from ``allowed``
+  (every user may create them, as on a real cluster). By default one Node (16 CPU, 64Gi), a
+  default StorageClass ``standard`` and in each namespace the Secret ``aws`` with the two AWS keys.
+- Scheduling of a Pending pod, as the kube-scheduler reports it: when no Node that its node
+  selector and tolerations allow has the allocatable resources it requests, it stays Pending with
+  ``PodScheduled=False``, reason ``Unschedulable``, message ``0/N nodes are available: …``; a pod
+  whose image is in ``unpullable`` stays Pending with ``ErrImagePull``, then ``ImagePullBackOff``.
+
 What it does not model
 ----------------------
-Scheduling, nodes and resources (no Unschedulable / ImagePullBackOff), pod deletion grace periods
+Resources used by running pods (a Node's allocatable is never used up), pod deletion grace periods
 and ``terminating`` counts, ``onPodConditions`` (DisruptionTarget), ``successPolicy``, suspend,
 TTL / garbage collection delays (Job deletion removes its pods at once), watches, field selectors,
 resourceVersion conflicts, server-side validation beyond a few Job spec rules.
@@ -130,6 +139,19 @@ class _Surface:
         raise AttributeError(attr)
 
 
+class _Authorization:
+    """AuthorizationV1Api: SelfSubjectAccessReview, answered from the cluster's ``allowed``."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self._cluster = cluster
+
+    def create_self_subject_access_review(self, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        attrs = body["spec"]["resourceAttributes"]
+        resource = attrs["resource"] + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
+        allowed = self._cluster.allowed is None or (attrs["group"], resource, attrs["verb"]) in self._cluster.allowed
+        return {**body, "status": {"allowed": allowed}}
+
+
 class FakeWS:
     """What ``stream(..., _preload_content=False)`` returns, after the command ran."""
 
@@ -174,14 +196,69 @@ class FakeCluster:
         self.execs: list[list[str]] = []
         self._ctl: dict[str, dict[str, Any]] = {}
         self._serial = 0
+        #: images whose pull fails (ErrImagePull, then ImagePullBackOff)
+        self.unpullable: set[str] = set()
         self.core = _Surface(self, "core")
         self.batch = _Surface(self, "batch")
         self.rbac = _Surface(self, "rbac")
+        self.storage = _Surface(self, "storage")
+        self.scheduling = _Surface(self, "scheduling")
+        self.authorization = _Authorization(self)
+        self.add_node("node-1", cpu="16", memory="64Gi")
+        self.add_cluster_object("StorageClass", "standard", default_class=True)
+        for ns in namespaces:
+            self.add_secret(ns, "aws", {"AWS_ACCESS_KEY_ID": "a2V5", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"})
 
     # ---- configuration ------------------------------------------------------------------------
 
     def api(self) -> KubeApi:
-        return KubeApi(self.core, self.batch, self.rbac, stream=self.stream, host="https://fake:6443")
+        return KubeApi(
+            self.core,
+            self.batch,
+            self.rbac,
+            stream=self.stream,
+            host="https://fake:6443",
+            storage=self.storage,
+            scheduling=self.scheduling,
+            authorization=self.authorization,
+        )
+
+    def add_node(
+        self,
+        name: str,
+        cpu: str,
+        memory: str,
+        storage: str = "200Gi",
+        labels: dict[str, str] | None = None,
+        taints: list[dict[str, str]] | None = None,
+    ) -> None:
+        self.objects[("Node", "", name)] = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+            "spec": {"taints": list(taints or [])},
+            "status": {"allocatable": {"cpu": cpu, "memory": memory, "ephemeral-storage": storage, "pods": "110"}},
+        }
+
+    def add_cluster_object(self, kind: str, name: str, default_class: bool = False) -> None:
+        annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default_class else {}
+        self.objects[(kind, "", name)] = {"kind": kind, "metadata": {"name": name, "annotations": annotations}}
+
+    def add_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.objects[("Secret", namespace, name)] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": dict(data),
+        }
+
+    def clear_jobs(self) -> None:
+        """Forget every Job and Pod (the cluster itself stays)."""
+        for key in [k for k in self.objects if k[0] in ("Job", "Pod")]:
+            del self.objects[key]
+
+    def remove(self, kind: str, namespace: str, name: str) -> None:
+        del self.objects[(kind, namespace, name)]
 
     def allow_only(self, rules: Any) -> None:
         """Enforce RBAC: only (group, resource, verb) of ``rules`` (RULES-style tuples)."""
@@ -234,6 +311,8 @@ class FakeCluster:
 
     def _dispatch(self, op: str, kind: str, *args: Any, **kw: Any) -> Any:
         k = KINDS[kind]
+        if not k.namespaced:
+            return self._cluster_scoped(op, kind, *args, **kw)
         if op in ("create", "list"):
             namespace = kw.pop("namespace", None) or args[0]
             body = kw.pop("body", None) or (args[1] if len(args) > 1 else None)
@@ -269,6 +348,22 @@ class FakeCluster:
                 self.objects.pop(("Pod", namespace, pod["metadata"]["name"]), None)
             self._ctl.pop(obj["metadata"]["uid"], None)
         return {"kind": "Status", "status": "Success"}
+
+    def _cluster_scoped(self, op: str, kind: str, *args: Any, **kw: Any) -> Any:
+        k = KINDS[kind]
+        self._check(k.group, k.resource, _OP_VERB[op], "")
+        if kind == "Namespace":
+            known = {n: {"kind": "Namespace", "metadata": {"name": n}} for n in sorted(self.namespaces)}
+        else:
+            known = {n: o for (kd, _, n), o in sorted(self.objects.items()) if kd == kind}
+        if op == "list":
+            return {"kind": f"{kind}List", "items": copy.deepcopy(list(known.values()))}
+        if op != "read":
+            raise AssertionError(f"the fake does not {op} {kind}")
+        name = kw.pop("name", None) or args[0]
+        if name not in known:
+            raise self._not_found(kind, name)
+        return copy.deepcopy(known[name])
 
     def _list(self, kind: str, namespace: str, selector: str | None) -> list[dict[str, Any]]:
         wanted = dict(part.split("=", 1) for part in selector.split(",")) if selector else {}
@@ -495,7 +590,7 @@ class FakeCluster:
             "spec": tmpl["spec"],
             "status": {
                 "phase": "Pending",
-                "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "conditions": [],
                 "containerStatuses": [
                     {
                         "name": c["name"],
@@ -534,6 +629,8 @@ class FakeCluster:
     def _advance_pod(self, pod: dict[str, Any]) -> str | None:
         """Move a pod one step; return "ok" / "fail" when it terminated this tick."""
         st = pod["status"]
+        if st["phase"] == "Pending" and not self._schedule_and_pull(pod):
+            return None
         if st["phase"] == "Pending":
             st["phase"] = "Running"
             st["startTime"] = _iso(self.now)
@@ -561,6 +658,87 @@ class FakeCluster:
         out: Outcome = pod["_outcome"]
         reason = out.reason or ("Completed" if out.exit_code == 0 else "Error")
         return self._terminate(pod, out.exit_code, reason, out.log or f"index {pod['_index']}: done\n")
+
+    def _unschedulable(self, pod: dict[str, Any]) -> str | None:
+        """The kube-scheduler's message when no Node can take ``pod``, else ``None``."""
+        from kubernetes.utils.quantity import parse_quantity
+
+        spec = pod["spec"]
+        wants: dict[str, Any] = {}
+        for c in spec["containers"]:
+            for r, v in (c.get("resources") or {}).get("requests", {}).items():
+                wants[r] = wants.get(r, 0) + parse_quantity(v)
+        nodes = [o for (k, _, _), o in sorted(self.objects.items()) if k == "Node"]
+        reasons: dict[str, int] = {}
+        for node in nodes:
+            labels = node["metadata"]["labels"]
+            if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+                reasons["node(s) didn't match Pod's node affinity/selector"] = (
+                    reasons.get("node(s) didn't match Pod's node affinity/selector", 0) + 1
+                )
+                continue
+            untolerated = [
+                t
+                for t in node["spec"].get("taints") or []
+                if t.get("effect") in ("NoSchedule", "NoExecute")
+                and not any(
+                    tol.get("effect") in (None, "", t["effect"])
+                    and (
+                        (tol.get("operator") == "Exists" and tol.get("key") in (None, "", t["key"]))
+                        or (tol.get("key") == t["key"] and tol.get("value") == t.get("value"))
+                    )
+                    for tol in spec.get("tolerations") or []
+                )
+            ]
+            if untolerated:
+                t = untolerated[0]
+                why = f"node(s) had untolerated taint {{{t['key']}: {t.get('value', '')}}}"
+                reasons[why] = reasons.get(why, 0) + 1
+                continue
+            short = [
+                r
+                for r, v in wants.items()
+                if r in node["status"]["allocatable"] and parse_quantity(node["status"]["allocatable"][r]) < v
+            ]
+            if not short:
+                return None
+            why = f"Insufficient {short[0]}"
+            reasons[why] = reasons.get(why, 0) + 1
+        parts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+        return f"0/{len(nodes)} nodes are available: {parts}. preemption: 0/{len(nodes)} nodes are available."
+
+    def _schedule_and_pull(self, pod: dict[str, Any]) -> bool:
+        """Move a Pending pod through scheduling and its image pull; ``False`` while it is stuck."""
+        st = pod["status"]
+        why = self._unschedulable(pod)
+        if why is not None:
+            st["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": why,
+                    "lastTransitionTime": _iso(self.now),
+                }
+            ]
+            return False
+        st["conditions"] = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": _iso(self.now)}]
+        image = pod["spec"]["containers"][0]["image"]
+        if image in self.unpullable:
+            cs = st["containerStatuses"][0]
+            before = (cs["state"].get("waiting") or {}).get("reason")
+            if before in ("ErrImagePull", "ImagePullBackOff"):
+                cs["state"] = {
+                    "waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+                }
+            else:
+                message = (
+                    f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and unpack '
+                    f'image "{image}": not found'
+                )
+                cs["state"] = {"waiting": {"reason": "ErrImagePull", "message": message}}
+            return False
+        return True
 
     def _terminate(self, pod: dict[str, Any], code: int, reason: str, text: str) -> str:
         st = pod["status"]

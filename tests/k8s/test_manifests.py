@@ -102,6 +102,7 @@ def test_exactly_the_described_files(plan: Plan) -> None:
 SHARED_CLUSTER = dict(
     image_pull_secrets=("regcred",),
     priority_class="research-batch",
+    storage_class="ceph-block",
     node_selector=(("nodepool", "batch"), ("kubernetes.io/arch", "amd64")),
     tolerations=(Toleration("dedicated", "geo", "NoSchedule"), Toleration("spot")),
     hex_retries=4,

@@ -349,7 +349,7 @@ def test_workflow_yaml_runs_exactly_the_orchestrate_command(
     assert "workflow complete" in result.output
 
     cluster.script["hex"] = {2: [OOM]}
-    cluster.objects.clear()
+    cluster.clear_jobs()
     cluster.created_jobs.clear()
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1

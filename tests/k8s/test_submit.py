@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cng_datasets import storage
-from cng_datasets.errors import ClusterError, StaleJobError
+from cng_datasets.errors import ClusterError, PreflightError, StaleJobError
 from cng_datasets.k8s import rbac, spechash
 from cng_datasets.k8s.jobs import job_state
 from cng_datasets.k8s.orchestrator import orchestrate
@@ -174,7 +174,9 @@ def test_a_running_workflow_or_upload_of_other_settings_is_not_reused(cluster: F
     ):
         do_submit(cluster, wf_dir)  # was: "already running"
     result, lines = do_submit(cluster, wf_dir, replace_stale=True)
-    assert result == "submitted" and lines[0].startswith("deleting Job demo-places-workflow")
+    assert lines[0].startswith("ok    namespace")  # the preflight checks come first
+    actions = [line for line in lines if line[:4] not in ("ok  ", "skip", "FAIL")]
+    assert result == "submitted" and actions[0].startswith("deleting Job demo-places-workflow")
     assert cluster.created_jobs.count("demo-places-workflow") == 2
     image = cluster.jobs()["demo-places-workflow"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "ghcr.io/example/cng-datasets:2"
@@ -192,18 +194,37 @@ def test_a_running_workflow_or_upload_of_other_settings_is_not_reused(cluster: F
         do_submit(cluster, wf_dir)
 
 
+MISSING_NAMESPACE = (
+    "preflight: namespace: namespace 'geo' does not exist: create it (kubectl create namespace geo) "
+    "or write the workflow with --namespace of one that does"
+)
+
+
 def test_submit_into_a_missing_namespace(tmp_path: Path, wf_dir: Path) -> None:
     cluster = FakeCluster(tmp_path / "c", namespaces=("other",))
-    with pytest.raises(ClusterError) as err:
+    with pytest.raises(PreflightError) as err:
         do_submit(cluster, wf_dir)
+    assert str(err.value) == MISSING_NAMESPACE
+    assert cluster.created_jobs == []
+    # without the preflight, submit's own first call says it as clearly
+    with pytest.raises(ClusterError) as err:
+        do_submit(cluster, wf_dir, preflight=False)
     assert str(err.value) == "namespace 'geo' does not exist (create it, or pass the right --namespace)"
 
 
 def test_submit_without_permission(cluster: FakeCluster, wf_dir: Path) -> None:
     cluster.user = "alice"
     cluster.allow_only([("batch", "jobs", ("get", "create", "list")), ("", "pods", ("list",))])
-    with pytest.raises(ClusterError) as err:
+    with pytest.raises(PreflightError) as err:
         do_submit(cluster, wf_dir)
+    msg = str(err.value)
+    assert msg.startswith(
+        "preflight: permissions: in namespace geo you may not get serviceaccounts, create serviceaccounts"
+    )
+    assert "delete jobs.batch, create pods/exec, get pods/log:" in msg and "\n" not in msg
+    assert cluster.created_jobs == []
+    with pytest.raises(ClusterError) as err:
+        do_submit(cluster, wf_dir, preflight=False)
     msg = str(err.value)
     assert msg.startswith("permission denied: cannot create serviceaccounts in namespace 'geo'")
     assert 'User "alice"' in msg and "\n" not in msg
@@ -223,9 +244,7 @@ def test_cli_errors_are_one_line(cluster: FakeCluster, wf_dir: Path, monkeypatch
     monkeypatch.setattr(k8s_api, "connect", lambda context=None: cluster.api())
     result = CliRunner().invoke(cli, ["submit", str(wf_dir)])
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1] == (
-        "error: namespace 'geo' does not exist (create it, or pass the right --namespace)"
-    )
+    assert result.output.strip().splitlines()[-1] == f"error: {MISSING_NAMESPACE}"
 
 
 def test_failed_run_status_logs_and_retry_failed(cluster: FakeCluster, wf_dir: Path) -> None:
@@ -485,6 +504,9 @@ def test_real_client_status_and_missing_namespace(api_server: Path, wf_dir: Path
     hex_line = [line for line in proc.stdout.splitlines() if line.startswith("hex ")][0]
     assert "running" in hex_line and "3/5 indexes complete, 0 failed, 2 running" in hex_line
     proc = cli_run("submit", str(wf_dir), env=env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {MISSING_NAMESPACE}"  # the real client's 404
+    proc = cli_run("submit", "--skip-preflight", str(wf_dir), env=env, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: namespace 'geo' does not exist (create it, or pass the right --namespace)"

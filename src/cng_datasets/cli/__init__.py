@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("cng_datasets.cli.run", "run", "Run the whole workflow on this machine."),
     "validate": ("cng_datasets.cli.run", "validate", "Check the three outputs of a dataset."),
     "orchestrate": ("cng_datasets.cli.cluster", "orchestrate", "Apply and await the Jobs (runs in the cluster)."),
+    "preflight": ("cng_datasets.cli.cluster", "preflight", "Check that a cluster can run a generated workflow."),
     "submit": ("cng_datasets.cli.cluster", "submit", "Start a generated workflow on a cluster."),
     "status": ("cng_datasets.cli.cluster", "status", "Show the state of a submitted workflow."),
     "logs": ("cng_datasets.cli.cluster", "logs", "Show the logs of a workflow step."),

@@ -1,4 +1,4 @@
-"""Cluster commands: ``orchestrate`` (in the cluster), ``submit``, ``status``, ``logs``, ``cleanup``
+"""Cluster commands: ``orchestrate`` (in the cluster), ``preflight``, ``submit``, ``status``, ``logs``, ``cleanup``
 (from a laptop) and ``receive-yamls`` (the upload pod).
 
 The Kubernetes client is imported inside the command functions, so ``--help`` stays fast.
@@ -89,8 +89,11 @@ def orchestrate(yamls: str, namespace: str | None, poll_interval: float, heartbe
     type=click.FloatRange(min=1),
     help="Seconds to wait for the upload pod.",
 )
+@click.option("--skip-preflight", is_flag=True, help="Do not run the preflight checks first.")
 @handle_errors
-def submit(directory: str, context: str | None, retry_failed: bool, replace_stale: bool, timeout: float) -> None:
+def submit(
+    directory: str, context: str | None, retry_failed: bool, replace_stale: bool, timeout: float, skip_preflight: bool
+) -> None:
     """Start the workflow written to DIR by `cng-datasets workflow` on the cluster.
 
     Applies the RBAC, the PVC and the upload Job, copies the YAMLs into the PVC through the
@@ -102,7 +105,28 @@ def submit(directory: str, context: str | None, retry_failed: bool, replace_stal
     from cng_datasets.k8s.submit import submit as run
 
     wf = load_workflow(directory)
-    run(_connect(context), wf, SubmitOptions(retry_failed, replace_stale, timeout), echo=click.echo)
+    options = SubmitOptions(retry_failed, replace_stale, timeout, preflight=not skip_preflight)
+    run(_connect(context), wf, options, echo=click.echo)
+
+
+@click.command("preflight")
+@_DIR
+@_CONTEXT
+@handle_errors
+def preflight(directory: str, context: str | None) -> None:
+    """Check that the cluster can run the workflow in DIR (submit runs this first).
+
+    One line per check: the namespace exists; you may do what submit and the orchestrator do; the
+    S3 Secret has its keys; the image reference is valid and its pull Secrets exist; the
+    PriorityClass exists; a StorageClass can bind the PVC; every pod fits on some Node. A failed
+    check says what to do (exit 1); one your credentials may not run is skipped.
+    """
+    from cng_datasets.k8s.preflight import preflight as run
+    from cng_datasets.k8s.submit import load_workflow
+
+    wf = load_workflow(directory)
+    run(_connect(context), wf, echo=click.echo)
+    click.echo(f"preflight: the cluster can run {wf.workflow_name}")
 
 
 @click.command("status")

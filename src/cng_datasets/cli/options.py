@@ -234,6 +234,11 @@ def kubernetes_options(func: F) -> F:
         ),
         click.option("--priority-class", default=None, help="PriorityClass of every pod."),
         click.option(
+            "--storage-class",
+            default=None,
+            help="StorageClass of the small PVC that holds the YAMLs  [default: the cluster's default class]",
+        ),
+        click.option(
             "--node-selector",
             "node_selector",
             multiple=True,
@@ -309,6 +314,7 @@ _DIRECT = (
     "description",
     "cors",
     "priority_class",
+    "storage_class",
     "hex_retries",
     "max_failed_indexes",
 )

@@ -18,6 +18,7 @@ The ``kubernetes`` package is imported only there, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -54,10 +55,11 @@ SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/
 class Kind:
     """How the official client names the calls of one kind, and its RBAC (apiGroup, resource)."""
 
-    api: str  # "core", "batch", "rbac"
+    api: str  # "core", "batch", "rbac", "storage", "scheduling"
     suffix: str  # create_<suffix>, read_<suffix>, ...
     group: str
     resource: str
+    namespaced: bool = True
 
 
 KINDS: dict[str, Kind] = {
@@ -67,6 +69,13 @@ KINDS: dict[str, Kind] = {
     "PersistentVolumeClaim": Kind("core", "namespaced_persistent_volume_claim", "", "persistentvolumeclaims"),
     "Role": Kind("rbac", "namespaced_role", "rbac.authorization.k8s.io", "roles"),
     "RoleBinding": Kind("rbac", "namespaced_role_binding", "rbac.authorization.k8s.io", "rolebindings"),
+    "Secret": Kind("core", "namespaced_secret", "", "secrets"),
+    "ConfigMap": Kind("core", "namespaced_config_map", "", "configmaps"),
+    # cluster-scoped: read by preflight only
+    "Namespace": Kind("core", "namespace", "", "namespaces", namespaced=False),
+    "Node": Kind("core", "node", "", "nodes", namespaced=False),
+    "StorageClass": Kind("storage", "storage_class", "storage.k8s.io", "storageclasses", namespaced=False),
+    "PriorityClass": Kind("scheduling", "priority_class", "scheduling.k8s.io", "priorityclasses", namespaced=False),
 }
 
 
@@ -157,11 +166,22 @@ class KubeApi:
     """
 
     def __init__(
-        self, core: Any, batch: Any, rbac: Any, stream: Callable[..., Any] | None = None, host: str = "the API server"
+        self,
+        core: Any,
+        batch: Any,
+        rbac: Any,
+        stream: Callable[..., Any] | None = None,
+        host: str = "the API server",
+        storage: Any = None,
+        scheduling: Any = None,
+        authorization: Any = None,
     ) -> None:
         self.core = core
         self.batch = batch
         self.rbac = rbac
+        self.storage = storage
+        self.scheduling = scheduling
+        self.authorization = authorization
         self._stream = stream
         self.host = host
 
@@ -250,6 +270,47 @@ class KubeApi:
         except NotFound:
             return False
 
+    # ---- cluster-scoped reads and access reviews (preflight) -----------------------------------
+
+    def get_cluster(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A cluster-scoped object (Namespace, StorageClass, PriorityClass), or ``None``."""
+        try:
+            return _json_object(
+                self._call("get", kind, "", name, self._method(kind, "read"), name, _preload_content=False)
+            )
+        except (NotFound, NamespaceMissing):  # a missing Namespace is a 404 naming "namespaces"
+            return None
+
+    def list_cluster(self, kind: str) -> builtins.list[dict[str, Any]]:
+        """Every object of a cluster-scoped kind (Node, StorageClass)."""
+        result = plain(self._call("list", kind, "", None, self._method(kind, "list"), _preload_content=False))
+        return list(result.get("items") or [])
+
+    def may(self, namespace: str, verb: str, group: str, resource: str) -> bool:
+        """Whether the caller may ``verb`` ``resource`` (``pods/exec`` names a subresource) in
+        ``namespace``: a SelfSubjectAccessReview, which every authenticated user may create."""
+        res, _, sub = resource.partition("/")
+        attrs = {"namespace": namespace, "verb": verb, "group": group, "resource": res}
+        if sub:
+            attrs["subresource"] = sub
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs},
+        }
+        answer = _json_object(
+            self._call(
+                "create",
+                "SelfSubjectAccessReview",
+                namespace,
+                None,
+                self.authorization.create_self_subject_access_review,
+                body,
+                _preload_content=False,
+            )
+        )
+        return bool((answer.get("status") or {}).get("allowed"))
+
     def pod_log(self, namespace: str, pod: str, container: str | None = None, tail_lines: int | None = None) -> str:
         kw: dict[str, Any] = {"_preload_content": False}
         if container:
@@ -334,4 +395,7 @@ def connect(context: str | None = None) -> KubeApi:
         client.RbacAuthorizationV1Api(api_client),
         stream=stream,
         host=configuration.host,
+        storage=client.StorageV1Api(api_client),
+        scheduling=client.SchedulingV1Api(api_client),
+        authorization=client.AuthorizationV1Api(api_client),
     )

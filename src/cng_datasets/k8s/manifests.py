@@ -123,6 +123,8 @@ def check_config(config: WorkflowConfig) -> None:
     names.check_secret_key(config.s3_secret_key_key, "--s3-secret-key-key")
     names.dataset_k8s_name(config.dataset)
     names.check_image(config.image)
+    if config.storage_class is not None and not names.is_dns_subdomain(config.storage_class):
+        raise UsageError(f"--storage-class {config.storage_class!r} is not a valid StorageClass name")
     names.check_scheduling(
         config.image_pull_secrets,
         config.priority_class,
@@ -373,8 +375,8 @@ def rbac_documents(config: WorkflowConfig) -> list[dict[str, Any]]:
 
 
 def pvc_document(config: WorkflowConfig) -> dict[str, Any]:
-    """The PVC that holds the four Job YAMLs (ReadWriteOnce: the upload pod ends before the
-    orchestrator needs it; the cluster's default StorageClass)."""
+    """The PVC that holds the Job YAMLs (ReadWriteOnce: the upload pod ends before the
+    orchestrator needs it; ``--storage-class``, else the cluster's default StorageClass)."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -384,7 +386,11 @@ def pvc_document(config: WorkflowConfig) -> dict[str, Any]:
             "labels": {**dataset_labels(config), LABEL_COMPONENT: "workflow-yamls"},
             "annotations": {ANNOTATION_DATASET_PATH: config.dataset},
         },
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": PVC_SIZE}}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            **({"storageClassName": config.storage_class} if config.storage_class else {}),
+            "resources": {"requests": {"storage": PVC_SIZE}},
+        },
     }
 
 

@@ -2,7 +2,8 @@
 
 These run with the user's own credentials (kubeconfig), not the workflow's ServiceAccount.
 
-``submit DIR`` does in one command what the manual recipe does in eight:
+``submit DIR`` first runs the checks of :mod:`cng_datasets.k8s.preflight` (unless told not to),
+then does in one command what the manual recipe does in eight:
 
 0. if a Job of the workflow's name exists with another ``cng-datasets/spec-hash`` than DIR's (an
    earlier run with other settings, see :mod:`cng_datasets.k8s.spechash`): stop with an error
@@ -356,19 +357,28 @@ def _start_orchestrator(api: KubeApi, wf: Workflow, waits: _Waits) -> None:
             raise stale_error(ns, [other], shlex.quote(str(wf.dir))) from None
 
 
+def _will_start(api: KubeApi, wf: Workflow) -> bool:
+    """Whether submit is going to start the workflow (not only report a live one of DIR's settings)."""
+    live = api.get("Job", wf.namespace, wf.workflow_name)
+    if live is None or job_state(live).phase == "failed":
+        return True
+    return find_stale(live, wf.workflow_name, "workflow.yaml", wf.spec_hashes()["workflow"]) is not None
+
+
 def _follow(wf: Workflow) -> str:
     return f"kubectl logs -f job/{wf.workflow_name} -n {wf.namespace}"
 
 
 @dataclass(frozen=True)
 class SubmitOptions:
-    """``--retry-failed``, ``--replace-stale``, and how long (``timeout``, every ``poll_interval``
-    seconds) to wait for the upload."""
+    """``--retry-failed``, ``--replace-stale``, how long (``timeout``, every ``poll_interval``
+    seconds) to wait for the upload, and whether to run the preflight checks first."""
 
     retry_failed: bool = False
     replace_stale: bool = False
     timeout: float = 600
     poll_interval: float = 2.0
+    preflight: bool = True
 
 
 def submit(
@@ -381,6 +391,10 @@ def submit(
 ) -> str:
     """Start the workflow; returns ``"submitted"``, ``"running"`` or ``"complete"``."""
     opts = options or SubmitOptions()
+    if opts.preflight and _will_start(api, wf):
+        from cng_datasets.k8s.preflight import preflight
+
+        preflight(api, wf, echo)
     waits = _Waits(opts.timeout, opts.poll_interval, sleep, clock)
     already = _replace_stale_and_failed(api, wf, opts.retry_failed, opts.replace_stale, waits, echo)
     if already is not None:
