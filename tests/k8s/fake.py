@@ -712,13 +712,15 @@ class FakeCluster:
         st = pod["status"]
         why = self._unschedulable(pod)
         if why is not None:
+            before = next((c for c in st["conditions"] if c.get("reason") == "Unschedulable"), None)
+            since = before["lastTransitionTime"] if before else _iso(self.now)  # kept while it holds
             st["conditions"] = [
                 {
                     "type": "PodScheduled",
                     "status": "False",
                     "reason": "Unschedulable",
                     "message": why,
-                    "lastTransitionTime": _iso(self.now),
+                    "lastTransitionTime": since,
                 }
             ]
             return False

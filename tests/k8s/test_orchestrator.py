@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cng_datasets.config import Resources, WorkflowConfig
+from cng_datasets.config import DEFAULT_IMAGE, Resources, WorkflowConfig
 from cng_datasets.errors import ClusterError, StaleJobError, UsageError
 from cng_datasets.k8s import rbac
 from cng_datasets.k8s.folder import load_step_jobs
@@ -33,6 +33,7 @@ from tests.k8s.fake import (
     write_workflow,
 )
 
+IMAGE = DEFAULT_IMAGE
 GRANTED = {(g, r, v) for g, r, verbs in rbac.RULES for v in verbs}
 JOB = {s: f"demo-places-{s}" for s in ("convert", "pmtiles", "hex", "repartition", "catalog")}
 
@@ -174,7 +175,7 @@ def test_restart_half_way_never_recreates_finished_work(
     cluster.calls.clear()
     run(cluster, yamls)
     assert sorted(cluster.created_jobs) == sorted(JOB.values())
-    assert {c for c in cluster.calls} == {("batch", "jobs", "get")}
+    assert {c for c in cluster.calls} == {("batch", "jobs", "get"), ("", "configmaps", "get")}
 
 
 def test_rerun_after_a_failure_reports_it_at_once(cluster: FakeCluster, yamls: Path) -> None:
@@ -213,7 +214,7 @@ def test_rerun_with_other_settings_fails_naming_the_stale_jobs_instead_of_skippi
     )
     assert cluster.created_jobs == created  # nothing created …
     assert "skipped" not in caplog.text and "workflow complete" not in caplog.text  # … nothing skipped silently
-    assert cluster.used_rules() == {("batch", "jobs", "get")}
+    assert cluster.used_rules() == {("batch", "jobs", "get"), ("", "configmaps", "get")}
     # the identical YAMLs still skip the finished Jobs (restart semantics)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="cng_datasets"):
@@ -290,11 +291,14 @@ def test_unreachable_api(cluster: FakeCluster, yamls: Path) -> None:
 def test_rbac_rules_are_exactly_the_calls_of_orchestrate(tmp_path: Path, yamls: Path) -> None:
     """Every code path of orchestrate, with only RULES allowed: the union of the calls is RULES."""
     used: set[tuple[str, str, str]] = set()
-    scenarios = [{}, {"hex": {3: [OOM]}}, {"hex": {1: [BAD_INPUT]}}, {"convert": {None: [BAD_INPUT]}}]
+    scenarios = [{}, {"hex": {3: [OOM]}}, {"hex": {1: [BAD_INPUT]}}, {"convert": {None: [BAD_INPUT]}}, "stuck"]
     for i, script in enumerate(scenarios):
         c = FakeCluster(tmp_path / f"s{i}")
         c.allow_only(rbac.RULES)
-        c.script.update(script)
+        if script == "stuck":
+            c.unpullable.add(IMAGE)
+        else:
+            c.script.update(script)
         try:
             run(c, yamls)
         except ClusterError as exc:

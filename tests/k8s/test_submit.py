@@ -218,10 +218,9 @@ def test_submit_without_permission(cluster: FakeCluster, wf_dir: Path) -> None:
     with pytest.raises(PreflightError) as err:
         do_submit(cluster, wf_dir)
     msg = str(err.value)
-    assert msg.startswith(
-        "preflight: permissions: in namespace geo you may not get serviceaccounts, create serviceaccounts"
-    )
-    assert "delete jobs.batch, create pods/exec, get pods/log:" in msg and "\n" not in msg
+    assert msg.startswith("preflight: permissions: in namespace geo you may not get/create serviceaccounts, ")
+    assert "delete jobs.batch, create pods/exec, get pods/log, get/create/update configmaps: ask" in msg
+    assert "\n" not in msg
     assert cluster.created_jobs == []
     with pytest.raises(ClusterError) as err:
         do_submit(cluster, wf_dir, preflight=False)
@@ -264,13 +263,17 @@ def test_failed_run_status_logs_and_retry_failed(cluster: FakeCluster, wf_dir: P
     ]
 
     wf = load_workflow(wf_dir)
-    rows = {r.step: r for r in status(cluster.api(), wf)}
-    assert rows["convert"].phase == "complete" and rows["convert"].duration == 30  # startTime → completionTime
-    assert rows["hex"].phase == "failed" and rows["hex"].failed_indexes == "2"
-    assert rows["hex"].completed_indexes == "0-1,3-4"
+    st = status(cluster.api(), wf, now=cluster.now)
+    rows = {r.step: r for r in st.reports}
+    assert rows["convert"].phase == "complete" and rows["convert"].elapsed(cluster.now) == 30  # start → completion
+    assert rows["hex"].phase == "failed" and (rows["hex"].done, rows["hex"].failed) == (4, 1)
+    assert rows["hex"].failed_chunks == {"2": "OOMKilled (exit 137): MemoryError-ish: killed"}
     assert rows["repartition"].phase == "absent"
-    table = format_status(list(rows.values()))
-    assert "hex" in table and "4/5 indexes complete, 1 failed (2)" in table and "MaxFailedIndexesExceeded" in table
+    assert st.state == "failed" and st.message.startswith("step hex failed (MaxFailedIndexesExceeded)")
+    table = format_status(st, now=cluster.now)
+    assert "4/5 chunks done, 1 failed, 0 running" in table and "MaxFailedIndexesExceeded" in table
+    assert "hex: chunk 2 failed: OOMKilled (exit 137): MemoryError-ish: killed" in table
+    assert "workflow failed: step hex failed (MaxFailedIndexesExceeded)" in table
 
     text = logs(cluster.api(), wf)  # default: the first failed step, failing pods first
     first = text.splitlines()[0]
@@ -291,11 +294,11 @@ def test_failed_run_status_logs_and_retry_failed(cluster: FakeCluster, wf_dir: P
 
 
 def test_status_before_submit(cluster: FakeCluster, wf_dir: Path) -> None:
-    rows = status(cluster.api(), load_workflow(wf_dir))
+    st = status(cluster.api(), load_workflow(wf_dir))
     # plan order
-    assert [r.step for r in rows] == ["upload", "workflow", "convert", "pmtiles", "hex", "repartition", "catalog"]
-    assert {r.phase for r in rows} == {"absent"}
-    assert "not created" in format_status(rows)
+    assert [r.step for r in st.reports] == ["upload", "workflow", "convert", "pmtiles", "hex", "repartition", "catalog"]
+    assert {r.phase for r in st.reports} == {"absent"}
+    assert "not created" in format_status(st) and st.finished
 
 
 def test_upload_pod_that_never_starts_times_out_with_a_reason(cluster: FakeCluster, wf_dir: Path) -> None:
@@ -438,6 +441,32 @@ def api_server(tmp_path: Path, wf_dir: Path):
         "spec": {"completionMode": "Indexed", "completions": 5},
         "status": {"active": 2, "completedIndexes": "0,2-3", "startTime": "2024-05-01T10:00:00Z"},
     }
+    stuck_pod = {  # one of its pods cannot pull its image, as the kubelet reports it
+        "metadata": {
+            "name": "demo-places-hex-1-x7k2p",
+            "labels": {"job-name": "demo-places-hex"},
+            "annotations": {"batch.kubernetes.io/job-completion-index": "1"},
+        },
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [
+                {
+                    "name": "step",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "ghcr.io/me/img:9",
+                    "imageID": "",
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": 'Back-off pulling image "ghcr.io/me/img:9"',
+                        }
+                    },
+                }
+            ],
+        },
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: dict) -> None:
@@ -451,6 +480,10 @@ def api_server(tmp_path: Path, wf_dir: Path):
         def do_GET(self) -> None:
             if self.path.startswith("/apis/batch/v1/namespaces/geo/jobs/demo-places-hex"):
                 return self._send(200, hex_job)
+            if self.path.startswith("/api/v1/namespaces/geo/pods?") and "demo-places-hex" in self.path:
+                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [stuck_pod]})
+            if self.path.startswith("/api/v1/namespaces/geo/pods?"):
+                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})
             name = self.path.rsplit("/", 1)[-1]
             return self._send(
                 404,
@@ -502,7 +535,8 @@ def test_real_client_status_and_missing_namespace(api_server: Path, wf_dir: Path
     proc = cli_run("status", str(wf_dir), env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     hex_line = [line for line in proc.stdout.splitlines() if line.startswith("hex ")][0]
-    assert "running" in hex_line and "3/5 indexes complete, 0 failed, 2 running" in hex_line
+    assert "running" in hex_line and "3/5 chunks done, 0 failed, 2 running" in hex_line
+    assert "hex: stuck: pod demo-places-hex-1-x7k2p ImagePullBackOff: Back-off pulling image" in proc.stdout
     proc = cli_run("submit", str(wf_dir), env=env, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: {MISSING_NAMESPACE}"  # the real client's 404

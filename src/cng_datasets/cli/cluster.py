@@ -48,24 +48,59 @@ def _connect(context: str | None = None) -> KubeApi:
     type=click.FloatRange(min=1),
     help="Repeat an unchanged progress line after this many seconds.",
 )
+@click.option(
+    "--unschedulable-grace",
+    default=900.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a pod may stay Unschedulable (e.g. while an autoscaler adds a Node) before its step fails.",
+)
+@click.option(
+    "--image-grace",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a pod may fail to pull its image (or create its container) before its step fails.",
+)
+@click.option(
+    "--counts/--no-counts",
+    default=None,
+    help="Read the hex chunk markers for feature and cell counts.  [default: when S3 keys are set]",
+)
 @handle_errors
-def orchestrate(yamls: str, namespace: str | None, poll_interval: float, heartbeat: float) -> None:
+def orchestrate(
+    yamls: str,
+    namespace: str | None,
+    poll_interval: float,
+    heartbeat: float,
+    unschedulable_grace: float,
+    image_grace: float,
+    counts: bool | None,
+) -> None:
     """Create the workflow's Jobs in the order of plan.json and wait for them (runs in the cluster).
 
     Jobs that already exist are not recreated: Complete ones are skipped, running ones awaited, a
-    Failed one is reported (reason, failed indexes, pod termination, log command) with exit 1. A
+    Failed one is reported (reason, failed indexes, pod termination, log command) with exit 1; a
+    step whose pods cannot start (Unschedulable, image pull) is failed and its Job deleted. Progress
+    goes to the ConfigMap <dataset>-progress, which `cng-datasets status` reads. A
     Job left by a run with other settings (its cng-datasets/spec-hash annotation differs from the
     YAML's) is neither: the command stops at once naming it (exit 65); replace it with
     `cng-datasets submit DIR --replace-stale`.
     """
+    import os
+
     from cng_datasets.errors import UsageError
     from cng_datasets.k8s import api as k8s_api
+    from cng_datasets.k8s.jobs import Graces
     from cng_datasets.k8s.orchestrator import orchestrate as run
 
     ns = namespace or k8s_api.in_cluster_namespace()
     if not ns:
         raise UsageError("--namespace is required outside a cluster")
-    run(_connect(), yamls, ns, poll_interval=poll_interval, heartbeat=heartbeat)
+    if counts is None:
+        counts = bool(os.environ.get("AWS_ACCESS_KEY_ID"))
+    graces = Graces(unschedulable=unschedulable_grace, image=image_grace)
+    run(_connect(), yamls, ns, poll_interval=poll_interval, heartbeat=heartbeat, graces=graces, counts=counts)
 
 
 @click.command("submit")
@@ -132,19 +167,37 @@ def preflight(directory: str, context: str | None) -> None:
 @click.command("status")
 @_DIR
 @_CONTEXT
+@click.option("--watch", "-w", is_flag=True, help="Refresh until the workflow has finished (Ctrl-C to stop).")
+@click.option(
+    "--interval", default=10.0, show_default=True, type=click.FloatRange(min=1), help="Seconds between refreshes."
+)
 @handle_errors
-def status(directory: str, context: str | None) -> None:
-    """Show each Job's state, indexes and duration."""
+def status(directory: str, context: str | None, watch: bool, interval: float) -> None:
+    """Show each step's chunks done / failed / running of total, elapsed time and ETA, the failed
+    chunks with the first line of their error, and pods stuck Pending (Unschedulable, image pull).
+
+    Counts of features and cells, and what happened while you were away, come from the progress
+    the orchestrator records in the ConfigMap <dataset>-progress.
+    """
+    import time
+
     from cng_datasets.k8s.submit import format_status, load_workflow
     from cng_datasets.k8s.submit import status as run
 
     wf = load_workflow(directory)
-    rows = run(_connect(context), wf)
-    click.echo(f"namespace {wf.namespace}")
-    click.echo(format_status(rows))
-    for r in rows:
-        if r.failed_indexes:
-            click.echo(f"{r.step}: failed indexes {r.failed_indexes}")
+    api = _connect(context)
+    live = watch and sys.stdout.isatty()
+    while True:
+        st = run(api, wf)
+        text = f"namespace {wf.namespace}  {time.strftime('%H:%M:%S')}\n{format_status(st)}"
+        if live:
+            click.clear()
+        click.echo(text)
+        if not watch or st.finished:
+            return
+        if not live:
+            click.echo("")
+        time.sleep(interval)
 
 
 @click.command("logs")
@@ -155,15 +208,23 @@ def status(directory: str, context: str | None) -> None:
     "--tail", default=200, show_default=True, type=click.IntRange(min=0), help="Last lines per pod (0: everything)."
 )
 @click.option("--max-pods", default=5, show_default=True, type=click.IntRange(min=1), help="Pods to show.")
+@click.option(
+    "--chunk",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only the pods of this hex chunk (its completion index); STEP defaults to hex.",
+)
 @handle_errors
-def logs(directory: str, step: str | None, context: str | None, tail: int, max_pods: int) -> None:
+def logs(directory: str, step: str | None, context: str | None, tail: int, max_pods: int, chunk: int | None) -> None:
     """Show the pod logs of STEP (convert, pmtiles, hex, repartition, catalog, upload, workflow), failing
     pods first. Without STEP: the first failed step, else the orchestrator."""
     from cng_datasets.k8s.submit import load_workflow
     from cng_datasets.k8s.submit import logs as run
 
     wf = load_workflow(directory)
-    click.echo(run(_connect(context), wf, step, tail=tail or None, max_pods=max_pods))
+    if chunk is not None and step is None:
+        step = "hex"
+    click.echo(run(_connect(context), wf, step, tail=tail or None, max_pods=max_pods, chunk=chunk))
 
 
 @click.command("cleanup")

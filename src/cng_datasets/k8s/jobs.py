@@ -7,7 +7,10 @@ waits do) instead of raising errors that callers would have to recognise by thei
 - :func:`failure_report` explains a failed Job: reason, hint, failed indexes, each failing pod's
   termination (OOMKilled, exit code), its last log lines and the ``kubectl logs`` command;
 - :func:`poll_until` (:class:`Polled`) and :func:`wait_for_jobs` (:class:`WaitOutcome`: the Jobs
-  that succeeded, those that failed, whether the time ran out).
+  that succeeded, those that failed, whether the time ran out);
+- :func:`stuck_pods`: a pod that stays Pending because no Node can take it (``Unschedulable``),
+  its image cannot be pulled or its container cannot be created, past a grace period
+  (:class:`Graces`) — the Job itself would wait out its ``activeDeadlineSeconds``.
 """
 
 from __future__ import annotations
@@ -302,3 +305,92 @@ def wait_for_jobs(
         failed={n: states[n] for n in names if states[n].phase == "failed"},
         timed_out=polled.timed_out,
     )
+
+
+# ---- pods that cannot start --------------------------------------------------------------------
+
+#: Waiting reasons of a container whose image cannot be pulled (retrying rarely helps).
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
+#: Waiting reasons that never resolve by themselves: fail at once.
+HOPELESS_REASONS = ("InvalidImageName", "ErrImageNeverPull")
+#: A container that cannot be created (a Secret or key it reads is missing): may be fixed by
+#: creating the Secret, so it gets the image-pull grace.
+CONFIG_REASONS = ("CreateContainerConfigError",)
+
+HINT_UNSCHEDULABLE = (
+    "no Node can take the pod: lower the step's --<step>-cpu/--<step>-memory/--<step>-ephemeral-storage, "
+    "check --node-selector/--toleration, or add Nodes (cng-datasets preflight DIR checks this)"
+)
+HINT_IMAGE = (
+    "the image cannot be pulled: check --image (is it published? `docker pull` it) and, for a private "
+    "registry, --image-pull-secret"
+)
+HINT_CONFIG = "the container cannot be created: a Secret or key it reads is missing (cng-datasets preflight DIR)"
+
+
+@dataclass(frozen=True)
+class Graces:
+    """How long a pod may stay Pending for each cause before its step is failed: a cluster
+    autoscaler may add a Node within minutes; a registry's rate limit may clear."""
+
+    unschedulable: float = 900.0
+    image: float = 300.0
+
+
+def _waiting(pod: dict[str, Any]) -> tuple[str, str]:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            return str(waiting.get("reason") or ""), str(waiting.get("message") or "")
+    return "", ""
+
+
+def _unscheduled(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and str(c.get("status")) == "False" and c.get("reason") == "Unschedulable":
+            return dict(c)
+    return None
+
+
+def pending_cause(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) when a Pending pod is stuck: ``Unschedulable``, an image pull or a
+    container that cannot be created; ``None`` for a pod that is merely starting."""
+    if (pod.get("status") or {}).get("phase") != "Pending":
+        return None
+    cond = _unscheduled(pod)
+    if cond is not None:
+        return "Unschedulable", str(cond.get("message") or "")
+    reason, message = _waiting(pod)
+    if reason in (*IMAGE_PULL_REASONS, *HOPELESS_REASONS, *CONFIG_REASONS):
+        return reason, message
+    return None
+
+
+def stuck_pods(
+    pods: Iterable[dict[str, Any]], now: float, first_seen: dict[tuple[str, str], float], graces: Graces
+) -> str | None:
+    """The one-line reason when a pod of a step has been stuck Pending past its grace, else
+    ``None``. ``first_seen`` remembers, across calls, since when each (pod, reason) was seen
+    (an Unschedulable condition carries its own time)."""
+    for pod in pods:
+        cause = pending_cause(pod)
+        if cause is None:
+            continue
+        reason, message = cause
+        name = pod["metadata"]["name"]
+        since = first_seen.setdefault((name, reason), now)
+        if reason == "Unschedulable":
+            cond = _unscheduled(pod) or {}
+            stamp = parse_time(cond.get("lastTransitionTime"))
+            since = min(since, stamp.timestamp()) if stamp else since
+            grace, hint = graces.unschedulable, HINT_UNSCHEDULABLE
+        elif reason in CONFIG_REASONS:
+            grace, hint = graces.image, HINT_CONFIG
+        else:
+            grace = 0.0 if reason in HOPELESS_REASONS else graces.image
+            hint = HINT_IMAGE
+        if now - since >= grace:
+            first = message.strip().splitlines()[0] if message.strip() else reason
+            waited = f" for {fmt_duration(now - since)}" if grace else ""
+            return f"pod {name} {reason}{waited}: {first} — {hint}"
+    return None

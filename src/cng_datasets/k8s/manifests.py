@@ -403,11 +403,12 @@ def _infra_job(
     kind: str,
     argv: tuple[str, ...],
     service_account: str | None,
+    env: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     labels = {**dataset_labels(config), LABEL_COMPONENT: kind}
     resources = {"requests": dict(SMALL_RESOURCES), "limits": dict(SMALL_RESOURCES)}
     mounts = [{"name": "yamls", "mountPath": YAMLS_MOUNT}]
-    container = _container(config, argv, base_env(), resources, mounts)
+    container = _container(config, argv, [*(env or []), *base_env()], resources, mounts)
     volumes = [_tmp_volume(SMALL_RESOURCES["ephemeral-storage"]), _yamls_volume(config)]
     spec = {
         "completions": 1,
@@ -450,8 +451,9 @@ def upload_job(config: WorkflowConfig) -> dict[str, Any]:
 
 def workflow_job(config: WorkflowConfig) -> dict[str, Any]:
     """Job ``<ds>-workflow``: the in-cluster orchestrator, with the ``cng-datasets-workflow``
-    ServiceAccount and the PVC at /yamls."""
-    return _infra_job(config, "workflow", orchestrate_argv(config), service_account=SERVICE_ACCOUNT)
+    ServiceAccount, the PVC at /yamls and the S3 keys (it reads the hex chunk markers to count
+    features and cells for its progress record)."""
+    return _infra_job(config, "workflow", orchestrate_argv(config), service_account=SERVICE_ACCOUNT, env=s3_env(config))
 
 
 def build_documents(plan: Plan) -> dict[str, list[dict[str, Any]]]:

@@ -35,6 +35,8 @@ JOB_SUFFIXES: dict[str, str] = {
     "workflow": "workflow",
 }
 PVC_SUFFIX = "workflow-yamls"
+#: The orchestrator's progress ConfigMap ``<base>-progress`` (:mod:`cng_datasets.k8s.progress`).
+PROGRESS_SUFFIX = "progress"
 
 #: The plan (:meth:`cng_datasets.plan.Plan.to_json`) beside the Job files: the orchestrator's
 #: order and dependencies.
@@ -50,7 +52,7 @@ def job_file(step: str) -> str:
 MAX_LABEL = 63
 #: Longest base name so that every Job name (a label value of its pods) and the PVC name
 #: (``<base>-workflow-yamls``, the longest) stay within 63 characters.
-MAX_BASE = MAX_LABEL - 1 - max(len(s) for s in (*JOB_SUFFIXES.values(), PVC_SUFFIX))
+MAX_BASE = MAX_LABEL - 1 - max(len(s) for s in (*JOB_SUFFIXES.values(), PVC_SUFFIX, PROGRESS_SUFFIX))
 HASH_LEN = 8
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

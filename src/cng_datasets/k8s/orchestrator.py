@@ -20,8 +20,16 @@ and annotations are for people and ``kubectl``; the order is the plan's.
   indexes, each failing pod's container termination (OOMKilled, exit code), the last lines of its
   log and the exact ``kubectl logs`` command (:func:`cng_datasets.k8s.jobs.failure_report`); then
   :class:`ClusterError` (exit 1).
-- Its API calls are exactly :data:`cng_datasets.k8s.rbac.RULES`: get/create Jobs, list Pods, get
-  pod logs.
+- Never waits on pods that cannot start: a running step's pods are checked every poll; one that
+  stays Pending because no Node can take it (``Unschedulable``, 15 min grace for an autoscaler),
+  its image cannot be pulled (``ErrImagePull`` / ``ImagePullBackOff``, 5 min; ``InvalidImageName``
+  at once) or its container cannot be created (a missing Secret key) fails the step: its Job is
+  deleted and :class:`~cng_datasets.errors.PodsStuckError` names the pod, the reason and what to do.
+- Records its progress in the ConfigMap ``<ds>-progress`` (:mod:`cng_datasets.k8s.progress`):
+  chunks done / failed / running, the first error line of each failed chunk, the features and
+  cells of the finished hex chunks (from their markers in the bucket, when ``counts`` is given),
+  and how the workflow ended — what ``cng-datasets status`` shows after the laptop reconnects.
+- Its API calls are exactly :data:`cng_datasets.k8s.rbac.RULES`.
 """
 
 from __future__ import annotations
@@ -33,11 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cng_datasets.errors import ClusterError, StaleJobError
-from cng_datasets.k8s import spechash
+from cng_datasets.errors import ClusterError, PodsStuckError, StaleJobError
+from cng_datasets.k8s import names, progress, spechash
 from cng_datasets.k8s.api import AlreadyExists, KubeApi
-from cng_datasets.k8s.folder import StepJob, load_step_jobs
-from cng_datasets.k8s.jobs import JobState, failure_report, fmt_duration, job_state
+from cng_datasets.k8s.folder import StepJob, load_plan, load_step_jobs
+from cng_datasets.k8s.jobs import Graces, JobState, failure_report, fmt_duration, job_state, stuck_pods
+from cng_datasets.k8s.labels import job_pods
 
 __all__ = ["StaleJobError", "orchestrate"]
 
@@ -62,14 +71,71 @@ class _Orchestrator:
     """One pass of the workflow over the steps of the plan (in its order)."""
 
     def __init__(
-        self, api: KubeApi, namespace: str, steps: list[StepJob], heartbeat: float, now: Callable[[], float]
+        self,
+        api: KubeApi,
+        namespace: str,
+        steps: list[StepJob],
+        heartbeat: float,
+        now: Callable[[], float],
+        dataset: str,
+        graces: Graces,
+        counts: progress.ChunkCounts | None,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.heartbeat = heartbeat
         self.now = now
+        self.graces = graces
+        self.counts = counts
+        self.first_seen: dict[tuple[str, str], float] = {}
         hashes = spechash.step_hashes((s.step, s.manifest, s.depends_on) for s in steps)
         self.tracked = {s.step: _Tracked(s, hashes[s.step]) for s in steps}
+        base = names.dataset_k8s_name(dataset)
+        self.writer = progress.ProgressWriter(api, namespace, base, now)
+        # what an earlier orchestrator of this workflow recorded (counts of chunks since merged)
+        doc = progress.read_progress(api, namespace, self.writer.name)
+        self.writer.seed(doc)
+        self.recorded = progress.reports_of(doc)
+        self.reports: dict[str, progress.StepReport] = {}
+
+    def record(self, state: str, message: str = "") -> None:
+        """Write the progress ConfigMap (when it changed)."""
+        for step, t in self.tracked.items():
+            live = progress.from_state(step, t.job.name, t.state)
+            old = self.reports.get(step) or self.recorded.get(step)
+            if old is not None and old.phase == live.phase and live.phase in ("complete", "failed"):
+                # a finished step's record stays as first written (its end time may be read from
+                # SuccessCriteriaMet first and from completionTime a moment later)
+                self.reports[step] = old
+                continue
+            if old is not None:
+                live.failed_chunks, live.stuck = old.failed_chunks, old.stuck
+                live.features, live.cells = old.features, old.cells
+            self.reports[step] = live
+        self.writer.write(self.reports, state, message)
+
+    def observe(self, t: _Tracked) -> None:
+        """Beyond the Job's status: failed chunks' errors, stuck pods, counts of the hex chunks."""
+        report = self.reports.get(t.job.step) or progress.from_state(t.job.step, t.job.name, t.state)
+        self.reports[t.job.step] = report
+        if t.state.failed_indexes or (t.state.failed and not t.state.indexed):
+            report.failed_chunks = progress.failed_chunk_errors(
+                self.api, self.namespace, t.job.name, report.failed_chunks
+            )
+        if t.job.step == "hex" and self.counts is not None:
+            report.features, report.cells = self.counts.update()
+        if t.finished:
+            return
+        pods = self.api.list("Pod", self.namespace, label_selector=job_pods(t.job.name))
+        stuck = stuck_pods(pods, self.now(), self.first_seen, self.graces)
+        if stuck is not None:
+            report.stuck = stuck
+            self.say(f"{t.job.step}: {stuck}")
+            self.api.delete("Job", self.namespace, t.job.name)
+            self.say(f"{t.job.step}: deleted Job {t.job.name} (its pods cannot start)")
+            message = f"step {t.job.step} cannot start: {stuck}"
+            self.record("failed", message)
+            raise PodsStuckError(message)
 
     def say(self, msg: str) -> None:
         log.info("[%s] %s", time.strftime("%H:%M:%S", time.localtime(self.now())), msg)
@@ -140,6 +206,7 @@ class _Orchestrator:
             if job is None:
                 raise ClusterError(f"step {t.job.step}: Job {t.job.name} disappeared (deleted while running?)")
             t.state = job_state(job)
+            self.observe(t)
             line = t.state.progress()
             if line != t.last_line or self.now() - t.last_logged >= self.heartbeat:
                 self.say(f"{t.job.step}: {line}")
@@ -167,16 +234,30 @@ def orchestrate(
     heartbeat: float = 300.0,
     sleep: Callable[[float], None] | None = None,
     now: Callable[[], float] | None = None,
+    graces: Graces | None = None,
+    counts: bool = False,
 ) -> dict[str, JobState]:
     """Run the workflow's Jobs to completion in the order of ``yamls/plan.json``; return each
-    step's final state.
+    step's final state. ``counts``: read the hex chunk markers from the bucket for the progress
+    record (needs the S3 credentials in the environment).
 
     Raises :class:`ClusterError` when a Job fails (after logging the full report),
-    :class:`StaleJobError` for a Job of other settings, :class:`~cng_datasets.errors.UsageError`
-    for a folder without a valid plan or with a step's Job missing.
+    :class:`PodsStuckError` when a step's pods cannot start, :class:`StaleJobError` for a Job of
+    other settings, :class:`~cng_datasets.errors.UsageError` for a folder without a valid plan or
+    with a step's Job missing.
     """
     sleep = sleep or time.sleep
-    run = _Orchestrator(api, namespace, load_step_jobs(yamls), heartbeat, now or time.time)
+    config = load_plan(yamls).config
+    run = _Orchestrator(
+        api,
+        namespace,
+        load_step_jobs(yamls),
+        heartbeat,
+        now or time.time,
+        config.dataset,
+        graces or Graces(),
+        progress.ChunkCounts(config.chunks_url) if counts else None,
+    )
     run.say(
         f"workflow in namespace {namespace}: "
         + ", ".join(
@@ -190,11 +271,15 @@ def orchestrate(
         run.refresh()
         failed = [t for t in run.tracked.values() if t.state.phase == "failed"]
         if failed:
-            raise run.failure(failed)
+            error = run.failure(failed)
+            run.record("failed", str(error))
+            raise error
         if all(t.state.phase == "complete" for t in run.tracked.values()):
+            run.record("complete")
             run.say(
                 "workflow complete: "
                 + ", ".join(f"{s} {fmt_duration(t.state.duration())}" for s, t in run.tracked.items())
             )
             return {s: t.state for s, t in run.tracked.items()}
+        run.record("running")
         sleep(poll_interval)

@@ -126,18 +126,18 @@ def check_namespace(api: KubeApi, wf: Workflow) -> Check:
 
 def check_permissions(api: KubeApi, wf: Workflow) -> Check:
     ns = wf.namespace
-    missing = []
+    missing: dict[str, list[str]] = {}  # resource → verbs, in the order of the rules
     for group, resource, verbs in (*SUBMIT_RULES, *RULES):
+        what = resource + (f".{group}" if group else "")
         for verb in verbs:
-            if not api.may(ns, verb, group, resource):
-                what = f"{verb} {resource}" + (f".{group}" if group else "")
-                if what not in missing:
-                    missing.append(what)
+            if verb not in missing.get(what, []) and not api.may(ns, verb, group, resource):
+                missing.setdefault(what, []).append(verb)
     if missing:
         return Check(
             "permissions",
             False,
-            f"in namespace {ns} you may not {', '.join(missing)}: ask the cluster's admin for these "
+            f"in namespace {ns} you may not {', '.join('/'.join(v) + ' ' + r for r, v in missing.items())}: "
+            "ask the cluster's admin for these "
             "(submit creates the RBAC, PVC and Jobs and copies the YAMLs through exec; RBAC lets you "
             "grant the orchestrator only what you hold)",
         )

@@ -26,12 +26,11 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cng_datasets.errors import ClusterError, UsageError, WaitTimeoutError
-from cng_datasets.k8s import names, receive, spechash
+from cng_datasets.k8s import names, progress, receive, spechash
 from cng_datasets.k8s.api import AlreadyExists, KubeApi
 from cng_datasets.k8s.folder import (
     StepJob,
@@ -40,18 +39,20 @@ from cng_datasets.k8s.folder import (
     read_yaml_docs,
 )
 from cng_datasets.k8s.jobs import (
+    Graces,
     Polled,
     failure_report,
-    fmt_duration,
     job_state,
     parse_indexes,
     pod_index,
     pod_termination,
     poll_until,
     sort_pods_failing_first,
+    stuck_pods,
     wait_for_jobs,
 )
-from cng_datasets.k8s.labels import job_pods
+from cng_datasets.k8s.labels import LABEL_DATASET, job_pods
+from cng_datasets.k8s.progress import StepReport
 from cng_datasets.k8s.spechash import Stale, find_stale, stale_error
 
 log = logging.getLogger("cng_datasets")
@@ -413,55 +414,78 @@ def submit(
 
 
 @dataclass
-class StepStatus:
-    step: str
-    job: str
-    phase: str
-    progress: str
-    completed_indexes: str
-    failed_indexes: str
-    duration: float | None
-    reason: str = ""
+class WorkflowStatus:
+    """What ``status`` shows: a report per Job (upload, orchestrator, then the steps in plan
+    order) and how the orchestrator's record says the workflow ended, if it did."""
+
+    reports: list[StepReport]
+    state: str = ""  # "running", "complete", "failed" (from the record), "" when none
+    message: str = ""
+    updated: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will happen without the user: complete, failed, or an orchestrator that is gone."""
+        by = {r.step: r for r in self.reports}
+        orchestrator = by.get("workflow")
+        if orchestrator is None or orchestrator.phase in ("absent", "complete", "failed"):
+            return True
+        return all(r.phase in ("complete", "failed") for r in self.reports if r.step not in ("upload", "workflow"))
 
 
-def status(api: KubeApi, wf: Workflow, now: datetime | None = None) -> list[StepStatus]:
-    """The state of every Job of the workflow (upload, orchestrator, then the steps in order)."""
-    now = now or datetime.now(UTC)
-    rows = []
+def status(
+    api: KubeApi,
+    wf: Workflow,
+    now: float | None = None,
+    graces: Graces | None = None,
+) -> WorkflowStatus:
+    """Each Job's state, from the live Jobs and their pods (stuck Pending ones, the error line of
+    each failed chunk), completed by the orchestrator's progress record (counts of features and
+    cells, errors of chunks whose pods are gone, how it ended)."""
+    now = time.time() if now is None else now
+    dataset = (wf.orchestrator["metadata"].get("labels") or {}).get(LABEL_DATASET, "")
+    doc = progress.read_progress(api, wf.namespace, progress.configmap_name(dataset)) if dataset else None
+    recorded = progress.reports_of(doc)
+    reports = []
     for step, name in wf.job_names().items():
-        st = job_state(api.get("Job", wf.namespace, name))
-        rows.append(
-            StepStatus(
-                step,
-                name,
-                st.phase,
-                st.progress(),
-                st.completed_indexes,
-                st.failed_indexes,
-                st.duration(now),
-                st.reason,
-            )
-        )
-    return rows
-
-
-def format_status(rows: list[StepStatus]) -> str:
-    header = ("STEP", "JOB", "STATE", "DURATION", "PROGRESS")
-    table = [header] + [
-        (r.step, r.job, r.phase + (f" ({r.reason})" if r.reason else ""), fmt_duration(r.duration), r.progress)
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4] for row in table
+        state = job_state(api.get("Job", wf.namespace, name))
+        report = progress.from_state(step, name, state)
+        if state.phase not in ("absent", "complete"):
+            pods = api.list("Pod", wf.namespace, label_selector=job_pods(name))
+            if state.phase != "failed":
+                report.stuck = stuck_pods(pods, now, {}, graces or Graces(unschedulable=0, image=0)) or ""
+            if state.failed_indexes or state.failed:
+                report.failed_chunks = progress.failed_chunk_errors(api, wf.namespace, name, {})
+        reports.append(progress.merge(report, recorded.get(step)))
+    record = doc or {}
+    return WorkflowStatus(
+        reports, str(record.get("state", "")), str(record.get("message", "")), str(record.get("updated", ""))
     )
+
+
+def format_status(st: WorkflowStatus, now: float | None = None) -> str:
+    """The table of :func:`status`, the notes below it and the orchestrator's last word."""
+    text = progress.format_reports(st.reports, time.time() if now is None else now)
+    if st.state in ("failed", "complete") and st.message:
+        text += f"\nworkflow {st.state}: {st.message}"
+    if st.updated:
+        text += f"\n(progress recorded by the orchestrator at {st.updated})"
+    return text
 
 
 # ---- logs --------------------------------------------------------------------------------------
 
 
-def logs(api: KubeApi, wf: Workflow, step: str | None = None, tail: int | None = 200, max_pods: int = 5) -> str:
-    """The logs of a step's pods, failing ones first. Default step: the first failed step, else the
+def logs(
+    api: KubeApi,
+    wf: Workflow,
+    step: str | None = None,
+    tail: int | None = 200,
+    max_pods: int = 5,
+    chunk: int | None = None,
+) -> str:
+    """The logs of a step's pods, failing ones first; with ``chunk``, only the pods (every attempt)
+    of that completion index of an Indexed Job. Default step: the first failed step, else the
     orchestrator (``workflow``)."""
     names = wf.job_names()
     if step is None:
@@ -472,6 +496,15 @@ def logs(api: KubeApi, wf: Workflow, step: str | None = None, tail: int | None =
         raise UsageError(f"unknown step {step!r}; one of {', '.join(names)}")
     job = names[step]
     pods = sort_pods_failing_first(api.list("Pod", wf.namespace, label_selector=job_pods(job)))
+    if chunk is not None:
+        indexed = next((s.manifest for s in wf.steps if s.step == step), {}).get("spec", {})
+        if indexed.get("completionMode") != "Indexed":
+            raise UsageError(f"--chunk: step {step} has no chunks (only the hex step is an Indexed Job)")
+        if chunk >= int(indexed.get("completions") or 0):
+            raise UsageError(f"--chunk {chunk}: step {step} has chunks 0..{int(indexed['completions']) - 1}")
+        pods = [p for p in pods if pod_index(p) == chunk]
+        if not pods:
+            return f"{step}: no pods of chunk {chunk} of Job {job} (not started yet, or removed)"
     if not pods:
         return f"{step}: no pods of Job {job} (not started yet, or removed)"
     out = []
