@@ -524,7 +524,9 @@ Prerequisite: the Secret `{c.s3_secret}` in namespace `{ns}` with the keys
 ## One command
 
 ```bash
+cng-datasets preflight {d}   # optional: submit runs these checks first
 cng-datasets submit {d}
+cng-datasets status {d} --watch
 ```
 
 """ + _readme_by_hand(plan, d)
