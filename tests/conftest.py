@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,31 @@ def cli_run(tmp_path: Path):
         return proc
 
     return run
+
+
+def _convert(source: Path, dest: Path) -> Path:
+    """The real GeoParquet of `convert` for ``source``."""
+    import warnings
+
+    from cng_datasets.errors import AssumedCrsWarning
+    from cng_datasets.steps.convert import convert
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AssumedCrsWarning)  # the CSV has no CRS: lon/lat it is
+        convert([str(source)], str(dest))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def parquets(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Converted sample datasets, each converted once per session on first use."""
+    root = tmp_path_factory.mktemp("parquet")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            source = data_file(name)
+            cache[name] = _convert(source, root / (name.split(".")[0] + ".parquet"))
+        return cache[name]
+
+    return get

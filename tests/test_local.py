@@ -154,8 +154,9 @@ def test_run_into_directory_then_resume_skips_everything(tmp_path: Path) -> None
     # the plan was refined with the exact count: one chunk for 177 features
     plans = rec.of("plan")
     assert plans[0].data["features"] is None and plans[1].data["features"] == 177 and plans[1].data["chunks"] == 1
-    # each marker records the argv of the plan
-    plan = build_plan(cfg, 177)
+    # each marker records the argv of the plan (the chunking from the hex rows estimated after convert)
+    plan = build_plan(cfg, 177, local.estimated_hex_rows(cfg, cfg.parquet_url))
+    assert plan.chunking.completions == 1 and plan.chunking.chunk_size == 177
     for step in plan.steps:
         marker = json.loads((root / "countries" / "_cng" / f"{step.name}.json").read_text())
         assert tuple(marker["argv"]) == step.argv
@@ -306,8 +307,8 @@ def test_the_runner_schedules_from_the_plan_not_from_the_step_names(
     real = local.build_plan
     built: list[Plan] = []
 
-    def backwards(cfg: WorkflowConfig, features: int | None) -> Plan:
-        plan = real(cfg, features)
+    def backwards(cfg: WorkflowConfig, features: int | None, hex_rows: int | None = None) -> Plan:
+        plan = real(cfg, features, hex_rows)
         built.append(Plan(plan.config, plan.chunking, tuple(reversed(plan.steps))))
         return built[-1]
 

@@ -287,10 +287,5 @@ class WorkflowConfig:
     def chunks_url(self) -> str:
         return contract.chunks_url(self.root_url, self.dataset_path)
 
-    @property
-    def resolved_max_zoom(self) -> int:
-        """Max tile zoom: ``--max-zoom`` or H3 resolution + 3 (capped at 16)."""
-        return self.max_zoom if self.max_zoom is not None else min(self.h3_resolution + 3, 16)
-
     def resources_for(self, step: str) -> Resources:
         return self.resources.get(step, DEFAULT_RESOURCES[step])

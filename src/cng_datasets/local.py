@@ -61,7 +61,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,14 +365,16 @@ class _Runner:
 
     def _refine_chunking(self, ready: list[Step]) -> None:
         """Before an indexed step starts, build the plan again with the exact feature count of its
-        input (the GeoParquet's metadata): build_plan is pure, only the chunking changes."""
+        input (the GeoParquet's metadata) and the hex rows estimated from a sample of it:
+        build_plan is pure, only the chunking changes."""
         fan_in = next((s for s in ready if s.indexed), None)
         if fan_in is None or self.plan.chunking.feature_count is not None:
             return
         from cng_datasets.steps.convert import read_dataset_info
 
         features = int(read_dataset_info(fan_in.inputs[0])["feature_count"])
-        self.plan = build_plan(self.config, features)
+        rows = estimated_hex_rows(self.config, fan_in.inputs[0])
+        self.plan = build_plan(self.config, features, rows)
         self._plan_event(features)
 
     def _begin(self, step: Step) -> None:
@@ -491,6 +493,25 @@ class _Runner:
 clean = destination.clean
 
 
+def estimated_hex_rows(config: WorkflowConfig, geoparquet: str) -> int | None:
+    """The hex rows estimated from a sample of the GeoParquet; ``None`` (chunks by feature count)
+    when the sample cannot be read."""
+    import warnings
+
+    from cng_datasets import estimate
+    from cng_datasets.errors import CngError, CountFallbackWarning
+
+    try:
+        sample = estimate.sample_geoparquet(geoparquet)
+    except (CngError, OSError, ValueError) as exc:
+        warnings.warn(
+            CountFallbackWarning(f"could not estimate the hex rows ({exc}); chunking by feature count"),
+            stacklevel=2,
+        )
+        return None
+    return estimate.hex_rows(sample, config.h3_resolution, config.containment)
+
+
 def run_local(
     config: WorkflowConfig,
     *,
@@ -500,6 +521,7 @@ def run_local(
     env: Mapping[str, str] | None = None,
     log_dir: str | os.PathLike[str] | None = None,
     wait: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Run the whole workflow of ``config`` on this machine; return what was done.
 
@@ -514,7 +536,9 @@ def run_local(
       the run succeeds).
 
     - ``wait``: when another run holds the dataset's lease, wait for it (``lease-waiting`` event)
-      instead of raising :class:`~cng_datasets.errors.LeaseHeldError`.
+      instead of raising :class:`~cng_datasets.errors.LeaseHeldError`;
+    - ``on_start``: called once the destination is checked and the lease held, before any step
+      (``run`` prints its estimate there).
 
     Raises :class:`StepFailedError` when a step fails (exit code 65 if the step exited 65),
     :class:`~cng_datasets.errors.UsageError` for a destination that cannot hold the outputs.
@@ -539,6 +563,8 @@ def run_local(
     )
     tmpdir: str | None = None
     try:
+        if on_start is not None:
+            on_start()
         forget_hashes()  # this run hashes every input again
         children.remove_stale_tempdirs()
         removed = destination.remove_stale_temporaries(config)

@@ -27,8 +27,12 @@ from cng_datasets.errors import UsageError
 
 PROGRAM = "cng-datasets"
 
-#: Fewest features per hex chunk: a small dataset must not start hundreds of pods.
+#: Fewest features per hex chunk when the work is not estimated: a small dataset must not start
+#: hundreds of pods.
 MIN_CHUNK_SIZE = 1000
+#: Estimated hex rows a chunk is given (~5-10 s of one core): far more than a process's or pod's
+#: start-up, far less than the hours one chunk of a fixed feature count can take.
+ROWS_PER_CHUNK = 2_000_000
 #: Chunk size when the features could not be counted (the last chunk reads to the end anyway).
 FALLBACK_CHUNK_SIZE = 10_000
 #: Seconds ``pmtiles`` waits for convert's output to appear (applied by hand it starts beside
@@ -38,7 +42,8 @@ PMTILES_WAIT_FOR_INPUT = 24 * 3600
 
 @dataclass(frozen=True)
 class Chunking:
-    """How hex work is split: ``completions`` chunks of ``chunk_size`` features.
+    """How hex work is split: ``completions`` chunks of ``chunk_size`` features; ``hex_rows``:
+    the estimated rows they write, when estimated (:mod:`cng_datasets.estimate`).
 
     The last chunk always reads to the end of the file, so a count that was too low can never drop
     features; ``chunk_size * completions >= feature_count`` whenever the count is known.
@@ -48,6 +53,7 @@ class Chunking:
     completions: int
     parallelism: int
     feature_count: int | None
+    hex_rows: int | None = None
 
 
 def choose_chunking(
@@ -56,12 +62,17 @@ def choose_chunking(
     max_parallelism: int = 50,
     chunk_size: int | None = None,
     min_chunk_size: int = MIN_CHUNK_SIZE,
+    hex_rows: int | None = None,
 ) -> Chunking:
-    """Choose the hex chunking for ``feature_count`` features.
+    """Choose the hex chunking for ``feature_count`` features (``hex_rows``: the rows they are
+    estimated to write).
 
     - explicit ``chunk_size``: ``ceil(N / chunk_size)`` chunks; when that exceeds
       ``max_completions`` the chunk size is raised to ``ceil(N / max_completions)`` so that the
       chunks still cover every feature without one oversized last chunk;
+    - estimated work: one chunk per :data:`ROWS_PER_CHUNK` estimated rows (at least one, at most
+      ``max_completions`` and the features), the features split evenly among them — 42,000 points
+      are one chunk, a few continent-sized polygons many;
     - otherwise the smallest chunk size ≥ ``min_chunk_size`` that needs at most ``max_completions``
       chunks;
     - unknown count: ``max_completions`` chunks of :data:`FALLBACK_CHUNK_SIZE` (or ``chunk_size``).
@@ -71,6 +82,10 @@ def choose_chunking(
         (5000, 200)
         >>> choose_chunking(250).completions
         1
+        >>> choose_chunking(42_000, hex_rows=42_000).completions
+        1
+        >>> choose_chunking(250, hex_rows=30_000_000).completions
+        15
     """
     if feature_count is None:
         size = chunk_size or FALLBACK_CHUNK_SIZE
@@ -79,6 +94,9 @@ def choose_chunking(
         n = max(0, feature_count)
         if chunk_size:
             size = max(chunk_size, math.ceil(n / max_completions))
+        elif hex_rows is not None:
+            wanted = min(max_completions, max(1, n), max(1, math.ceil(hex_rows / ROWS_PER_CHUNK)))
+            size = max(1, math.ceil(n / wanted))
         else:
             size = max(min_chunk_size, math.ceil(n / max_completions))
         completions = max(1, min(max_completions, math.ceil(n / size)))
@@ -87,6 +105,7 @@ def choose_chunking(
         completions=completions,
         parallelism=max(1, min(max_parallelism, completions)),
         feature_count=feature_count,
+        hex_rows=hex_rows,
     )
 
 
@@ -291,8 +310,8 @@ def _pmtiles_argv(c: WorkflowConfig) -> tuple[str, ...]:
         c.pmtiles_url,
         "--layer-name",
         c.base_name,
-        "--max-zoom",
-        str(c.resolved_max_zoom),
+        # without --max-zoom the step chooses it from the data, at most resolution + 3
+        *(("--max-zoom", str(c.max_zoom)) if c.max_zoom is not None else ("--resolution", str(c.h3_resolution))),
         # Applied right after convert in the manual flow: wait (up to 24 h) for convert's atomic output.
         "--wait-for-input",
         str(PMTILES_WAIT_FOR_INPUT),
@@ -339,10 +358,11 @@ def _catalog_argv(c: WorkflowConfig) -> tuple[str, ...]:
     return argv
 
 
-def build_plan(config: WorkflowConfig, feature_count: int | None) -> Plan:
-    """Build the plan of ``config`` for a source of ``feature_count`` features (``None``: unknown)."""
+def build_plan(config: WorkflowConfig, feature_count: int | None, hex_rows: int | None = None) -> Plan:
+    """Build the plan of ``config`` for a source of ``feature_count`` features (``None``: unknown)
+    estimated to write ``hex_rows`` hex rows (``None``: not estimated)."""
     c = config
-    chunking = choose_chunking(feature_count, c.max_completions, c.max_parallelism, c.chunk_size)
+    chunking = choose_chunking(feature_count, c.max_completions, c.max_parallelism, c.chunk_size, hex_rows=hex_rows)
     convert = _convert_argv(c)
     pmtiles = _pmtiles_argv(c)
     hex_argv = _hex_argv(c, chunking)

@@ -158,8 +158,8 @@ def test_counts_features_on_s3(s3: str, cli_run: Any, tmp_path: Path) -> None:
     out = tmp_path / "o"
     proc = cli_run("workflow", *_base(out)[:2], "--source-url", f"{s3}/src/quakes.json", *_base(out)[4:], check=True)
     (hx,) = _load(out / "hex-job.yaml")
-    assert hx["spec"]["completions"] == 2  # 1707 features, 1000 per chunk
-    assert "1,707 features" in proc.stderr
+    assert hx["spec"]["completions"] == 1  # 1,707 points: ~1,707 hex rows are one chunk's work
+    assert "estimate: 1,707 features → ~1,707 hex rows at H3 resolution" in proc.stderr
 
 
 def test_count_failure_falls_back_with_a_warning(cli_run: Any, tmp_path: Path) -> None:

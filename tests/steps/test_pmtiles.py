@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import stat
 import subprocess
 from pathlib import Path
@@ -18,34 +19,6 @@ from tests.conftest import CITIES, csv_rows, data_file
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _convert(source: Path, dest: Path) -> Path:
-    """The real GeoParquet of `convert` for ``source``."""
-    import warnings
-
-    from cng_datasets.errors import AssumedCrsWarning
-    from cng_datasets.steps.convert import convert
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AssumedCrsWarning)  # the CSV has no CRS: lon/lat it is
-        convert([str(source)], str(dest))
-    return dest
-
-
-@pytest.fixture(scope="session")
-def parquets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Converted sample datasets, each converted once per session on first use."""
-    root = tmp_path_factory.mktemp("parquet")
-    cache: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in cache:
-            source = data_file(name)
-            cache[name] = _convert(source, root / (name.split(".")[0] + ".parquet"))
-        return cache[name]
-
-    return get
 
 
 class Archive:
@@ -114,9 +87,6 @@ def _leftovers(directory: Path) -> list[str]:
 
 
 def test_defaults() -> None:
-    assert step.default_max_zoom(10) == 13
-    assert step.default_max_zoom(8) == 11
-    assert step.default_max_zoom(15) == 16
     assert step.default_layer_name("/data/out/parks.pmtiles") == "parks"
     assert step.default_layer_name("s3://b/x/roads.v2.pmtiles") == "roads.v2"
     assert [step.thread_count(n) for n in (1, 2, 3, 4, 6, 8, 12, 64)] == [1, 2, 2, 4, 4, 8, 8, 64]
@@ -221,11 +191,21 @@ def test_countries_via_cli(parquets: Any, tmp_path: Path, cli_run: Any, archive:
     assert set(_parquet_fields(src)) <= set(a.layer_fields("land"))
 
 
-def test_default_max_zoom_from_resolution(parquets: Any, tmp_path: Path, archive: Any) -> None:
+def test_default_max_zoom_is_chosen_from_the_data_and_logged(
+    parquets: Any, tmp_path: Path, archive: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     src = parquets("earthquakes.json")
     out = tmp_path / "q.pmtiles"
-    result = step.build_pmtiles(str(src), str(out), step.TileOptions(resolution=2))
+    with caplog.at_level(logging.INFO, logger="cng_datasets"):
+        result = step.build_pmtiles(str(src), str(out), step.TileOptions(resolution=2))
+    # 1,707 earthquakes typically ~8 km apart would want z4; the floor is z6, the ceiling 2 + 3
     assert result.max_zoom == 5 and archive(out).header["max_zoom"] == 5
+    assert "maximum zoom 5 chosen from the data (typical spacing " in caplog.text
+    assert "floor z5, ceiling z5 (H3 resolution 2 + 3)" in caplog.text
+    result = step.build_pmtiles(str(src), str(out), step.TileOptions(resolution=10))
+    assert result.max_zoom == 6  # the floor
+    result = step.build_pmtiles(str(src), str(out), step.TileOptions(resolution=10, min_zoom=7))
+    assert (result.min_zoom, result.max_zoom) == (7, 7)  # never below the minimum zoom
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 
 from cng_datasets.errors import DataError, ToolError
 from cng_datasets.steps import pmtiles as step
-from tests.steps.test_pmtiles import _convert, _fake_tippecanoe, _leftovers, parquets  # noqa: F401 - pytest fixture, injected by name
+from tests.conftest import _convert
+from tests.steps.test_pmtiles import _fake_tippecanoe, _leftovers
 
 
 def _ids_at_zoom(path: Path, layer: str, zoom: int) -> set[int]:
@@ -92,7 +93,7 @@ def test_only_features_beyond_web_mercator_is_one_clear_error(tmp_path: Path) ->
     assert _leftovers(tmp_path / "out") == []
 
 
-def test_tiny_polygons_tippecanoe_drops_are_counted(parquets: Any, tmp_path: Path, caplog: Any) -> None:  # noqa: F811 - the imported fixture
+def test_tiny_polygons_tippecanoe_drops_are_counted(parquets: Any, tmp_path: Path, caplog: Any) -> None:
     """Natural Earth 10m at zoom 3: tippecanoe leaves out polygons smaller than a pixel (Vatican,
     …); they are counted as dropped by tippecanoe, with a warning — never silent."""
     src = parquets("ne_10m_admin_0_countries_deu.zip")

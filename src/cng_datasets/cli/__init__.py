@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pmtiles": ("cng_datasets.cli.pmtiles", "pmtiles", "Build PMTiles vector tiles from a GeoParquet file."),
     "preview": ("cng_datasets.cli.preview", "preview", "Serve a dataset's map page with Range requests."),
     "catalog": ("cng_datasets.cli.catalog", "catalog", "Write the STAC collection and card of a dataset."),
+    "plan": ("cng_datasets.cli.plan", "plan", "Estimate a dataset's rows, bytes, chunks, memory and time."),
     "workflow": ("cng_datasets.cli.workflow", "workflow", "Write the Kubernetes Job manifests of a dataset."),
     "run": ("cng_datasets.cli.run", "run", "Run the whole workflow on this machine."),
     "validate": ("cng_datasets.cli.run", "validate", "Check the three outputs of a dataset."),

@@ -108,7 +108,12 @@ def workflow_options(func: F) -> F:
             default=_default("containment"),
             show_default=True,
         ),
-        click.option("--max-zoom", type=click.IntRange(0, 24), default=None, help="Max tile zoom [h3-resolution + 3]."),
+        click.option(
+            "--max-zoom",
+            type=click.IntRange(0, 24),
+            default=None,
+            help="Max tile zoom.  [default: chosen from the data, at most h3-resolution + 3]",
+        ),
         click.option("--min-zoom", type=click.IntRange(0, 24), default=None),
         click.option(
             "--max-completions",

@@ -16,9 +16,14 @@ from cng_datasets.cli.common import handle_errors
     type=click.IntRange(0, 15),
     default=10,
     show_default=True,
-    help="H3 resolution of the dataset; the default maximum zoom is resolution + 3 (at most 16).",
+    help="H3 resolution of the dataset; a maximum zoom chosen from the data is at most resolution + 3 (and 16).",
 )
-@click.option("--max-zoom", type=click.IntRange(0, 24), default=None, help="Maximum zoom.  [default: resolution + 3]")
+@click.option(
+    "--max-zoom",
+    type=click.IntRange(0, 24),
+    default=None,
+    help="Maximum zoom.  [default: chosen from the data's spacing and detail, logged]",
+)
 @click.option("--min-zoom", type=click.IntRange(0, 24), default=0, show_default=True, help="Minimum zoom.")
 @click.option(
     "--tippecanoe",

@@ -280,8 +280,18 @@ def run(workers: int | None, force: bool, wait: bool, quiet: bool, **kwargs: Any
         os.environ.update(env)
         storage._s3_client_cached.cache_clear()
     config = config_from_options(**kwargs)
+    from cng_datasets import probe
+    from cng_datasets.cli.plan import announce
+
+    def estimate_first() -> None:
+        """Once the destination is checked and ours: the estimate (its warning shows with -q too);
+        a source that cannot be read fails in convert, with its own message."""
+        announce(config, probe.survey(config, timeout=kwargs.get("count_timeout") or 0, warn=False))
+
     with _terminate_like_ctrl_c(), Display(sys.stderr, quiet, live=sys.stderr.isatty()) as display:
-        summary = run_local(config, force=force, workers=workers, on_event=display, env=env, wait=wait)
+        summary = run_local(
+            config, force=force, workers=workers, on_event=display, env=env, wait=wait, on_start=estimate_first
+        )
     if not quiet:
         click.echo(summary_table(summary))
     click.echo(f"outputs: {config.parquet_url}  {config.pmtiles_url}  {config.hex_url}/")

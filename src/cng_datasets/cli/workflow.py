@@ -27,7 +27,7 @@ log = logging.getLogger(LOGGER_NAME)
     "--feature-count",
     type=click.IntRange(min=0),
     default=None,
-    help="Number of source features, when known (skips counting).",
+    help="Number of source features, when known (skips counting; the sources are still sampled).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @handle_errors
@@ -37,19 +37,29 @@ def workflow(output_dir: str, feature_count: int | None, count_timeout: float, q
     Files: convert-job.yaml, pmtiles-job.yaml, hex-job.yaml, repartition-job.yaml, catalog-job.yaml,
     workflow-rbac.yaml, workflow-pvc.yaml, workflow-upload.yaml, workflow.yaml, plan.json (the
     steps and their order, read by the in-cluster orchestrator) and a README.md with the commands
-    to run them. The hex chunking is chosen from the number of features,
-    counted from the sources with GDAL (default chunking if counting fails).
+    to run them. The hex chunking is chosen from the work: the features are counted and their hex
+    rows estimated from a sample (one chunk per ~2 million rows; with --feature-count, or when
+    counting fails, from the feature count alone). The estimate is printed first, with a warning
+    when it reaches a billion rows.
     """
     from cng_datasets import probe, storage
+    from cng_datasets.cli.plan import announce
     from cng_datasets.k8s import manifests
     from cng_datasets.plan import build_plan
 
     config = config_from_options(**kwargs)
     manifests.check_config(config)  # fail on bad names before spending time on counting
-    if feature_count is None:
-        log.info("counting the features of %d source(s) (timeout %g s)", len(config.source_urls), count_timeout)
-        feature_count = probe.count_features(config.source_urls, config.layer, timeout=count_timeout)
-    plan = build_plan(config, feature_count)
+    log.info(
+        "counting and sampling the features of %d source(s) (timeout %g s)", len(config.source_urls), count_timeout
+    )
+    # with --feature-count the sources are only sampled (the hex rows size the chunks, as in `run`)
+    survey = probe.survey(config, timeout=count_timeout, features=feature_count, warn=feature_count is None)
+    announce(config, survey)
+    hex_rows = None
+    if survey is not None:
+        hex_rows = survey.hex_rows
+        feature_count = feature_count if feature_count is not None else survey.features
+    plan = build_plan(config, feature_count, hex_rows)
     files = manifests.render_files(plan, output_dir)
 
     out = Path(output_dir)

@@ -196,7 +196,8 @@ class _Schema:
 
 
 def _bbox_type() -> pa.DataType:
-    return pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
+    """The covering: float32 rounded outward (half the bytes of float64; GeoParquet allows either)."""
+    return pa.struct([(k, pa.float32()) for k in ("xmin", "ymin", "xmax", "ymax")])
 
 
 def _merge_schemas(sources: list[OpenSource], id_column: str | None) -> _Schema:

@@ -4,6 +4,8 @@ the uniqueness check of a source id column (moved out of :mod:`cng_datasets.step
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +24,38 @@ GEOPARQUET_VERSION = "1.1.0"
 
 
 class _RowGroupWriter:
-    """Buffers batches and writes a row group when rows or bytes reach the bound."""
+    """Buffers batches and writes a row group when rows or bytes reach the bound.
+
+    Encodings per column: dictionaries for the attributes only (never for the WKB, which they
+    cannot shrink); no statistics on the WKB (min/max of binary blobs help no reader); the bbox
+    covering's float32 fields with ``BYTE_STREAM_SPLIT``. Row groups are encoded and compressed
+    in a background thread (pyarrow releases the GIL) while the next batches are read and their
+    geometries checked: at most two row groups wait for it, so memory stays bounded.
+    """
 
     def __init__(
         self, path: Path, schema: pa.Schema, compression_level: int, row_group_size: int, row_group_bytes: int
     ) -> None:
+        attributes = [f.name for f in schema if f.name not in (GEOMETRY_COLUMN, BBOX_COLUMN)]
+        bbox = [f"{BBOX_COLUMN}.{k}" for k in ("xmin", "ymin", "xmax", "ymax")]
         self.writer = pq.ParquetWriter(
             path,
             schema,
             compression="zstd",
             compression_level=compression_level,
-            write_statistics=True,
-            use_dictionary=True,
+            write_statistics=[*attributes, *bbox],
+            use_dictionary=attributes,
             # no ARROW:schema: its (empty) metadata would hide the footer "geo" key from pyarrow readers
             store_schema=False,
-            # the geometry is incompressible by dictionary; skip it there
-            column_encoding=None,
+            column_encoding=dict.fromkeys(bbox, "BYTE_STREAM_SPLIT"),
         )
         self.max_rows = row_group_size
         self.max_bytes = row_group_bytes
         self.pending: list[pa.RecordBatch] = []
         self.rows = 0
         self.bytes = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._queued: deque[Future[None]] = deque()
 
     def add(self, batch: pa.RecordBatch) -> None:
         start = 0
@@ -60,11 +72,21 @@ class _RowGroupWriter:
     def flush(self) -> None:
         if self.pending:
             table = pa.Table.from_batches(self.pending)
-            self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            while len(self._queued) >= 2:  # bounded: wait for the oldest row group
+                self._queued.popleft().result()
+            self._queued.append(self._pool.submit(self.writer.write_table, table, max(table.num_rows, 1)))
         self.pending, self.rows, self.bytes = [], 0, 0
 
+    def _drain(self) -> None:
+        while self._queued:
+            self._queued.popleft().result()  # an error of the writer thread is raised here
+
     def close(self, metadata: dict[str, str]) -> None:
-        self.flush()
+        try:
+            self.flush()
+            self._drain()
+        finally:
+            self._pool.shutdown(wait=True)
         self.writer.add_key_value_metadata(metadata)
         self.writer.close()
 
@@ -84,8 +106,21 @@ def _geo_metadata(types: set[str], bbox: list[float] | None, target_crs: Any) ->
     return {"version": GEOPARQUET_VERSION, "primary_column": GEOMETRY_COLUMN, "columns": {GEOMETRY_COLUMN: column}}
 
 
+def outward_float32(bounds: np.ndarray) -> np.ndarray:
+    """``(xmin, ymin, xmax, ymax)`` rows as float32 rounded outward (the minima down, the maxima up),
+    so each box still contains its geometry, as GeoParquet allows a covering to do."""
+    b32 = bounds.astype(np.float32)
+    wide = b32.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        low = wide[:, :2] > bounds[:, :2]
+        high = wide[:, 2:] < bounds[:, 2:]
+    b32[:, :2] = np.where(low, np.nextafter(b32[:, :2], np.float32(-np.inf)), b32[:, :2])
+    b32[:, 2:] = np.where(high, np.nextafter(b32[:, 2:], np.float32(np.inf)), b32[:, 2:])
+    return b32
+
+
 def _bbox_array(geoms: np.ndarray) -> pa.StructArray:
-    b = shapely.bounds(geoms)
+    b = outward_float32(shapely.bounds(geoms))
     mask = pa.array(np.isnan(b[:, 0]))
     return pa.StructArray.from_arrays(
         [pa.array(b[:, i], mask=np.isnan(b[:, i])) for i in range(4)],

