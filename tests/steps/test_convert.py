@@ -61,7 +61,18 @@ def check_geoparquet(path: str | Path, expected_rows: int | None = None) -> pa.T
     info = json.loads(md[b"cng_datasets"])
     assert names[0] == info["id_column"]
     assert names[-2:] == ["geometry", "bbox"]
-    assert table.schema.field("bbox").type == pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
+    # the covering: float32 rounded outward, so each box contains its geometry exactly
+    assert table.schema.field("bbox").type == pa.struct([(k, pa.float32()) for k in ("xmin", "ymin", "xmax", "ymax")])
+    cover = np.column_stack(
+        [
+            table["bbox"].combine_chunks().field(k).to_numpy(zero_copy_only=False)
+            for k in ("xmin", "ymin", "xmax", "ymax")
+        ]
+    ).astype(np.float64)
+    exact = shapely.bounds(shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False)))
+    has = ~np.isnan(exact[:, 0])
+    assert (cover[has, :2] <= exact[has, :2]).all() and (cover[has, 2:] >= exact[has, 2:]).all()
+    assert np.isnan(cover[~has]).all()
     # Row groups are bounded and compressed with ZSTD.
     for i in range(pf.metadata.num_row_groups):
         assert pf.metadata.row_group(i).column(0).compression == "ZSTD"
@@ -85,7 +96,8 @@ def check_geoparquet(path: str | Path, expected_rows: int | None = None) -> pa.T
     bbox = table["bbox"].combine_chunks()
     for i, k in enumerate(("xmin", "ymin", "xmax", "ymax")):
         values = bbox.field(k).to_numpy(zero_copy_only=False).astype(float)
-        np.testing.assert_allclose(values[present], bounds[present, i])
+        # tight to float32 precision (one unit in the last place, 2^-23 relative, rounded outward)
+        np.testing.assert_allclose(values[present], bounds[present, i], rtol=2.0**-22, atol=1e-30)
         assert bbox.is_null().to_numpy(zero_copy_only=False)[~present].all()
     if present.any():
         total = shapely.total_bounds(geoms[present])
@@ -578,3 +590,37 @@ def test_coordinates_outside_lonlat_need_a_source_crs(tmp_path: Path) -> None:
         [[10, 10], [-20, 0]],
         atol=1e-4,
     )
+
+
+def test_wkb_passes_through_only_when_it_is_what_geos_would_write() -> None:
+    """The source's WKB is reused for unchanged geometries only when it is little-endian 2D ISO
+    WKB of exactly the expected size; everything else is written anew (and reads back the same)."""
+    import struct
+
+    from cng_datasets.steps.geoparquet_write import encode_wkb, iso_wkb_size
+
+    polys = [
+        shapely.Polygon([(0, 0), (1, 0), (1, 1), (0, 0)]),
+        shapely.MultiPolygon(
+            [shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3).difference(shapely.box(2.2, 2.2, 2.4, 2.4))]
+        ),
+        shapely.MultiLineString([[(0, 0), (1, 1)], [(2, 2), (3, 3), (4, 4)]]),
+        shapely.MultiPoint([(0, 0), (1, 1)]),
+        shapely.Point(3, 4),
+        shapely.LineString([(0, 0), (5, 5)]),
+    ]
+    geoms = np.array(polys, dtype=object)
+    wkb = np.array(shapely.to_wkb(geoms, flavor="iso"), dtype=object)
+    assert (iso_wkb_size(geoms) == [len(b) for b in wkb]).all()
+    out = encode_wkb(geoms, wkb, np.zeros(len(geoms), dtype=bool))
+    assert all(a is b for a, b in zip(out, wkb, strict=True))  # reused, not re-encoded
+    big_endian = shapely.to_wkb(geoms[4], byte_order=0)
+    unclosed = struct.pack("<BIII", 1, 3, 1, 3) + struct.pack("<6d", 0, 0, 1, 0, 1, 1)  # a ring of 3 points
+    fixed = shapely.from_wkb(unclosed, on_invalid="fix")
+    odd = np.array([geoms[4], fixed, geoms[0], None], dtype=object)
+    src = np.array([big_endian, unclosed, wkb[0], None], dtype=object)
+    out = encode_wkb(odd, src, np.array([False, False, True, False]))
+    assert out[0] is not big_endian and out[0][0] == 1 and shapely.from_wkb(out[0]).equals(geoms[4])
+    assert out[1] is not unclosed and shapely.from_wkb(out[1]).equals(fixed)  # GEOS closed the ring
+    assert out[2] is not wkb[0] and out[2] == wkb[0]  # changed upstream: written anew
+    assert out[3] is None

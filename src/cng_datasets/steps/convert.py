@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from cng_datasets import __version__, contract, provenance, storage
+from cng_datasets import __version__, contract, limits, provenance, storage
 from cng_datasets.errors import (
     AssumedCrsWarning,
     DataError,
@@ -40,6 +41,7 @@ from cng_datasets.steps.geoparquet_write import (
     _check_unique,
     _geo_metadata,
     _RowGroupWriter,
+    encode_wkb,
 )
 from cng_datasets.steps.invalid_rows import SKIPPED_REASON, SkippedReport, feature_label
 
@@ -285,6 +287,14 @@ def _conform(batch: pa.RecordBatch, schema: _Schema, mapping: dict[str, str], tr
 
 
 @dataclass
+class _Fixed:
+    """One batch's geometries after the pipeline, and their WKB as it will be written."""
+
+    geoms: np.ndarray
+    wkb: np.ndarray
+
+
+@dataclass
 class _GeometryPipeline:
     """Per-source geometry processing: 2D, linear, valid, reprojected, split at ±180."""
 
@@ -323,7 +333,7 @@ class _GeometryPipeline:
                     poles[k] = lat
         return out
 
-    def run(self, wkb: np.ndarray, summary: SourceSummary, problems: dict[int, str]) -> np.ndarray:
+    def run(self, wkb: np.ndarray, summary: SourceSummary, problems: dict[int, str]) -> _Fixed:
         """Process one batch; rows whose geometry is unusable are added to ``problems`` (row →
         reason) and come back as None, not counted as null geometries."""
         geoms = shapely.from_wkb(wkb, on_invalid="fix")
@@ -335,7 +345,10 @@ class _GeometryPipeline:
         bad = np.zeros(len(geoms), dtype=bool)
         bad[list(problems)] = True
         geoms[bad] = None
-        geoms = shapely.force_2d(geoms)
+        # rows whose geometry is no longer what the source's WKB says (their WKB is written anew)
+        changed = shapely.has_z(geoms) | shapely.has_m(geoms)
+        if changed.any():
+            geoms[changed] = shapely.force_2d(geoms[changed])
         empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
         geoms[empty] = None
         summary.null_geometries += int((empty & ~bad).sum())
@@ -348,6 +361,7 @@ class _GeometryPipeline:
                 return np.column_stack([x, y])
 
             geoms = shapely.transform(geoms, project)
+            changed[:] = True
             bad = ~empty & ~np.isfinite(shapely.bounds(geoms)).all(axis=1)
             if bad.any():
                 raise DataError(
@@ -366,7 +380,10 @@ class _GeometryPipeline:
             geoms[out] = None
             empty = empty | out
             # before any validity repair: a ring crossing ±180 looks self-intersecting in the plane
+            before = geoms
             geoms, n = split_antimeridian(geoms, pole_parts)
+            if n:
+                changed |= np.fromiter((a is not b for a, b in zip(before, geoms, strict=True)), bool, len(geoms))
             summary.split_at_antimeridian += n
         polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))
         invalid = ~empty & ~shapely.is_valid(geoms)
@@ -378,15 +395,17 @@ class _GeometryPipeline:
             if lin.any():
                 fixed[lin] = shapely.make_valid(geoms[idx[lin]])
             geoms[idx] = fixed
+            changed[idx] = True
             summary.made_valid += len(idx)
         if self.simplify:
             geoms = shapely.simplify(geoms, self.simplify, preserve_topology=True)
+            changed[:] = True
         # validity repairs can collapse a sliver to empty: count as null, never silently drop a row
         newly_empty = ~empty & (shapely.is_missing(geoms) | shapely.is_empty(geoms))
         if newly_empty.any():
             geoms[newly_empty] = None
             summary.null_geometries += int(newly_empty.sum())
-        return geoms
+        return _Fixed(geoms, encode_wkb(geoms, wkb, changed))
 
     def _check_range(self, geoms: np.ndarray, empty: np.ndarray, summary: SourceSummary) -> np.ndarray:
         """Rows outside [-180, 180] × [-90, 90] (returned as a mask when they are a few bad rows).
@@ -459,6 +478,9 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
         _check_counts_before_writing(opened, opts.expect_features)
         schema = _merge_schemas(opened, opts.id_column)
         report = stack.enter_context(SkippedReport(dest))
+        # the sources' content fingerprints (a SHA-256 of each file) are taken while they are read
+        fingerprints = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint"))
+        prov = fingerprints.submit(_provenance, sources, opts)
         with storage.atomic_output(dest, suffix=".parquet") as tmp:
             writer = _RowGroupWriter(
                 tmp, schema.arrow(), opts.compression_level, opts.row_group_size, opts.row_group_bytes
@@ -479,7 +501,7 @@ def convert(sources: list[str], dest: str, opts: ConvertOptions | None = None) -
                 {
                     "geo": json.dumps(_geo_metadata(out.types, summary.bbox, target)),
                     METADATA_KEY.decode(): json.dumps(info),
-                    contract.PROVENANCE_KEY.decode(): provenance.encode(_provenance(sources, opts)).decode(),
+                    contract.PROVENANCE_KEY.decode(): provenance.encode(prov.result()).decode(),
                 }
             )
             if schema.check_unique:
@@ -527,14 +549,15 @@ class _Output:
         self.types: set[str] = set()
         self.bbox = [np.inf, np.inf, -np.inf, -np.inf]
 
-    def write(self, attrs: Any, geoms: np.ndarray, mapping: Any, opts: ConvertOptions, url: str) -> int:
+    def write(self, attrs: Any, fixed: _Fixed, mapping: Any, opts: ConvertOptions, url: str) -> int:
         """Write one batch of features; returns how many."""
+        geoms = fixed.geoms
         n = len(geoms)
         cols: list[pa.Array] = []
         if self.schema.generated:
             cols.append(pa.array(np.arange(self.next_fid, self.next_fid + n, dtype=np.int64)))
         cols.extend(_conform(attrs, self.schema, mapping, opts.trim_strings, url))
-        cols.append(pa.array(shapely.to_wkb(geoms, output_dimension=2, flavor="iso"), type=pa.binary()))
+        cols.append(pa.array(fixed.wkb, type=pa.binary()))
         cols.append(_bbox_array(geoms))
         self.writer.add(pa.RecordBatch.from_arrays(cols, schema=self.arrow_schema))
         present = geoms[~shapely.is_missing(geoms)]
@@ -561,10 +584,10 @@ def _convert_source(
         warnings.warn(f"source {src.url!r} has no CRS; taken as EPSG:4326 (lon/lat)", AssumedCrsWarning, stacklevel=3)
     source_crs = source_override or src.crs or pyproj.CRS.from_user_input("OGC:CRS84")
     pipeline = _GeometryPipeline(source_crs, target, opts.simplify_tolerance, assumed, csv=src.is_csv)
-    for batch in _prefetch(src.batches):
-        problems = dict(batch.problems)
-        geoms = pipeline.run(batch.wkb, s, problems)
-        s.read += len(geoms)
+    for batch, fixed, part, problems in _fixed_batches(src, pipeline, s):
+        s.read += len(fixed.geoms)
+        for counter in ("null_geometries", "made_valid", "split_at_antimeridian"):
+            setattr(s, counter, getattr(s, counter) + getattr(part, counter))
         attrs = batch.attrs
         if problems:
             if opts.on_invalid == "fail":
@@ -574,11 +597,11 @@ def _convert_source(
                     "(--on-invalid skip writes the other features and lists the skipped ones)"
                 )
             report.add(src.url, batch.fids, problems, src.is_csv)
-            keep = np.ones(len(geoms), dtype=bool)
+            keep = np.ones(len(fixed.geoms), dtype=bool)
             keep[list(problems)] = False
-            attrs, geoms = attrs.filter(pa.array(keep)), geoms[keep]
+            attrs, fixed = attrs.filter(pa.array(keep)), _Fixed(fixed.geoms[keep], fixed.wkb[keep])
             s.skipped += len(problems)
-        s.features += out.write(attrs, geoms, mapping, opts, src.url)
+        s.features += out.write(attrs, fixed, mapping, opts, src.url)
     if src.expected is not None and src.expected != s.read:
         raise IncompleteOutputError(f"source {src.url!r}: read {s.read} features but the driver reports {src.expected}")
     log.info(
@@ -643,16 +666,46 @@ def _check_counts_after_reading(summary: ConvertSummary, expect: int | None) -> 
         raise DataError(f"all {summary.read} features were invalid and skipped: nothing written")
 
 
-def _prefetch(it: Iterator[Any]) -> Iterator[Any]:
-    """Read the next batch in a background thread while this one is processed (GDAL releases the GIL)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        fut: Future[Any] = pool.submit(next, it, None)
-        while True:
-            item = fut.result()
-            if item is None:
-                return
-            fut = pool.submit(next, it, None)
-            yield item
+def _fixed_batches(
+    src: OpenSource, pipeline: _GeometryPipeline, summary: SourceSummary
+) -> Iterator[tuple[Any, _Fixed, SourceSummary, dict[int, str]]]:
+    """The source's batches with their geometries through the pipeline, in order.
+
+    GDAL reads the next batch in one thread while the geometries of the batches before it are
+    checked and repaired in a pool of threads, one per CPU (GEOS and GDAL release the GIL): each
+    batch gets its own counters and problems, merged in order by the caller. At most a pool's
+    worth of batches is in flight, so memory stays bounded; an error surfaces at its batch.
+    """
+    # pyproj's transformers are not shared across threads here: a reprojecting source uses one
+    workers = limits.cpu_count() if pipeline.transformer is None else 1
+
+    def fix(batch: Any) -> tuple[Any, _Fixed, SourceSummary, dict[int, str]]:
+        part = SourceSummary(source=summary.source, layer=summary.layer)
+        problems = dict(batch.problems)
+        return batch, pipeline.run(batch.wkb, part, problems), part, problems
+
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdal-reader") as reader,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geometry") as pool,
+    ):
+        queue: deque[Future[tuple[Any, _Fixed, SourceSummary, dict[int, str]]]] = deque()
+        it = iter(src.batches)
+        next_batch: Future[Any] | None = reader.submit(next, it, None)
+        try:
+            while True:
+                while next_batch is not None and len(queue) < workers + 1:
+                    batch = next_batch.result()
+                    if batch is None:
+                        next_batch = None
+                        break
+                    next_batch = reader.submit(next, it, None)
+                    queue.append(pool.submit(fix, batch))
+                if not queue:
+                    return
+                yield queue.popleft().result()
+        finally:
+            for fut in queue:
+                fut.cancel()
 
 
 def read_dataset_info(url: str) -> dict[str, Any]:

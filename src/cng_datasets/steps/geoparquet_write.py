@@ -38,16 +38,21 @@ class _RowGroupWriter:
     ) -> None:
         attributes = [f.name for f in schema if f.name not in (GEOMETRY_COLUMN, BBOX_COLUMN)]
         bbox = [f"{BBOX_COLUMN}.{k}" for k in ("xmin", "ymin", "xmax", "ymax")]
+        encodings = dict.fromkeys(bbox, "BYTE_STREAM_SPLIT")
+        # the id numbered here (1..N) is unique and ascending: deltas, not a dictionary
+        first = schema.field(0)
+        if first.name == contract.ID_COLUMN and pa.types.is_int64(first.type):
+            encodings[first.name] = "DELTA_BINARY_PACKED"
         self.writer = pq.ParquetWriter(
             path,
             schema,
             compression="zstd",
             compression_level=compression_level,
             write_statistics=[*attributes, *bbox],
-            use_dictionary=attributes,
+            use_dictionary=[a for a in attributes if a not in encodings],
             # no ARROW:schema: its (empty) metadata would hide the footer "geo" key from pyarrow readers
             store_schema=False,
-            column_encoding=dict.fromkeys(bbox, "BYTE_STREAM_SPLIT"),
+            column_encoding=encodings,
         )
         self.max_rows = row_group_size
         self.max_bytes = row_group_bytes
@@ -127,6 +132,54 @@ def _bbox_array(geoms: np.ndarray) -> pa.StructArray:
         names=["xmin", "ymin", "xmax", "ymax"],
         mask=mask,
     )
+
+
+def iso_wkb_size(geoms: np.ndarray) -> np.ndarray:
+    """The length of each geometry's 2D ISO WKB (-1 for a type not sized here: collections)."""
+    size = np.full(len(geoms), -1, dtype=np.int64)
+    kind = shapely.get_type_id(geoms)
+    coords = shapely.get_num_coordinates(geoms)
+    size[kind == 0] = 21
+    size[kind == 1] = 9 + 16 * coords[kind == 1]
+    poly = kind == 3
+    size[poly] = 9 + 4 * (1 + shapely.get_num_interior_rings(geoms[poly])) + 16 * coords[poly]
+    size[kind == 4] = 9 + 21 * shapely.get_num_geometries(geoms[kind == 4])
+    multi_line = kind == 5
+    size[multi_line] = 9 + 9 * shapely.get_num_geometries(geoms[multi_line]) + 16 * coords[multi_line]
+    multi_poly = np.flatnonzero(kind == 6)
+    if len(multi_poly):
+        parts, owner = shapely.get_parts(geoms[multi_poly], return_index=True)
+        rings = np.bincount(owner, weights=1 + shapely.get_num_interior_rings(parts), minlength=len(multi_poly))
+        n_parts = shapely.get_num_geometries(geoms[multi_poly])
+        size[multi_poly] = 9 + 9 * n_parts + 4 * rings.astype(np.int64) + 16 * coords[multi_poly]
+    return size
+
+
+def encode_wkb(geoms: np.ndarray, source: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """The WKB column: the source's own bytes where the geometry is unchanged and they already are
+    little-endian 2D ISO WKB of exactly its size (what GEOS would write, without the round trip);
+    newly written WKB everywhere else. ``None`` where there is no geometry."""
+    out = np.full(len(geoms), None, dtype=object)
+    present = ~shapely.is_missing(geoms)
+    reuse = present & ~changed
+    if reuse.any():
+        idx = np.flatnonzero(reuse)
+        src = source[idx]
+        size = iso_wkb_size(geoms[idx])
+        fits = np.fromiter(
+            (
+                isinstance(b, bytes) and len(b) == n and b[0] == 1 and 1 <= int.from_bytes(b[1:5], "little") <= 6
+                for b, n in zip(src, size.tolist(), strict=True)
+            ),
+            bool,
+            len(idx),
+        )
+        out[idx[fits]] = src[fits]
+        reuse[idx[~fits]] = False
+    todo = present & ~reuse
+    if todo.any():
+        out[todo] = shapely.to_wkb(geoms[todo], output_dimension=2, flavor="iso")
+    return out
 
 
 def _id_keys(col: pa.Array) -> np.ndarray:
