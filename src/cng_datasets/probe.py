@@ -1,15 +1,17 @@
-"""Count the features of the sources and estimate their cost, with a timeout: the input of the
-hex chunking rule and of ``cng-datasets plan``.
+"""Count the features of the sources and estimate their cost, with a timeout (:func:`survey`): the
+input of the hex chunking rule, of the estimate ``run`` and ``workflow`` print, and of
+``cng-datasets plan``.
 
 GDAL (through pyogrio) counts GDAL-readable sources over ``/vsicurl``, ``/vsis3`` and ``/vsizip``;
 GeoParquet sources are counted from the Parquet footer with pyarrow (GDAL in the pyogrio wheel has
-no Parquet driver). Counts of several sources are summed.
+no Parquet driver). Counts of several sources are summed; each is then sampled
+(:mod:`cng_datasets.estimate`).
 
-Each count runs in a child Python process that is killed at the timeout, so a hung remote read
-cannot block the caller (a thread could not be stopped). On any failure :func:`count_features` returns
-``None`` and emits :class:`~cng_datasets.errors.CountFallbackWarning`; the plan then uses default
-chunking, and the last hex chunk always reads to the end, so a wrong or missing count never drops
-features.
+Each source is surveyed in a child Python process that is killed at the timeout, so a hung remote
+read cannot block the caller (a thread could not be stopped). On any failure of a count
+:func:`survey` returns ``None`` and emits :class:`~cng_datasets.errors.CountFallbackWarning`; the
+plan then uses default chunking, and the last hex chunk always reads to the end, so a wrong or
+missing count never drops features. A sample that fails leaves the count alone.
 """
 
 from __future__ import annotations
@@ -27,24 +29,13 @@ from cng_datasets.errors import CountFallbackWarning, first_line
 DEFAULT_TIMEOUT = 120.0
 
 
-def count_source(url: str, layer: str | None = None) -> int:
-    """Features of one source, as convert will read it (no timeout; raises on failure)."""
-    from cng_datasets.sources import count_features as count_one
-
-    return count_one(url, layer)
-
-
-def _count_in_subprocess(url: str, layer: str | None, timeout: float) -> int:
-    """Count one source in a child Python process, killed after ``timeout`` seconds.
-
-    A child (not a thread) because a hung GDAL read cannot be interrupted in-process, and GDAL's
-    own warnings stay out of the caller's output.
-    """
+def _ask_child(args: list[str], timeout: float) -> str:
+    """The last line ``python -m cng_datasets.probe ARGS`` prints, within ``timeout`` seconds; its
+    error's last line as a ``RuntimeError``. A child (not a thread) because a hung GDAL read cannot
+    be interrupted in-process, and GDAL's own warnings stay out of the caller's output."""
     if timeout <= 0:
         raise TimeoutError("no time left")
-    cmd = [sys.executable, "-m", "cng_datasets.probe", url]
-    if layer is not None:
-        cmd += ["--layer", layer]
+    cmd = [sys.executable, "-m", "cng_datasets.probe", *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -52,28 +43,7 @@ def _count_in_subprocess(url: str, layer: str | None, timeout: float) -> int:
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(lines[-1] if lines else f"exit code {proc.returncode}")
-    return int(proc.stdout.strip().splitlines()[-1])
-
-
-def count_features(urls: Sequence[str], layer: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> int | None:
-    """The total number of features of ``urls``, or ``None`` (with a warning) when any count fails
-    or the whole count takes longer than ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    total = 0
-    for url in urls:
-        try:
-            total += _count_in_subprocess(url, layer, deadline - time.monotonic())
-        except Exception as exc:  # noqa: BLE001 - any failure means "unknown count"
-            detail = first_line(exc)
-            warnings.warn(
-                CountFallbackWarning(
-                    f"could not count the features of {url!r} ({detail}); using default chunking "
-                    "(the last hex chunk reads to the end, so no feature is dropped)"
-                ),
-                stacklevel=2,
-            )
-            return None
-    return total
+    return proc.stdout.strip().splitlines()[-1]
 
 
 # ---- the survey: count and estimate ------------------------------------------------------------
@@ -129,11 +99,9 @@ def survey_source(
 
 
 def _survey_in_subprocess(url: str, config: object, timeout: float, size: int, features: int | None) -> Survey:
-    if timeout <= 0:
-        raise TimeoutError("no time left")
-    cmd = [sys.executable, "-m", "cng_datasets.probe", url, "--survey", "--size", str(size)]
+    args = [url, "--size", str(size)]
     if features is not None:
-        cmd += ["--features", str(features)]
+        args += ["--features", str(features)]
     for flag, attr in (
         ("--layer", "layer"),
         ("--lat-column", "lat_column"),
@@ -144,15 +112,8 @@ def _survey_in_subprocess(url: str, config: object, timeout: float, size: int, f
     ):
         value = getattr(config, attr, None)
         if value is not None:
-            cmd += [flag, str(value)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise TimeoutError(f"no answer within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeError(lines[-1] if lines else f"exit code {proc.returncode}")
-    return Survey(**json.loads(proc.stdout.strip().splitlines()[-1]))
+            args += [flag, str(value)]
+    return Survey(**json.loads(_ask_child(args, timeout)))
 
 
 def combine(surveys: Sequence[Survey]) -> Survey:
@@ -184,7 +145,7 @@ def survey(
 ) -> Survey | None:
     """Count and estimate the sources of ``config`` (a :class:`~cng_datasets.config.WorkflowConfig`)
     in a child process each, within ``timeout`` seconds in all; ``None`` (with a warning unless
-    not ``warn``) when a count fails, as :func:`count_features`. ``features``: the known total of
+    not ``warn``) when a count fails. ``features``: the known total of
     a single source (then only sampled)."""
     deadline = time.monotonic() + timeout
     found = []
@@ -208,14 +169,13 @@ def survey(
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m cng_datasets.probe URL [--layer NAME]``: print the feature count of one source;
-    with ``--survey``, the :class:`Survey` of it as one JSON line."""
+    """``python -m cng_datasets.probe URL [options]``: print the :class:`Survey` of one source as
+    one JSON line."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m cng_datasets.probe")
     parser.add_argument("url")
     parser.add_argument("--layer", default=None)
-    parser.add_argument("--survey", action="store_true")
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--resolution", type=int, default=10)
     parser.add_argument("--containment", default="center")
@@ -225,21 +185,17 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=None)
     args = parser.parse_args(argv)
     try:
-        if args.survey:
-            from cng_datasets.sources import ReadOptions
+        from cng_datasets.sources import ReadOptions
 
-            options = ReadOptions(
-                layer=args.layer, lat_column=args.lat_column, lon_column=args.lon_column, encoding=args.encoding
-            )
-            found = survey_source(args.url, options, args.resolution, args.containment, args.size, args.features)
-            sys.stdout.write(json.dumps(asdict(found)) + "\n")
-            return 0
-        n = count_source(args.url, args.layer)
+        options = ReadOptions(
+            layer=args.layer, lat_column=args.lat_column, lon_column=args.lon_column, encoding=args.encoding
+        )
+        found = survey_source(args.url, options, args.resolution, args.containment, args.size, args.features)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         text = first_line(exc, "")
         sys.stderr.write(f"{type(exc).__name__}: {text}\n")
         return 1
-    sys.stdout.write(f"{n}\n")
+    sys.stdout.write(json.dumps(asdict(found)) + "\n")
     return 0
 
 

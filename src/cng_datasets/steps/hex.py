@@ -252,15 +252,20 @@ class PartWriter:
         self.rows: dict[int, int] = {}
         self.sha256: dict[str, str] = {}
 
-    def add(self, h0: np.ndarray, table: Any) -> None:
+    def add(self, h0: np.ndarray, table: Any, presorted: bool = False) -> None:
+        """Rows of ``table`` (``h0``: each row's h0 cell), into the part of their h0;
+        ``presorted``: already ordered by h0 (stable), so nothing is reordered here."""
         import pyarrow as pa
 
         if table.num_rows == 0:
             return
-        order = np.argsort(h0, kind="stable")
-        h0s = h0[order]
+        if presorted:
+            h0s = h0
+        else:
+            order = np.argsort(h0, kind="stable")
+            h0s = h0[order]
+            table = table.take(pa.array(order))
         bounds = np.flatnonzero(np.r_[True, h0s[1:] != h0s[:-1], True])
-        table = table.take(pa.array(order))
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             piece = table.slice(int(a), int(b - a))
             self.buffers.setdefault(int(h0s[a]), []).append(piece)
@@ -273,14 +278,21 @@ class PartWriter:
         import pyarrow.parquet as pq
 
         for h0 in sorted(self.buffers):
-            table = pa.concat_tables(self.buffers[h0])
+            # one dictionary per column and row group, in first-seen order: the writer then writes
+            # each dictionary once, and the same rows always give the same bytes
+            table = pa.concat_tables(self.buffers[h0]).unify_dictionaries()
             w = self.writers.get(h0)
             if w is None:
                 w = pq.ParquetWriter(
                     os.path.join(self.tmpdir, f"{h0}.parquet"),
                     self.schema,
                     compression="zstd",
-                    write_statistics=True,
+                    # the id and the cells: what readers prune row groups by (and repartition reads)
+                    write_statistics=[f.name for f in self.schema if not pa.types.is_dictionary(f.type)],
+                    # not for the id and the finest cell (nearly unique: a dictionary only costs)
+                    use_dictionary=[f.name for f in list(self.schema)[2:]],
+                    # readers see the plain types of the dictionary columns
+                    store_schema=False,
                 )
                 self.writers[h0] = w
             w.write_table(table, row_group_size=1 << 20)
@@ -519,8 +531,28 @@ def _open_chunk_input(input_url: str, cells: CellOptions) -> _ChunkInput:
     ]
     fields += [pa.field(cell_column(p), pa.uint64(), nullable=False) for p in cells.parent_resolutions]
     renamed = _rename_clashes(input_url, attrs, {f.name for f in fields})
-    fields += [pf.schema_arrow.field(a).with_name(renamed[a]) for a in attrs]
+    fields += [_as_written(pf.schema_arrow.field(a).with_name(renamed[a])) for a in attrs]
     return _ChunkInput(input_url, pf, info, attrs, renamed, pa.schema(fields), footer_digest(input_url))
+
+
+def _as_written(field: Any) -> Any:
+    """An attribute as the parts are written: a dictionary over the batch's feature values for the
+    types Parquet dictionary-encodes (every cell row of a feature repeats its values: the rows
+    carry only an index, the values are written once, never copied per row). The files store no
+    Arrow schema, so readers see the plain type."""
+    import pyarrow as pa
+
+    t = field.type
+    plain = (
+        pa.types.is_string,
+        pa.types.is_large_string,
+        pa.types.is_binary,
+        pa.types.is_integer,
+        pa.types.is_floating,
+    )
+    if any(test(t) for test in plain):
+        return field.with_type(pa.dictionary(pa.int32(), t))
+    return field
 
 
 def _decode_geometries(wkb: np.ndarray, src: _ChunkInput, idn: np.ndarray) -> np.ndarray:
@@ -561,10 +593,23 @@ def _hex_batch(rb: Any, src: _ChunkInput, cells: CellOptions, writer: PartWriter
     stats.empty_geometries += int(empty.sum())
     attr_table = pa.Table.from_batches([rb.select(src.attrs)]) if src.attrs else None
     parents = list(cells.parent_resolutions)
-    row_bytes = 8 * (2 + len(parents)) + (attr_table.nbytes / max(1, n) if attr_table is not None else 0)
+    dictionary = _dictionary_values(attr_table, src.renamed, src.schema)
+    plain_bytes = (
+        sum(attr_table.column(a).nbytes for a, o in src.renamed.items() if o not in dictionary) if attr_table else 0
+    )
+    # a row holds its cells, an index into each dictionary column, and copies of the other attributes
+    row_bytes = 8 * (2 + len(parents)) + 4 * len(dictionary) + plain_bytes / max(1, n)
     max_rows = int(min(cells.budget, max(1024, (BUFFER_BYTES // 4) / max(1.0, row_bytes))))
     had = np.zeros(n, dtype=bool)
-    batch = _Batch(ids, attr_table, src.renamed, src.schema, cell_column(cells.resolution), parents)
+    batch = _Batch(
+        ids,
+        attr_table,
+        src.renamed,
+        src.schema,
+        cell_column(cells.resolution),
+        parents,
+        dictionary,
+    )
     try:
         for idx, found in h3cells.feature_cells(geoms, cells.resolution, cells.containment, cells.budget):
             had[idx] = True
@@ -682,28 +727,56 @@ class _Batch:
     schema: Any
     res_col: str
     parents: list[int]
+    #: output name -> (distinct values, each feature's code, each feature's null mask) of the
+    #: dictionary columns
+    values: dict[str, tuple[Any, np.ndarray, np.ndarray]]
+
+
+def _dictionary_values(
+    attr_table: Any, renamed: dict[str, str], schema: Any
+) -> dict[str, tuple[Any, np.ndarray, np.ndarray]]:
+    """Each dictionary column of a batch, encoded once: its distinct values (Parquet's writer needs
+    them distinct: with a repeated value it writes nondeterministic bytes), each feature's code
+    into them, and each feature's null mask."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
+    if attr_table is None:
+        return out
+    for a, name in renamed.items():
+        if not pa.types.is_dictionary(schema.field(name).type):
+            continue
+        encoded = attr_table.column(a).combine_chunks().dictionary_encode()
+        codes = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False).astype(np.int32)
+        out[name] = (encoded.dictionary, codes, encoded.indices.is_null().to_numpy(zero_copy_only=False))
+    return out
 
 
 def _emit(writer: PartWriter, batch: _Batch, idx: np.ndarray, cells: np.ndarray) -> None:
     """Rows (feature ``idx[i]``, ``cells[i]``) with their parents and attributes, to ``writer``."""
     import pyarrow as pa
 
+    # rows ordered by h0 here, on the numpy arrays, so no column is reordered afterwards
+    h0 = h3cells.parent_cells(cells, 0) if batch.parents else cells  # resolution 0: its own h0
+    order = np.argsort(h0, kind="stable")
+    idx, cells, h0 = idx[order], cells[order], h0[order]
     take = pa.array(idx)
     cols: dict[str, Any] = {
         batch.schema.names[0]: batch.ids.take(take),
         batch.res_col: pa.array(cells, type=pa.uint64()),
     }
-    h0 = None
     for p in batch.parents:
-        par = h3cells.parent_cells(cells, p)
-        if p == 0:
-            h0 = par
-        cols[cell_column(p)] = pa.array(par, type=pa.uint64())
-    if h0 is None:  # resolution 0: the cell is its own h0
-        h0 = cells
+        cols[cell_column(p)] = pa.array(h0 if p == 0 else h3cells.parent_cells(cells, p), type=pa.uint64())
     if batch.attr_table is not None:
-        sub = batch.attr_table.take(take)
+        plain = [a for a, out in batch.attrs.items() if out not in batch.values]
+        sub = batch.attr_table.select(plain).take(take) if plain else None
         for a, out in batch.attrs.items():
-            cols[out] = sub.column(a)
+            if out in batch.values:
+                values, codes, null = batch.values[out]
+                cols[out] = pa.DictionaryArray.from_arrays(pa.array(codes[idx], mask=null[idx]), values)
+            else:
+                assert sub is not None
+                cols[out] = sub.column(a)
     table = pa.table(cols, schema=batch.schema)
-    writer.add(np.asarray(h0, dtype=np.uint64), table)
+    writer.add(np.asarray(h0, dtype=np.uint64), table, presorted=True)
