@@ -20,7 +20,7 @@ import pyogrio
 import pytest
 import shapely
 
-from cng_datasets import probe, source_checks
+from cng_datasets import source_checks, sources
 from cng_datasets.errors import EXIT_BAD_INPUT, DataError, SourceError
 from cng_datasets.steps.convert import ConvertOptions, convert, read_dataset_info
 from tests.conftest import DATA
@@ -63,7 +63,7 @@ def test_osm_unsorted_layers_match_a_plain_read(tmp_path: Path, layer: str) -> N
     assert summary.features == expected == pq.read_metadata(out).num_rows
     # the fixture holds 8 tagged nodes, 6 highways and 1 building
     assert expected == {"points": 8, "lines": 6, "multipolygons": 1}[layer]
-    assert probe.count_source(str(OSM), layer) == expected
+    assert sources.count_features(str(OSM), layer) == expected  # what the survey counts with
 
 
 def test_gdal_error_while_streaming_fails_the_read() -> None:
