@@ -321,7 +321,7 @@ def write_docs(table: list[dict], repeat: int) -> str:
             else f"| {r['work']} | {r['ours']['seconds']:.2f} | {r['ours']['rss_mb']:.0f} | {r['base_name']} | - | - | "
             f"{r['target']} | {r['extra']} |"
         )
-    section = "\n".join(lines) + "\n"
+    section = "\n".join(lines) + "\n\n"
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text()
     start = text.find("## Targets (issue 14)")

@@ -118,9 +118,9 @@ class _Orchestrator:
         """Beyond the Job's status: failed chunks' errors, stuck pods, counts of the hex chunks."""
         report = self.reports.get(t.job.step) or progress.from_state(t.job.step, t.job.name, t.state)
         self.reports[t.job.step] = report
-        if t.state.failed_indexes or (t.state.failed and not t.state.indexed):
+        if t.state.failed_indexes or t.state.phase == "failed":
             report.failed_chunks = progress.failed_chunk_errors(
-                self.api, self.namespace, t.job.name, report.failed_chunks
+                self.api, self.namespace, t.job.name, report.failed_chunks, t.state
             )
         if t.job.step == "hex" and self.counts is not None:
             report.features, report.cells = self.counts.update()

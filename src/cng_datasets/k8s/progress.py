@@ -111,16 +111,25 @@ def error_line(log_text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def failed_chunk_errors(api: KubeApi, namespace: str, job: str, known: dict[str, str]) -> dict[str, str]:
-    """Chunk index → first line of its error, for the failed pods of ``job`` not in ``known``
-    (each pod's log is read once)."""
-    out = dict(known)
+def failed_chunk_errors(
+    api: KubeApi, namespace: str, job: str, known: dict[str, str], state: JobState
+) -> dict[str, str]:
+    """Chunk index → first line of its error, for the chunks of ``job`` that failed for good (an
+    Indexed Job's ``failedIndexes``; a plain Job's pod once the Job failed), not in ``known``: each
+    pod's log is read once, and a chunk that failed once and then succeeded is not listed."""
+    if state.indexed:
+        wanted = {str(i) for i in parse_indexes(state.failed_indexes)}
+    else:
+        wanted = {"0"} if state.phase == "failed" else set()
+    out = {k: v for k, v in known.items() if k in wanted}
+    if not wanted - set(out):
+        return out
     for pod in api.list("Pod", namespace, label_selector=job_pods(job)):
         if (pod.get("status") or {}).get("phase") != "Failed":
             continue
         idx = pod_index(pod)
         key = str(idx if idx is not None else 0)
-        if key in out:
+        if key in out or key not in wanted:
             continue
         reason, code = pod_termination(pod)
         line = error_line(api.pod_log(namespace, pod["metadata"]["name"], tail_lines=ERROR_TAIL))

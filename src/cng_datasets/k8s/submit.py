@@ -454,8 +454,8 @@ def status(
             pods = api.list("Pod", wf.namespace, label_selector=job_pods(name))
             if state.phase != "failed":
                 report.stuck = stuck_pods(pods, now, {}, graces or Graces(unschedulable=0, image=0)) or ""
-            if state.failed_indexes or state.failed:
-                report.failed_chunks = progress.failed_chunk_errors(api, wf.namespace, name, {})
+            if state.failed_indexes or state.phase == "failed":
+                report.failed_chunks = progress.failed_chunk_errors(api, wf.namespace, name, {}, state)
         reports.append(progress.merge(report, recorded.get(step)))
     record = doc or {}
     return WorkflowStatus(
