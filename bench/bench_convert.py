@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CITIES = ROOT.parent / "shared" / "data" / "rg_cities1000.csv"
 
 
-def make_gpkg(path: Path, n: int) -> None:
+def make_gpkg(path: Path, n: int, radius: float = 0.004) -> None:
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -43,7 +43,7 @@ def make_gpkg(path: Path, n: int) -> None:
     lon = np.tile(cities["lon"].to_numpy(), reps)[:n]
     k = np.repeat(np.arange(reps), cities.num_rows)[:n]
     pts = shapely.points(lon + 0.01 * k, lat + 0.005 * k)
-    polys = shapely.buffer(pts, 0.004, quad_segs=8)
+    polys = shapely.buffer(pts, radius, quad_segs=8)
     table = pa.table(
         {
             "name": pa.array(np.tile(cities["name"].to_numpy(zero_copy_only=False), reps)[:n]),

@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,29 +75,10 @@ def measure(argv: list[str], repeat: int, env: dict[str, str] | None = None, cpu
 
 def small_polygons_gpkg(path: Path, n: int, radius: float = 0.004) -> Path:
     """n small polygons (33 vertices) around the GeoNames cities, repeated with an offset; 4 attributes."""
-    if path.exists():
-        return path
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyogrio
-    import shapely
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_convert import make_gpkg
 
-    cities = pacsv.read_csv(CITIES)
-    reps = -(-n // cities.num_rows)
-    lat = np.tile(cities["lat"].to_numpy(), reps)[:n]
-    lon = np.tile(cities["lon"].to_numpy(), reps)[:n]
-    k = np.repeat(np.arange(reps), cities.num_rows)[:n]
-    polys = shapely.buffer(shapely.points(lon + 0.01 * k, lat + 0.005 * k), radius, quad_segs=8)
-    table = pa.table(
-        {
-            "name": pa.array(np.tile(cities["name"].to_numpy(zero_copy_only=False), reps)[:n]),
-            "cc": pa.array(np.tile(cities["cc"].to_numpy(zero_copy_only=False), reps)[:n]),
-            "rep": pa.array(k.astype("int32")),
-            "geom": pa.array(shapely.to_wkb(polys)),
-        }
-    )
-    pyogrio.write_arrow(table, path, layer="polys", geometry_name="geom", geometry_type="Polygon", crs="EPSG:4326")
+    make_gpkg(path, n, radius)
     return path
 
 
@@ -281,6 +263,23 @@ def rows(out: Path, repeat: int) -> list[dict]:
     ours = measure([*CLI, "pmtiles", "--input", countries, "--output", pm, "--resolution", "10"], 1)
     add("pmtiles, NE 10m countries at the default zoom for res 10 (was z13: unfinished after 300 s)", ours, None, "-",
         "minutes at most")  # fmt: skip
+
+    # memory: one big feature at finer resolutions, and repartition of 200 chunks
+    for res in (8,):
+        dest = out / f"hex_{res}_brazil"
+        argv = [*CLI, *hex_argv, "--input", brazil_parquet(out), "--output", dest, "--resolution", str(res), "--parent-resolutions", "0"]
+        ours = measure(argv, 1, one["env"], one["cpus"])
+        add(f"hex Brazil alone (171 attributes), res {res}, one core: peak memory", ours, None, "-",
+            "flat, ≤ 1 GiB (res 7: see above)")  # fmt: skip
+    chunks, final = out / "chunks200", out / "hex200"
+    if not (chunks / "_done").exists():
+        for i in range(200):
+            subprocess.run([*CLI, "hex", "--input", cities, "--output", chunks, "--resolution", "10",
+                            "--parent-resolutions", "9,8,0", "--chunk-id", str(i), "--chunk-size", "723",
+                            "--chunk-count", "200"], check=True, capture_output=True)  # fmt: skip
+    shutil.rmtree(final, ignore_errors=True)  # a finished output would make repartition a no-op
+    ours = measure([*CLI, "repartition", "--chunks", chunks, "--output", final, "--source", cities, "--keep-chunks"], 1)
+    add("repartition of 200 chunks (144k cities, res 10): peak memory", ours, None, "-", "≤ 1 GiB")
 
     # run vs the same steps as single processes, one after the other
     bucket = out / "run"
