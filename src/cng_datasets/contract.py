@@ -153,6 +153,12 @@ def dataset_metadata(kv: dict[bytes, bytes] | None, url: str | None = None) -> d
     return footer_json(kv, GEOPARQUET_KEY, url) or {}
 
 
+def geometry_column_of(geo: dict[str, Any]) -> str:
+    """The primary geometry column a ``geo`` footer (already parsed) declares (:data:`GEOMETRY_COLUMN`
+    when it declares none)."""
+    return str(geo.get("primary_column", GEOMETRY_COLUMN))
+
+
 def id_column_of(kv: dict[bytes, bytes] | None, url: str | None = None) -> str:
     """The feature id column a GeoParquet declares (:data:`ID_COLUMN` when it declares none)."""
     return str(dataset_metadata(kv, url).get("id_column") or ID_COLUMN)

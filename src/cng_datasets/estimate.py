@@ -28,6 +28,7 @@ and the zoom at which the tiles would exceed a budget.
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -71,6 +72,14 @@ class FeatureSample:
     def size(self) -> int:
         return int(len(self.geometries))
 
+    @functools.cached_property
+    def bounds(self) -> np.ndarray:
+        """``(xmin, ymin, xmax, ymax)`` of each geometry that is present and not empty."""
+        import shapely
+
+        present = ~shapely.is_missing(self.geometries) & ~shapely.is_empty(self.geometries)
+        return np.asarray(shapely.bounds(self.geometries[present])).reshape(-1, 4)
+
 
 # ---- sampling ----------------------------------------------------------------------------------
 
@@ -97,7 +106,7 @@ def sample_geoparquet(url: str, size: int = SAMPLE_SIZE, pfile: Any = None) -> F
     try:
         meta = pf.schema_arrow.metadata or {}
         geo = contract.footer_json(meta, contract.GEO_KEY) or {}
-        column = geo.get("primary_column") or contract.GEOMETRY_COLUMN
+        column = contract.geometry_column_of(geo)
         crs = ((geo.get("columns") or {}).get(column) or {}).get("crs")
         md = pf.metadata
         total = md.num_rows
@@ -252,12 +261,9 @@ def _zoom_for(span: float) -> float:
 def typical_spacing(sample: FeatureSample) -> float | None:
     """The typical distance between neighbouring features (fraction of the world's width): the
     geometric mean of the gaps between consecutive features in Morton (quadkey) order."""
-    import shapely
-
-    geoms = [g for g in sample.geometries if g is not None and not shapely.is_empty(g)]
-    if len(geoms) < 2:
+    bounds = sample.bounds
+    if len(bounds) < 2:
         return None
-    bounds = shapely.bounds(np.array(geoms, dtype=object))
     x, y = _mercator((bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2)
     scale = float((1 << 32) - 1)  # 32 bits an axis: ~1 cm at the equator
     xi = np.clip(x * scale, 0, scale).astype(np.uint64)
@@ -274,8 +280,8 @@ def typical_spacing(sample: FeatureSample) -> float | None:
     if len(gaps) == 0:
         return None
     spacing = float(np.exp(np.log(gaps).mean()))
-    if not sample.contiguous and sample.total > len(geoms):
-        spacing *= math.sqrt(len(geoms) / sample.total)  # a spread subsample: the real crowd is denser
+    if not sample.contiguous and sample.total > len(bounds):
+        spacing *= math.sqrt(len(bounds) / sample.total)  # a spread subsample: the real crowd is denser
     return spacing
 
 
@@ -304,12 +310,9 @@ def segment_length(sample: FeatureSample) -> float | None:
 
 def tiles_at(sample: FeatureSample, zoom: int) -> float:
     """Tiles the features' bounding boxes cover at ``zoom`` (an upper bound: overlaps count twice)."""
-    import shapely
-
-    geoms = [g for g in sample.geometries if g is not None and not shapely.is_empty(g)]
-    if not geoms:
+    b = sample.bounds
+    if not len(b):
         return 0.0
-    b = shapely.bounds(np.array(geoms, dtype=object))
     x0, y1 = _mercator(b[:, 0], b[:, 1])
     x1, y0 = _mercator(b[:, 2], b[:, 3])
     n = float(1 << zoom)

@@ -175,6 +175,12 @@ def pod_termination(pod: dict[str, Any]) -> tuple[str, int | None]:
     return str(st.get("reason") or ""), None
 
 
+def termination_text(pod: dict[str, Any]) -> str:
+    """``OOMKilled (exit 137)``: how the pod's container ended, in one phrase."""
+    reason, code = pod_termination(pod)
+    return f"{reason or 'failed'}" + (f" (exit {code})" if code is not None else "")
+
+
 def describe_pod_failure(pod: dict[str, Any]) -> str:
     reason, code = pod_termination(pod)
     text = reason or "failed"
@@ -233,8 +239,7 @@ def failure_report(
     if text:
         lines.append(f"  last lines of {first}:")
         lines.extend("    | " + line for line in text.splitlines()[-tail:])
-    reason, code = pod_termination(pods[0])
-    summary += f"; pod {first}: {reason or 'failed'}" + (f" (exit {code})" if code is not None else "")
+    summary += f"; pod {first}: {termination_text(pods[0])}"
     summary += f"; kubectl logs {first} -n {namespace}"
     return lines, summary
 
@@ -337,12 +342,13 @@ class Graces:
     image: float = 300.0
 
 
-def _waiting(pod: dict[str, Any]) -> tuple[str, str]:
+def waiting_state(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) of the pod's first container that is waiting to run, else ``None``."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting")
         if waiting:
             return str(waiting.get("reason") or ""), str(waiting.get("message") or "")
-    return "", ""
+    return None
 
 
 def _unscheduled(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -360,9 +366,9 @@ def pending_cause(pod: dict[str, Any]) -> tuple[str, str] | None:
     cond = _unscheduled(pod)
     if cond is not None:
         return "Unschedulable", str(cond.get("message") or "")
-    reason, message = _waiting(pod)
-    if reason in (*IMAGE_PULL_REASONS, *HOPELESS_REASONS, *CONFIG_REASONS):
-        return reason, message
+    waiting = waiting_state(pod)
+    if waiting is not None and waiting[0] in (*IMAGE_PULL_REASONS, *HOPELESS_REASONS, *CONFIG_REASONS):
+        return waiting
     return None
 
 

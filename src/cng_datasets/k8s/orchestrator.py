@@ -118,15 +118,18 @@ class _Orchestrator:
         """Beyond the Job's status: failed chunks' errors, stuck pods, counts of the hex chunks."""
         report = self.reports.get(t.job.step) or progress.from_state(t.job.step, t.job.name, t.state)
         self.reports[t.job.step] = report
-        if t.state.failed_indexes or t.state.phase == "failed":
-            report.failed_chunks = progress.failed_chunk_errors(
-                self.api, self.namespace, t.job.name, report.failed_chunks, t.state
-            )
         if t.job.step == "hex" and self.counts is not None:
             report.features, report.cells = self.counts.update()
-        if t.finished:
+        chunks_failed = bool(t.state.failed_indexes) or t.state.phase == "failed"
+        if t.finished and not chunks_failed:
             return
         pods = self.api.list("Pod", self.namespace, label_selector=job_pods(t.job.name))
+        if chunks_failed:
+            report.failed_chunks = progress.failed_chunk_errors(
+                self.api, self.namespace, pods, report.failed_chunks, t.state
+            )
+        if t.finished:
+            return
         stuck = stuck_pods(pods, self.now(), self.first_seen, self.graces)
         if stuck is not None:
             report.stuck = stuck

@@ -23,8 +23,8 @@ from typing import Any
 from cng_datasets.errors import ClusterError, StorageError
 from cng_datasets.k8s import names
 from cng_datasets.k8s.api import AlreadyExists, KubeApi
-from cng_datasets.k8s.jobs import JobState, fmt_duration, parse_indexes, pod_index, pod_termination
-from cng_datasets.k8s.labels import APP, LABEL_COMPONENT, LABEL_DATASET, LABEL_NAME, job_pods
+from cng_datasets.k8s.jobs import JobState, fmt_duration, parse_indexes, pod_index, termination_text
+from cng_datasets.k8s.labels import APP, LABEL_COMPONENT, LABEL_DATASET, LABEL_NAME
 
 log = logging.getLogger("cng_datasets")
 
@@ -112,28 +112,28 @@ def error_line(log_text: str) -> str:
 
 
 def failed_chunk_errors(
-    api: KubeApi, namespace: str, job: str, known: dict[str, str], state: JobState
+    api: KubeApi, namespace: str, pods: list[dict[str, Any]], known: dict[str, str], state: JobState
 ) -> dict[str, str]:
-    """Chunk index → first line of its error, for the chunks of ``job`` that failed for good (an
-    Indexed Job's ``failedIndexes``; a plain Job's pod once the Job failed), not in ``known``: each
-    pod's log is read once, and a chunk that failed once and then succeeded is not listed."""
+    """Chunk index → first line of its error, for the chunks that failed for good (an Indexed Job's
+    ``failedIndexes``; a plain Job's pod once the Job failed), from its ``pods``: a chunk in
+    ``known`` keeps its line, so each pod's log is read once, and a chunk that failed once and then
+    succeeded is not listed."""
     if state.indexed:
         wanted = {str(i) for i in parse_indexes(state.failed_indexes)}
     else:
         wanted = {"0"} if state.phase == "failed" else set()
     out = {k: v for k, v in known.items() if k in wanted}
-    if not wanted - set(out):
-        return out
-    for pod in api.list("Pod", namespace, label_selector=job_pods(job)):
+    for pod in pods:
+        if len(out) == len(wanted):
+            break
         if (pod.get("status") or {}).get("phase") != "Failed":
             continue
         idx = pod_index(pod)
         key = str(idx if idx is not None else 0)
         if key in out or key not in wanted:
             continue
-        reason, code = pod_termination(pod)
         line = error_line(api.pod_log(namespace, pod["metadata"]["name"], tail_lines=ERROR_TAIL))
-        what = f"{reason or 'failed'}" + (f" (exit {code})" if code is not None else "")
+        what = termination_text(pod)
         out[key] = f"{what}: {line}" if line else what
     return out
 
@@ -226,10 +226,9 @@ class ProgressWriter:
 
     def write(self, reports: dict[str, StepReport], state: str, message: str = "") -> None:
         text = self._text(reports, state, message)
-        body = json.loads(text)
         if text == self.last:
             return
-        doc = {**body, "updated": datetime.fromtimestamp(self.now(), tz=UTC).isoformat()}
+        doc = {**json.loads(text), "updated": datetime.fromtimestamp(self.now(), tz=UTC).isoformat()}
         cm = {
             "apiVersion": "v1",
             "kind": "ConfigMap",

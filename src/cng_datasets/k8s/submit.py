@@ -50,6 +50,7 @@ from cng_datasets.k8s.jobs import (
     sort_pods_failing_first,
     stuck_pods,
     wait_for_jobs,
+    waiting_state,
 )
 from cng_datasets.k8s.labels import LABEL_DATASET, job_pods
 from cng_datasets.k8s.progress import StepReport
@@ -220,12 +221,9 @@ def _upload_pod(api: KubeApi, wf: Workflow) -> dict[str, Any] | None:
 
 def _pod_waiting_reason(api: KubeApi, wf: Workflow) -> str:
     for p in api.list("Pod", wf.namespace, label_selector=job_pods(wf.upload_name)):
-        for cs in (p.get("status") or {}).get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting")
-            if waiting:
-                return (
-                    f" (pod {p['metadata']['name']}: {waiting.get('reason')} {waiting.get('message') or ''})".rstrip()
-                )
+        waiting = waiting_state(p)
+        if waiting is not None:
+            return f" (pod {p['metadata']['name']}: {waiting[0]} {waiting[1]})".rstrip()
         for c in (p.get("status") or {}).get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") != "True":
                 return f" (pod {p['metadata']['name']} not scheduled: {c.get('message') or c.get('reason')})"
@@ -454,8 +452,7 @@ def status(
             pods = api.list("Pod", wf.namespace, label_selector=job_pods(name))
             if state.phase != "failed":
                 report.stuck = stuck_pods(pods, now, {}, graces or Graces(unschedulable=0, image=0)) or ""
-            if state.failed_indexes or state.phase == "failed":
-                report.failed_chunks = progress.failed_chunk_errors(api, wf.namespace, name, {}, state)
+            report.failed_chunks = progress.failed_chunk_errors(api, wf.namespace, pods, {}, state)
         reports.append(progress.merge(report, recorded.get(step)))
     record = doc or {}
     return WorkflowStatus(

@@ -196,7 +196,7 @@ def _geoparquet_facts(url: str) -> dict[str, Any]:
         raise _missing(url, "GeoParquet") from exc
     kv = pf.metadata.metadata or {}
     geo = contract.footer_json(kv, contract.GEO_KEY, url) or {}
-    primary = geo.get("primary_column", contract.GEOMETRY_COLUMN)
+    primary = contract.geometry_column_of(geo)
     bbox = (geo.get("columns", {}).get(primary) or {}).get("bbox")
     columns = [{"name": f.name, "type": str(f.type)} for f in pf.schema_arrow]
     return {

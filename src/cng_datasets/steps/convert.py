@@ -36,6 +36,7 @@ from cng_datasets.geometry import split_antimeridian
 from cng_datasets.sources import OpenSource, ReadOptions, open_source
 from cng_datasets.steps.geoparquet_write import (
     BBOX_COLUMN,
+    BBOX_FIELDS,
     GEOMETRY_COLUMN,
     _bbox_array,
     _check_unique,
@@ -199,7 +200,7 @@ class _Schema:
 
 def _bbox_type() -> pa.DataType:
     """The covering: float32 rounded outward (half the bytes of float64; GeoParquet allows either)."""
-    return pa.struct([(k, pa.float32()) for k in ("xmin", "ymin", "xmax", "ymax")])
+    return pa.struct([(k, pa.float32()) for k in BBOX_FIELDS])
 
 
 def _merge_schemas(sources: list[OpenSource], id_column: str | None) -> _Schema:

@@ -20,6 +20,8 @@ from cng_datasets.geometry import is_lonlat_crs84
 
 GEOMETRY_COLUMN = contract.GEOMETRY_COLUMN
 BBOX_COLUMN = "bbox"
+#: The fields of the bbox covering, in GeoParquet's order.
+BBOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
 GEOPARQUET_VERSION = "1.1.0"
 
 
@@ -37,7 +39,7 @@ class _RowGroupWriter:
         self, path: Path, schema: pa.Schema, compression_level: int, row_group_size: int, row_group_bytes: int
     ) -> None:
         attributes = [f.name for f in schema if f.name not in (GEOMETRY_COLUMN, BBOX_COLUMN)]
-        bbox = [f"{BBOX_COLUMN}.{k}" for k in ("xmin", "ymin", "xmax", "ymax")]
+        bbox = [f"{BBOX_COLUMN}.{k}" for k in BBOX_FIELDS]
         encodings = dict.fromkeys(bbox, "BYTE_STREAM_SPLIT")
         # the id numbered here (1..N) is unique and ascending: deltas, not a dictionary
         first = schema.field(0)
@@ -101,7 +103,7 @@ def _geo_metadata(types: set[str], bbox: list[float] | None, target_crs: Any) ->
         "encoding": "WKB",
         "geometry_types": sorted(types),
         "covering": {
-            "bbox": {k: [BBOX_COLUMN, k] for k in ("xmin", "ymin", "xmax", "ymax")},
+            "bbox": {k: [BBOX_COLUMN, k] for k in BBOX_FIELDS},
         },
     }
     if bbox is not None:
@@ -129,7 +131,7 @@ def _bbox_array(geoms: np.ndarray) -> pa.StructArray:
     mask = pa.array(np.isnan(b[:, 0]))
     return pa.StructArray.from_arrays(
         [pa.array(b[:, i], mask=np.isnan(b[:, i])) for i in range(4)],
-        names=["xmin", "ymin", "xmax", "ymax"],
+        names=list(BBOX_FIELDS),
         mask=mask,
     )
 

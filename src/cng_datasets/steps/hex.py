@@ -162,7 +162,7 @@ class SourceInfo:
 def source_info(pf: Any, url: str) -> SourceInfo:
     kv = pf.metadata.metadata or {}
     meta = contract.dataset_metadata(kv, url)
-    geom = (contract.footer_json(kv, contract.GEO_KEY, url) or {}).get("primary_column", contract.GEOMETRY_COLUMN)
+    geom = contract.geometry_column_of(contract.footer_json(kv, contract.GEO_KEY, url) or {})
     id_col = meta.get("id_column") or contract.ID_COLUMN
     names = pf.schema_arrow.names
     for col, what in ((id_col, "id"), (geom, "geometry")):
@@ -252,19 +252,11 @@ class PartWriter:
         self.rows: dict[int, int] = {}
         self.sha256: dict[str, str] = {}
 
-    def add(self, h0: np.ndarray, table: Any, presorted: bool = False) -> None:
-        """Rows of ``table`` (``h0``: each row's h0 cell), into the part of their h0;
-        ``presorted``: already ordered by h0 (stable), so nothing is reordered here."""
-        import pyarrow as pa
-
+    def add(self, h0s: np.ndarray, table: Any) -> None:
+        """Rows of ``table``, already ordered by their h0 cells ``h0s`` (the caller sorts them on
+        its numpy arrays, so no column is reordered here), into the part of their h0."""
         if table.num_rows == 0:
             return
-        if presorted:
-            h0s = h0
-        else:
-            order = np.argsort(h0, kind="stable")
-            h0s = h0[order]
-            table = table.take(pa.array(order))
         bounds = np.flatnonzero(np.r_[True, h0s[1:] != h0s[:-1], True])
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             piece = table.slice(int(a), int(b - a))
@@ -779,4 +771,4 @@ def _emit(writer: PartWriter, batch: _Batch, idx: np.ndarray, cells: np.ndarray)
                 assert sub is not None
                 cols[out] = sub.column(a)
     table = pa.table(cols, schema=batch.schema)
-    writer.add(np.asarray(h0, dtype=np.uint64), table, presorted=True)
+    writer.add(np.asarray(h0, dtype=np.uint64), table)

@@ -70,7 +70,7 @@ def check_hex(hex_url: str, parquet_url: str) -> tuple[list[str], dict[str, Any]
         geo = contract.footer_json(src.metadata.metadata, contract.GEO_KEY) or {}
     except RecordError as exc:
         return [f"{parquet_url}: {exc}"], stats
-    geom_col = geo.get("primary_column", contract.GEOMETRY_COLUMN)
+    geom_col = contract.geometry_column_of(geo)
 
     scan = _HexScan(hex_url, id_col, layout, len(files), problems)
     scan.hive = hive
