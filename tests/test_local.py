@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cng_datasets import contract, local, markers, progress, storage
+from cng_datasets import contract, estimate, local, markers, progress, storage
 from cng_datasets.config import WorkflowConfig
 from cng_datasets.plan import build_plan
 from cng_datasets.validate import validate_dataset
@@ -155,7 +155,7 @@ def test_run_into_directory_then_resume_skips_everything(tmp_path: Path) -> None
     plans = rec.of("plan")
     assert plans[0].data["features"] is None and plans[1].data["features"] == 177 and plans[1].data["chunks"] == 1
     # each marker records the argv of the plan (the chunking from the hex rows estimated after convert)
-    plan = build_plan(cfg, 177, local.estimated_hex_rows(cfg, cfg.parquet_url))
+    plan = build_plan(cfg, 177, estimate.estimated_hex_rows(cfg, cfg.parquet_url))
     assert plan.chunking.completions == 1 and plan.chunking.chunk_size == 177
     for step in plan.steps:
         marker = json.loads((root / "countries" / "_cng" / f"{step.name}.json").read_text())
@@ -302,6 +302,7 @@ def test_the_runner_schedules_from_the_plan_not_from_the_step_names(
 ) -> None:
     """Steps declared backwards (and every re-built plan too): the order still comes from
     depends_on, each step reads step.inputs, and the result is the same."""
+    from cng_datasets import plan as plan_module
     from cng_datasets.plan import Plan
 
     real = local.build_plan
@@ -313,6 +314,7 @@ def test_the_runner_schedules_from_the_plan_not_from_the_step_names(
         return built[-1]
 
     monkeypatch.setattr(local, "build_plan", backwards)
+    monkeypatch.setattr(plan_module, "build_plan", backwards)  # the plan rebuilt after convert
     cfg = config(str(tmp_path / "out"), chunk_size=50)
     rec = Recorder()
     summary = local.run_local(cfg, workers=1, on_event=rec)

@@ -32,11 +32,15 @@ import functools
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cng_datasets import contract, storage
+
+if TYPE_CHECKING:
+    from cng_datasets.config import WorkflowConfig
+    from cng_datasets.plan import Plan
 
 #: Features a sample holds.
 SAMPLE_SIZE = 2000
@@ -452,3 +456,38 @@ def coarser_resolution(resolution: int, hex_rows: int, limit: int = HEX_ROWS_WAR
         resolution -= 1
         rows /= 7
     return resolution, int(rows)
+
+
+def estimated_hex_rows(config: WorkflowConfig, geoparquet: str) -> int | None:
+    """The hex rows of ``config`` estimated from a sample of the GeoParquet; ``None`` (chunks by
+    feature count) when the sample cannot be read."""
+    import warnings
+
+    from cng_datasets.errors import CngError, CountFallbackWarning
+
+    try:
+        sample = sample_geoparquet(geoparquet)
+    except (CngError, OSError, ValueError) as exc:
+        warnings.warn(
+            CountFallbackWarning(f"could not estimate the hex rows ({exc}); chunking by feature count"),
+            stacklevel=2,
+        )
+        return None
+    return hex_rows(sample, config.h3_resolution, config.containment)
+
+
+def plan_from_geoparquet(config: WorkflowConfig, geoparquet: str) -> Plan:
+    """The plan built again once convert has written ``geoparquet``: its exact feature count (from
+    its metadata, free) and the hex rows estimated from a sample of it. ``build_plan`` is pure, so
+    only the hex chunking can differ from a plan built before convert ran. Used by the local
+    runner and by the in-cluster orchestrator (which sizes the hex Job this way when the sources
+    could not be counted while the manifests were written).
+
+    Raises :class:`~cng_datasets.errors.CngError` / :class:`OSError` when the GeoParquet cannot
+    be read.
+    """
+    from cng_datasets.plan import build_plan
+    from cng_datasets.steps.convert import read_dataset_info
+
+    features = int(read_dataset_info(geoparquet)["feature_count"])
+    return build_plan(config, features, estimated_hex_rows(config, geoparquet))

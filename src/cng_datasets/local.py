@@ -370,12 +370,10 @@ class _Runner:
         fan_in = next((s for s in ready if s.indexed), None)
         if fan_in is None or self.plan.chunking.feature_count is not None:
             return
-        from cng_datasets.steps.convert import read_dataset_info
+        from cng_datasets.estimate import plan_from_geoparquet
 
-        features = int(read_dataset_info(fan_in.inputs[0])["feature_count"])
-        rows = estimated_hex_rows(self.config, fan_in.inputs[0])
-        self.plan = build_plan(self.config, features, rows)
-        self._plan_event(features)
+        self.plan = plan_from_geoparquet(self.config, fan_in.inputs[0])
+        self._plan_event(self.plan.chunking.feature_count)
 
     def _begin(self, step: Step) -> None:
         decision = self._decide(step)
@@ -491,25 +489,6 @@ class _Runner:
 
 #: ``run --force``'s clean-up (kept here for callers of the former name).
 clean = destination.clean
-
-
-def estimated_hex_rows(config: WorkflowConfig, geoparquet: str) -> int | None:
-    """The hex rows estimated from a sample of the GeoParquet; ``None`` (chunks by feature count)
-    when the sample cannot be read."""
-    import warnings
-
-    from cng_datasets import estimate
-    from cng_datasets.errors import CngError, CountFallbackWarning
-
-    try:
-        sample = estimate.sample_geoparquet(geoparquet)
-    except (CngError, OSError, ValueError) as exc:
-        warnings.warn(
-            CountFallbackWarning(f"could not estimate the hex rows ({exc}); chunking by feature count"),
-            stacklevel=2,
-        )
-        return None
-    return estimate.hex_rows(sample, config.h3_resolution, config.containment)
 
 
 def run_local(

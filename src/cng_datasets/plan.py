@@ -38,6 +38,8 @@ FALLBACK_CHUNK_SIZE = 10_000
 #: Seconds ``pmtiles`` waits for convert's output to appear (applied by hand it starts beside
 #: convert): as long as convert may run (its Job's activeDeadlineSeconds).
 PMTILES_WAIT_FOR_INPUT = 24 * 3600
+#: The options of ``hex`` that carry the chunking (the rest of its argv does not depend on it).
+CHUNKING_OPTIONS = ("--chunk-size", "--chunk-count")
 
 
 @dataclass(frozen=True)
@@ -332,9 +334,9 @@ def _hex_argv(c: WorkflowConfig, chunking: Chunking) -> tuple[str, ...]:
         c.parquet_url,
         "--output",
         c.chunks_url,
-        "--chunk-size",
+        CHUNKING_OPTIONS[0],
         str(chunking.chunk_size),
-        "--chunk-count",
+        CHUNKING_OPTIONS[1],
         str(chunking.completions),
         "--resolution",
         str(c.h3_resolution),

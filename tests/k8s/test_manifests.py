@@ -552,6 +552,17 @@ def test_spec_hash_ignores_what_does_not_change_the_output(docs: dict[str, list[
     other["spec"]["template"]["spec"]["containers"][0]["command"][-1] += "x"
     assert spechash.spec_hash(other) != spechash.spec_hash(job)
     assert spechash.spec_hash(job, ["convert=a"]) != spechash.spec_hash(job, ["convert=b"])
+    # the chunking counts unless the orchestrator sizes it after convert
+    resized = copy.deepcopy(job)
+    command = resized["spec"]["template"]["spec"]["containers"][0]["command"]
+    command[command.index("--chunk-count") + 1] = "7"
+    resized["spec"]["completions"] = 7
+    assert spechash.spec_hash(resized) != spechash.spec_hash(job)
+    for j in (job, resized):
+        j["metadata"]["annotations"]["cng-datasets/sized-after-convert"] = "true"
+    assert spechash.spec_hash(resized) == spechash.spec_hash(job)
+    command[command.index("--resolution") + 1] = "3"  # what the chunks compute still counts
+    assert spechash.spec_hash(resized) != spechash.spec_hash(job)
     with pytest.raises(ValueError, match="cycle"):
         spechash.step_hashes([("a", job, ["b"]), ("b", job, ["a"])])
 

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,7 +19,7 @@ import yaml
 from cng_datasets.config import DEFAULT_IMAGE, Resources, WorkflowConfig
 from cng_datasets.errors import ClusterError, StaleJobError, UsageError
 from cng_datasets.k8s import rbac
-from cng_datasets.k8s.folder import load_step_jobs
+from cng_datasets.k8s.folder import load_plan, load_step_jobs
 from cng_datasets.k8s.jobs import job_state, parse_indexes
 from cng_datasets.k8s.orchestrator import orchestrate
 from cng_datasets.plan import Plan, Step, choose_chunking
@@ -500,3 +501,69 @@ def test_waits_return_typed_outcomes(cluster: FakeCluster, yamls: Path) -> None:
         api, "geo", [JOB["convert"], JOB["pmtiles"], "absent"], 60, cluster.sleep, 10, lambda: cluster.now
     )
     assert outcome.timed_out and outcome.succeeded == {JOB["convert"]} and not outcome.failed
+
+
+# ---- the hex Job of sources that could not be counted ---------------------------------------
+
+
+@pytest.mark.parametrize(("chunk_size", "chunks", "size"), [(None, 1, 177), (50, 4, 50)])
+def test_an_uncounted_workflow_sizes_the_hex_job_from_the_converted_geoparquet(
+    tmp_path: Path,
+    cluster: FakeCluster,
+    s3: str,
+    parquets: Any,
+    caplog: pytest.LogCaptureFixture,
+    chunk_size: int | None,
+    chunks: int,
+    size: int,
+) -> None:
+    from cng_datasets import storage
+    from cng_datasets.k8s.submit import load_workflow, stale_jobs
+
+    bucket = s3.removeprefix("s3://")
+    folder = write_workflow(
+        tmp_path / "wf", bucket=bucket, feature_count=None, chunk_size=chunk_size, h3_resolution=4
+    )
+    yamls = step_yamls(folder)
+    as_written = yaml.safe_load((yamls / "hex-job.yaml").read_text())
+    assert as_written["spec"]["completions"] == 200  # the blind default of an uncounted source
+    assert as_written["metadata"]["annotations"]["cng-datasets/sized-after-convert"] == "true"
+    config = load_plan(yamls).config
+    # what convert leaves in the bucket: the real GeoParquet of the 177 countries
+    storage.write_bytes(config.parquet_url, parquets("naturalearth_lowres").read_bytes())
+
+    with caplog.at_level(logging.INFO, logger="cng_datasets"):
+        states = run(cluster, yamls)
+    assert all(s.phase == "complete" for s in states.values())
+    job = cluster.jobs()[JOB["hex"]]
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (chunks, chunks)
+    assert job["spec"]["maxFailedIndexes"] <= chunks
+    argv = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert argv[argv.index("--chunk-size") + 1 :][:3] == [str(size), "--chunk-count", str(chunks)]
+    assert len(cluster.pods(job=JOB["hex"])) == chunks
+    assert f"hex: sized from {config.parquet_url}: 177 features" in caplog.text
+    # the hash leaves the chunking out: the sized Job is the folder's to submit and to a restart
+    wf = load_workflow(folder)
+    assert job["metadata"]["annotations"]["cng-datasets/spec-hash"] == wf.spec_hashes()["hex"]
+    assert stale_jobs(cluster.api(), wf) == []
+    created = list(cluster.created_jobs)
+    run(cluster, yamls)
+    assert cluster.created_jobs == created
+
+
+def test_an_unreadable_geoparquet_leaves_the_hex_job_as_written(
+    tmp_path: Path, cluster: FakeCluster, s3: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    yamls = step_yamls(write_workflow(tmp_path / "wf", bucket="no-such-bucket", feature_count=None))
+    with caplog.at_level(logging.INFO, logger="cng_datasets"):
+        states = run(cluster, yamls)
+    assert all(s.phase == "complete" for s in states.values())
+    assert cluster.jobs()[JOB["hex"]]["spec"]["completions"] == 200  # last chunk reads to the end
+    assert "hex: cannot size the chunks from s3://no-such-bucket/demo/places.parquet" in caplog.text
+
+
+def test_a_counted_workflow_is_applied_as_written(tmp_path: Path, cluster: FakeCluster, yamls: Path) -> None:
+    doc = yaml.safe_load((yamls / "hex-job.yaml").read_text())
+    assert "cng-datasets/sized-after-convert" not in doc["metadata"]["annotations"]
+    run(cluster, yamls)  # no bucket to read: nothing is sized
+    assert cluster.jobs()[JOB["hex"]]["spec"]["completions"] == doc["spec"]["completions"] == 5

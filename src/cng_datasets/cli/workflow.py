@@ -67,7 +67,11 @@ def workflow(output_dir: str, feature_count: int | None, count_timeout: float, q
         storage.write_bytes(str(out / name), text.encode("utf-8"))
 
     ch = plan.chunking
-    counted = f"{ch.feature_count:,} features" if ch.feature_count is not None else "features not counted"
+    counted = (
+        f"{ch.feature_count:,} features"
+        if ch.feature_count is not None
+        else "features not counted: the orchestrator sizes the chunks from the converted GeoParquet"
+    )
     log.info(
         "hex: %d chunk(s) of %s features, %d in parallel (%s)",
         ch.completions,

@@ -20,6 +20,9 @@ ANNOTATION_DEPENDS_ON = "cng-datasets/depends-on"
 ANNOTATION_DATASET_PATH = "cng-datasets/dataset-path"
 #: What a Job runs, as a hash (:mod:`cng_datasets.k8s.spechash`).
 ANNOTATION_SPEC_HASH = "cng-datasets/spec-hash"
+#: On the hex Job of a workflow whose sources could not be counted: the orchestrator sizes its
+#: chunks from the converted GeoParquet before creating it (:mod:`cng_datasets.k8s.orchestrator`).
+ANNOTATION_SIZED_AT_RUN = "cng-datasets/sized-after-convert"
 
 #: Set by the Job controller: on every pod of a Job, and on the pods of an Indexed Job.
 LABEL_JOB_NAME = "job-name"

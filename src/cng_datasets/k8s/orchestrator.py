@@ -29,6 +29,14 @@ and annotations are for people and ``kubectl``; the order is the plan's.
   chunks done / failed / running, the first error line of each failed chunk, the features and
   cells of the finished hex chunks (from their markers in the bucket, when ``counts`` is given),
   and how the workflow ended — what ``cng-datasets status`` shows after the laptop reconnects.
+- Sizes the hex Job when the sources could not be counted while the manifests were written (its
+  Job carries ``cng-datasets/sized-after-convert``): once convert is complete, the plan is built
+  again from the converted GeoParquet — its exact feature count and the hex rows estimated from
+  a sample (:func:`cng_datasets.estimate.plan_from_geoparquet`, what ``run`` does) — and the hex
+  Job is created with those chunks instead of the folder's blind 200 × 10,000. When the
+  GeoParquet cannot be read, the folder's Job runs as written (its last chunk reads to the end:
+  nothing is lost). The spec hash leaves this chunking out, so a restarted orchestrator adopts
+  the Job it sized.
 - Its API calls are exactly :data:`cng_datasets.k8s.rbac.RULES`.
 """
 
@@ -41,12 +49,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cng_datasets.errors import ClusterError, PodsStuckError, StaleJobError
-from cng_datasets.k8s import names, progress, spechash
+from cng_datasets.errors import ClusterError, CngError, PodsStuckError, StaleJobError, first_line
+from cng_datasets.k8s import manifests, names, progress, spechash
 from cng_datasets.k8s.api import AlreadyExists, KubeApi
 from cng_datasets.k8s.folder import StepJob, load_plan, load_step_jobs
 from cng_datasets.k8s.jobs import Graces, JobState, failure_report, fmt_duration, job_state, stuck_pods
 from cng_datasets.k8s.labels import job_pods
+from cng_datasets.plan import Plan
 
 __all__ = ["StaleJobError", "orchestrate"]
 
@@ -74,14 +83,15 @@ class _Orchestrator:
         self,
         api: KubeApi,
         namespace: str,
+        plan: Plan,
         steps: list[StepJob],
         heartbeat: float,
         now: Callable[[], float],
-        dataset: str,
         graces: Graces,
         counts: progress.ChunkCounts | None,
     ) -> None:
         self.api = api
+        self.plan = plan
         self.namespace = namespace
         self.heartbeat = heartbeat
         self.now = now
@@ -90,7 +100,7 @@ class _Orchestrator:
         self.first_seen: dict[tuple[str, str], float] = {}
         hashes = spechash.step_hashes((s.step, s.manifest, s.depends_on) for s in steps)
         self.tracked = {s.step: _Tracked(s, hashes[s.step]) for s in steps}
-        base = names.dataset_k8s_name(dataset)
+        base = names.dataset_k8s_name(plan.config.dataset)
         self.writer = progress.ProgressWriter(api, namespace, base, now)
         # what an earlier orchestrator of this workflow recorded (counts of chunks since merged)
         doc = progress.read_progress(api, namespace, self.writer.name)
@@ -177,7 +187,8 @@ class _Orchestrator:
     def _create_or_adopt(self, t: _Tracked, existing: dict[str, Any] | None) -> dict[str, Any] | None:
         name, step = t.job.name, t.job.step
         if existing is None:
-            body = spechash.with_hash(t.job.manifest, t.spec_hash)
+            manifest = self.sized(t) if spechash.sized_at_run(t.job.manifest) else t.job.manifest
+            body = spechash.with_hash(manifest, t.spec_hash)
             body["metadata"] = dict(body["metadata"], namespace=self.namespace)
             try:
                 created = self.api.create(self.namespace, body)
@@ -194,6 +205,32 @@ class _Orchestrator:
         else:
             self.say(f"{step}: Job {name} already exists ({phase}) — waiting for it")
         return existing
+
+    def sized(self, t: _Tracked) -> dict[str, Any]:
+        """The Job of a step whose chunks the plan could not size, sized from its input (the
+        converted GeoParquet) as ``run`` sizes them; the folder's Job when that cannot be done."""
+        from cng_datasets.estimate import plan_from_geoparquet
+
+        folder = t.job.manifest
+        spec = folder.get("spec") or {}
+        as_written = f"{spec.get('completions')} chunks as written in {t.job.source or 'the folder'}"
+        source = self.plan.step(t.job.step).inputs[0]
+        try:
+            plan = plan_from_geoparquet(self.plan.config, source)
+        except (CngError, OSError, ValueError) as exc:
+            self.say(f"{t.job.step}: cannot size the chunks from {source} ({first_line(exc)}); {as_written}")
+            return folder
+        sized = manifests.step_job(plan, plan.step(t.job.step), sized_at_run=True)
+        if spechash.spec_content(sized) != spechash.spec_content(folder):  # e.g. the YAML was edited by hand
+            self.say(f"{t.job.step}: its Job differs from the plan's beyond the chunking; {as_written}")
+            return folder
+        ch = plan.chunking
+        rows = f", ~{ch.hex_rows:,} hex rows" if ch.hex_rows is not None else ""
+        self.say(
+            f"{t.job.step}: sized from {source}: {ch.feature_count:,} features{rows} → {ch.completions} "
+            f"chunk(s) of {ch.chunk_size:,} features, {ch.parallelism} in parallel (was {as_written})"
+        )
+        return sized
 
     def _check_fresh(self, t: _Tracked, live: dict[str, Any] | None) -> None:
         stale = self._stale(t, live)
@@ -250,14 +287,15 @@ def orchestrate(
     with a step's Job missing.
     """
     sleep = sleep or time.sleep
-    config = load_plan(yamls).config
+    plan = load_plan(yamls)
+    config = plan.config
     run = _Orchestrator(
         api,
         namespace,
+        plan,
         load_step_jobs(yamls),
         heartbeat,
         now or time.time,
-        config.dataset,
         graces or Graces(),
         progress.ChunkCounts(config.chunks_url) if counts else None,
     )

@@ -17,7 +17,11 @@ though their own commands did not change. The orchestrator Job's hash covers eve
 writes the annotation), the orchestrator (which compares the live Job's annotation with the hash it
 recomputes from the YAML it is about to apply or skip) and ``submit`` (the orchestrator and upload
 Jobs). Labels, names, deadlines, retries, security settings and the annotation itself are not
-part of it: they do not change what a finished Job produced. :func:`find_stale` /
+part of it: they do not change what a finished Job produced. Neither is the chunking of a hex Job
+that the orchestrator sizes after convert (``cng-datasets/sized-after-convert``: its
+``completions`` and the values of ``--chunk-size`` / ``--chunk-count``): it is chosen from the
+converted GeoParquet, which convert's hash already covers, and the same work split otherwise
+writes the same rows. :func:`find_stale` /
 :func:`stale_error` compare a live Job with the hash it should carry and word the error.
 """
 
@@ -30,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cng_datasets.errors import StaleJobError
-from cng_datasets.k8s.labels import ANNOTATION_SPEC_HASH
+from cng_datasets.k8s.labels import ANNOTATION_SIZED_AT_RUN, ANNOTATION_SPEC_HASH
+from cng_datasets.plan import CHUNKING_OPTIONS
 
 HASH_CHARS = 16
 
@@ -51,15 +56,38 @@ def _canonical(value: Any) -> Any:
     return "" if value is None else str(value)
 
 
+def sized_at_run(job: Mapping[str, Any]) -> bool:
+    """Whether the orchestrator sizes ``job``'s chunks after convert."""
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION_SIZED_AT_RUN, "")).lower() == "true"
+
+
+def _without_chunking(argv: list[Any]) -> list[Any]:
+    """``argv`` with the values of the chunking options blanked."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg in CHUNKING_OPTIONS:
+            out[i + 1] = "*"
+    return out
+
+
 def spec_content(job: Mapping[str, Any]) -> dict[str, Any]:
     """The part of ``job`` that :func:`spec_hash` covers (without the dependencies)."""
     spec = job.get("spec") or {}
     pod = (spec.get("template") or {}).get("spec") or {}
+    sized = sized_at_run(job)
     out: dict[str, Any] = {k: spec[k] for k in JOB_FIELDS if spec.get(k) is not None}
+    if sized:
+        out.pop("completions", None)
     for key in ("initContainers", "containers"):
         containers = pod.get(key) or []
         if containers:
             out[key] = [{f: c[f] for f in CONTAINER_FIELDS if c.get(f) is not None} for c in containers]
+            if sized:
+                for c in out[key]:
+                    for f in ("command", "args"):
+                        if f in c:
+                            c[f] = _without_chunking(c[f])
     canonical: dict[str, Any] = _canonical(out)  # a mapping stays a mapping
     return canonical
 
