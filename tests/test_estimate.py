@@ -139,6 +139,20 @@ def test_detailed_world_wide_polygons_are_capped_by_the_tile_budget() -> None:
     assert choice.zoom < 10
 
 
+def test_a_sample_of_big_geometries_is_bounded_in_bytes(
+    parquets: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "countries.parquet"  # 250 detailed polygons in 4 row groups
+    pq.write_table(pq.read_table(parquets(COUNTRIES)), src, row_group_size=70)
+    full = estimate.sample_geoparquet(str(src))
+    assert len(full.geometries) == full.total == 250
+    budget = full.wkb_bytes // 8
+    monkeypatch.setattr(estimate, "SAMPLE_BYTES", budget)
+    few = estimate.sample_geoparquet(str(src))
+    assert 4 <= len(few.geometries) < 250 / 2 and not few.contiguous  # spread over every row group
+    assert few.wkb_bytes < 1.5 * budget  # within about the budget
+
+
 def test_a_spread_sample_accounts_for_the_features_it_skipped() -> None:
     rng = np.random.default_rng(2)
     pts = list(shapely.points(rng.uniform(-180, 180, 2000), rng.uniform(-60, 60, 2000)))

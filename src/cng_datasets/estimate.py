@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 SAMPLE_SIZE = 2000
 #: Row groups of a GeoParquet a sample reads.
 SAMPLE_ROW_GROUPS = 4
+#: Rows of a row group read at a time while sampling it.
+SAMPLE_BATCH = 1024
+#: WKB a GeoParquet sample holds at most, about (fewer features where they are big).
+SAMPLE_BYTES = 32 << 20
 #: A feature's span in tile units (of 4096) that the maximum zoom is chosen for.
 SPAN_UNITS = 16.0
 TILE_EXTENT = 4096
@@ -122,16 +126,24 @@ def sample_geoparquet(url: str, size: int = SAMPLE_SIZE, pfile: Any = None) -> F
         wkbs: list[Any] = []
         attr_bytes = 0.0
         for i in groups:
-            table = pf.read_row_group(i, columns=[column])
-            n = table.num_rows
-            take = np.unique(np.linspace(0, n - 1, min(n, per_group)).astype(np.int64))
-            wkbs.extend(table.column(0).take(take).to_pylist())
             rg = md.row_group(i)
+            n = rg.num_rows
             geometry_bytes = sum(
                 rg.column(j).total_uncompressed_size
                 for j in range(rg.num_columns)
                 if rg.column(j).path_in_schema.split(".")[0] == column
             )
+            # fewer rows where they are big, so that the sample's WKB stays near SAMPLE_BYTES
+            fit = int(SAMPLE_BYTES / len(groups) * n / max(1, geometry_bytes))
+            take = np.unique(np.linspace(0, n - 1, max(1, min(n, per_group, fit))).astype(np.int64))
+            # batch by batch: a row group of big polygons never sits in memory at once (the
+            # orchestrator samples in a pod of 256 MiB)
+            seen = 0
+            for batch in pf.iter_batches(batch_size=SAMPLE_BATCH, row_groups=[i], columns=[column]):
+                lo, hi = np.searchsorted(take, [seen, seen + batch.num_rows])
+                if hi > lo:
+                    wkbs.extend(batch.column(0).take(take[lo:hi] - seen).to_pylist())
+                seen += batch.num_rows
             attr_bytes += (rg.total_byte_size - geometry_bytes) / max(1, n)
         sampled_rows = sum(md.row_group(i).num_rows for i in groups)
     finally:

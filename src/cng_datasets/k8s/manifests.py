@@ -93,6 +93,8 @@ BACKOFF_LIMIT = 2
 
 #: Resources of the two small infrastructure containers.
 SMALL_RESOURCES = {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
+#: The orchestrator's: it may sample the converted GeoParquet to size the hex Job (~200 MB peak).
+ORCHESTRATOR_RESOURCES = {**SMALL_RESOURCES, "memory": "512Mi"}
 PVC_SIZE = "1Gi"
 
 
@@ -412,12 +414,13 @@ def _infra_job(
     argv: tuple[str, ...],
     service_account: str | None,
     env: list[dict[str, Any]] | None = None,
+    sizes: dict[str, str] = SMALL_RESOURCES,
 ) -> dict[str, Any]:
     labels = {**dataset_labels(config), LABEL_COMPONENT: kind}
-    resources = {"requests": dict(SMALL_RESOURCES), "limits": dict(SMALL_RESOURCES)}
+    resources = {"requests": dict(sizes), "limits": dict(sizes)}
     mounts = [{"name": "yamls", "mountPath": YAMLS_MOUNT}]
     container = _container(config, argv, [*(env or []), *base_env()], resources, mounts)
-    volumes = [_tmp_volume(SMALL_RESOURCES["ephemeral-storage"]), _yamls_volume(config)]
+    volumes = [_tmp_volume(sizes["ephemeral-storage"]), _yamls_volume(config)]
     spec = {
         "completions": 1,
         "parallelism": 1,
@@ -460,8 +463,16 @@ def upload_job(config: WorkflowConfig) -> dict[str, Any]:
 def workflow_job(config: WorkflowConfig) -> dict[str, Any]:
     """Job ``<ds>-workflow``: the in-cluster orchestrator, with the ``cng-datasets-workflow``
     ServiceAccount, the PVC at /yamls and the S3 keys (it reads the hex chunk markers to count
-    features and cells for its progress record)."""
-    return _infra_job(config, "workflow", orchestrate_argv(config), service_account=SERVICE_ACCOUNT, env=s3_env(config))
+    features and cells for its progress record, and the converted GeoParquet to size the hex Job
+    of sources that could not be counted)."""
+    return _infra_job(
+        config,
+        "workflow",
+        orchestrate_argv(config),
+        service_account=SERVICE_ACCOUNT,
+        env=s3_env(config),
+        sizes=ORCHESTRATOR_RESOURCES,
+    )
 
 
 def build_documents(plan: Plan) -> dict[str, list[dict[str, Any]]]:
