@@ -170,7 +170,10 @@ def test_chunks_follow_the_estimated_work() -> None:
     assert choose_chunking(144_563, hex_rows=144_563).completions == 1
     big = choose_chunking(250, hex_rows=60 * ROWS_PER_CHUNK)
     assert 50 <= big.completions <= 60 and big.chunk_size * big.completions >= 250  # 5 features each
-    assert choose_chunking(10, hex_rows=10**12).completions == 10  # never an empty chunk
+    continents = choose_chunking(10, hex_rows=10**12)  # more chunks wanted than features: shared
+    assert (continents.chunk_size, continents.row_chunks, continents.shares) == (1, 10, 20)
+    assert continents.completions == 200 and continents.parallelism == 50
+    assert choose_chunking(1, hex_rows=10**6).shares == 1  # one small feature: one chunk
     assert choose_chunking(10**7, hex_rows=10**12).completions == 200  # the seed's limit
     assert choose_chunking(10**7, hex_rows=10**12).parallelism == 50
     assert choose_chunking(42_000, hex_rows=42_000, chunk_size=1000).completions == 42  # --chunk-size wins

@@ -334,3 +334,46 @@ def test_the_runner_schedules_from_the_plan_not_from_the_step_names(
     again = Recorder()
     local.run_local(cfg, workers=1, on_event=again)
     assert not again.of("step-started") and len(again.of("step-skipped")) == 5
+
+
+def test_few_big_features_are_shared_among_chunks_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More chunks wanted than features: the plan shares each row chunk among chunks (``hex
+    --shares``); the runner runs every index, and the output is what one chunk writes."""
+    from cng_datasets import plan as plan_module
+
+    boxes = tmp_path / "boxes.geojson"
+    boxes.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": name},
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[x, 0], [x + 20, 0], [x + 20, 20], [x, 20], [x, 0]]],
+                        },
+                    }
+                    for name, x in (("west", -60), ("east", 20))
+                ],
+            }
+        )
+    )
+    monkeypatch.setattr(plan_module, "ROWS_PER_CHUNK", 100)  # as if each box were a continent
+    shared = config(str(tmp_path / "shared"), source_urls=(str(boxes),), max_completions=6)
+    rec = Recorder()
+    local.run_local(shared, workers=2, on_event=rec)
+    assert rec.of("plan")[-1].data["chunks"] == 6
+    started = [e for e in rec.of("chunk-started") if e.step == "hex"]
+    assert sorted(e.chunk for e in started) == list(range(6))  # 2 row chunks × 3 shares
+    monkeypatch.setattr(plan_module, "ROWS_PER_CHUNK", 2_000_000)
+    alone = config(str(tmp_path / "alone"), source_urls=(str(boxes),))
+    local.run_local(alone, workers=2)
+
+    def rows(root: Path) -> list[tuple[Any, ...]]:
+        t = pq.read_table(root / "countries" / "hex")
+        return sorted(zip(t.column("_cng_fid").to_pylist(), t.column("h3").to_pylist(), strict=True))
+
+    assert rows(tmp_path / "shared") == rows(tmp_path / "alone")
+    assert validate_dataset(str(tmp_path / "shared"), "countries").ok

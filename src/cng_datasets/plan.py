@@ -39,16 +39,18 @@ FALLBACK_CHUNK_SIZE = 10_000
 #: convert): as long as convert may run (its Job's activeDeadlineSeconds).
 PMTILES_WAIT_FOR_INPUT = 24 * 3600
 #: The options of ``hex`` that carry the chunking (the rest of its argv does not depend on it).
-CHUNKING_OPTIONS = ("--chunk-size", "--chunk-count")
+CHUNKING_OPTIONS = ("--chunk-size", "--chunk-count", "--shares")
 
 
 @dataclass(frozen=True)
 class Chunking:
-    """How hex work is split: ``completions`` chunks of ``chunk_size`` features; ``hex_rows``:
-    the estimated rows they write, when estimated (:mod:`cng_datasets.estimate`).
+    """How hex work is split: ``completions`` chunks, ``shares`` of them per row chunk of
+    ``chunk_size`` features (``hex --shares``: features too big for one chunk have their tiles
+    spread over the shares); ``hex_rows``: the estimated rows they write, when estimated
+    (:mod:`cng_datasets.estimate`).
 
-    The last chunk always reads to the end of the file, so a count that was too low can never drop
-    features; ``chunk_size * completions >= feature_count`` whenever the count is known.
+    The last row chunk always reads to the end of the file, so a count that was too low can never
+    drop features; ``chunk_size * row_chunks >= feature_count`` whenever the count is known.
     """
 
     chunk_size: int
@@ -56,6 +58,23 @@ class Chunking:
     parallelism: int
     feature_count: int | None
     hex_rows: int | None = None
+    shares: int = 1
+
+    @property
+    def row_chunks(self) -> int:
+        return self.completions // self.shares
+
+    def describe(self) -> str:
+        """For people: ``5 chunks of 1,000 features``, or, shared, ``198 chunks: 3 row chunks of 1
+        feature, each shared by 66 chunks``."""
+
+        def n(count: int, noun: str) -> str:
+            return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+        chunks, size = n(self.completions, "chunk"), n(self.chunk_size, "feature")
+        if self.shares == 1:
+            return f"{chunks} of {size}"
+        return f"{chunks}: {n(self.row_chunks, 'row chunk')} of {size}, each shared by {n(self.shares, 'chunk')}"
 
 
 def choose_chunking(
@@ -73,8 +92,9 @@ def choose_chunking(
       ``max_completions`` the chunk size is raised to ``ceil(N / max_completions)`` so that the
       chunks still cover every feature without one oversized last chunk;
     - estimated work: one chunk per :data:`ROWS_PER_CHUNK` estimated rows (at least one, at most
-      ``max_completions`` and the features), the features split evenly among them — 42,000 points
-      are one chunk, a few continent-sized polygons many;
+      ``max_completions``), the features split evenly among them — 42,000 points are one chunk;
+      when that is more chunks than features (a few continent-sized polygons), one feature per
+      row chunk, each shared by ``shares`` chunks that split its tiles;
     - otherwise the smallest chunk size ≥ ``min_chunk_size`` that needs at most ``max_completions``
       chunks;
     - unknown count: ``max_completions`` chunks of :data:`FALLBACK_CHUNK_SIZE` (or ``chunk_size``).
@@ -88,7 +108,11 @@ def choose_chunking(
         1
         >>> choose_chunking(250, hex_rows=30_000_000).completions
         15
+        >>> c = choose_chunking(3, hex_rows=600_000_000)  # three continents at resolution 10
+        >>> c.chunk_size, c.shares, c.completions
+        (1, 66, 198)
     """
+    shares = 1
     if feature_count is None:
         size = chunk_size or FALLBACK_CHUNK_SIZE
         completions = max_completions
@@ -97,17 +121,20 @@ def choose_chunking(
         if chunk_size:
             size = max(chunk_size, math.ceil(n / max_completions))
         elif hex_rows is not None:
-            wanted = min(max_completions, max(1, n), max(1, math.ceil(hex_rows / ROWS_PER_CHUNK)))
+            wanted = min(max_completions, max(1, math.ceil(hex_rows / ROWS_PER_CHUNK)))
             size = max(1, math.ceil(n / wanted))
+            if wanted > n > 0:
+                shares = wanted // n
         else:
             size = max(min_chunk_size, math.ceil(n / max_completions))
-        completions = max(1, min(max_completions, math.ceil(n / size)))
+        completions = max(1, min(max_completions, math.ceil(n / size))) * shares
     return Chunking(
         chunk_size=size,
         completions=completions,
         parallelism=max(1, min(max_parallelism, completions)),
         feature_count=feature_count,
         hex_rows=hex_rows,
+        shares=shares,
     )
 
 
@@ -337,7 +364,8 @@ def _hex_argv(c: WorkflowConfig, chunking: Chunking) -> tuple[str, ...]:
         CHUNKING_OPTIONS[0],
         str(chunking.chunk_size),
         CHUNKING_OPTIONS[1],
-        str(chunking.completions),
+        str(chunking.row_chunks),
+        *((CHUNKING_OPTIONS[2], str(chunking.shares)) if chunking.shares > 1 else ()),
         "--resolution",
         str(c.h3_resolution),
         "--parent-resolutions",

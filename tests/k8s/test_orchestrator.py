@@ -521,9 +521,7 @@ def test_an_uncounted_workflow_sizes_the_hex_job_from_the_converted_geoparquet(
     from cng_datasets.k8s.submit import load_workflow, stale_jobs
 
     bucket = s3.removeprefix("s3://")
-    folder = write_workflow(
-        tmp_path / "wf", bucket=bucket, feature_count=None, chunk_size=chunk_size, h3_resolution=4
-    )
+    folder = write_workflow(tmp_path / "wf", bucket=bucket, feature_count=None, chunk_size=chunk_size, h3_resolution=4)
     yamls = step_yamls(folder)
     as_written = yaml.safe_load((yamls / "hex-job.yaml").read_text())
     assert as_written["spec"]["completions"] == 200  # the blind default of an uncounted source

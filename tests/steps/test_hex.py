@@ -400,3 +400,68 @@ def test_coordinates_outside_lonlat_name_the_feature(mercator_parquet: str, tmp_
     with pytest.raises(DataError, match=r"feature _cng_fid=1: coordinates outside \[-180, 180\] x \[-90, 90\]"):
         hexstep.hex_chunk(src, str(out), hexstep.ChunkSpec(0, 1000, last_chunk=True), hexstep.CellOptions(3, (0,)))
     assert not (out / "_done" / "chunk-00000.json").exists()
+
+
+def test_shared_chunks_split_the_tiles_of_big_features_and_write_each_cell_once(
+    lowres_parquet: str, tmp_path: Path
+) -> None:
+    from cng_datasets.steps.repartition import repartition
+    from cng_datasets.validate import check_hex
+
+    cells = hexstep.CellOptions(4, (0,), budget=5000)  # Russia, Canada, … need several tiles
+    whole = tmp_path / "whole"
+    hexstep.hex_chunk(lowres_parquet, str(whole), hexstep.ChunkSpec(0, 10_000, last_chunk=True), cells)
+    expect = read_chunks(whole)
+
+    out = tmp_path / "shared"  # 3 row chunks of 60 features, each shared by 3 chunks
+    markers = [
+        hexstep.hex_chunk(lowres_parquet, str(out), hexstep.ChunkSpec(i, 60, chunk_count=3, shares=3), cells)
+        for i in range(9)
+    ]
+    assert [(m["start_row"], m["end_row"], m["share"]) for m in markers[:3]] == [(0, 60, 0), (0, 60, 1), (0, 60, 2)]
+    assert [m["features"] for m in markers[:3]] == [20, 20, 20]  # each owns a third of the rows
+    assert sum(m["features"] for m in markers) == sum(m["features_with_cells"] for m in markers) == 177
+    got = read_chunks(out)
+    assert got.num_rows == expect.num_rows and pairs(got, 4) == pairs(expect, 4)  # every cell once
+    split: dict[str, list[int]] = {}
+    for m in markers:
+        for row, n in m.get("split_cells", {}).items():
+            split.setdefault(row, []).append(n)
+    assert len(split) >= 3 and all(len(n) == 3 for n in split.values())  # every share has its say
+    assert all(sum(1 for x in n if x) >= 2 for n in split.values())  # the tiles are spread
+    summary = repartition(str(out), str(tmp_path / "hex"), lowres_parquet)
+    assert summary["features"] == 177 and summary["rows"] == expect.num_rows
+    problems, _ = check_hex(str(tmp_path / "hex"), lowres_parquet)
+    assert problems == []
+
+
+def test_a_long_part_rolls_over_to_next_files_with_the_same_rows(
+    lowres_parquet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer holds every row group's footer in memory until closed: past the limit the fullest
+    file is closed and the part goes on in a next file — same rows, same order, same bytes again."""
+    from cng_datasets.steps.repartition import repartition
+
+    cells = hexstep.CellOptions(4, (0,))
+    one = tmp_path / "one"
+    hexstep.hex_chunk(lowres_parquet, str(one), hexstep.ChunkSpec(0, 1000, last_chunk=True), cells)
+    monkeypatch.setattr(hexstep, "BUFFER_BYTES", 200_000)  # many small row groups
+    monkeypatch.setattr(hexstep, "MAX_OPEN_COLUMN_CHUNKS", 200)
+    runs = []
+    for name in ("many", "again"):
+        marker = hexstep.hex_chunk(
+            lowres_parquet, str(tmp_path / name), hexstep.ChunkSpec(0, 1000, last_chunk=True), cells
+        )
+        runs.append({p.relative_to(tmp_path / name): p.read_bytes() for p in (tmp_path / name).rglob("*.parquet")})
+    assert runs[0] == runs[1]  # a retried chunk writes the same bytes
+    assert any(hexstep.part_seq(rel) > 0 for rel in marker["parts"])
+    assert len(marker["parts"]) > len(list(one.glob("h0=*/*.parquet")))
+    assert read_chunks(tmp_path / "many").num_rows == read_chunks(one).num_rows
+
+    def hexed(chunks: Path, out: Path) -> list[Any]:
+        repartition(str(chunks), str(out), lowres_parquet)
+        t = pq.read_table(out)
+        return list(zip(t.column("_cng_fid").to_pylist(), t.column("h4").to_pylist(), strict=True))
+
+    many, single = hexed(tmp_path / "many", tmp_path / "hex_many"), hexed(one, tmp_path / "hex_one")
+    assert many == single  # every file read, in the order written

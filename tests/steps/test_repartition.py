@@ -559,3 +559,32 @@ def test_an_output_of_the_earlier_layout_stays_valid_and_published(source: str, 
     (out / "_SUCCESS.json").write_text(json.dumps(marker))
     problems, _ = check_hex(str(out), source)
     assert problems and "holds a h0 column" in problems[0]
+
+
+def _shared_chunks(source: str, chunks: Path) -> list[dict]:
+    """3 row chunks of 60 features, each shared by 3 chunks; the big countries split."""
+    cells = hexstep.CellOptions(4, (0,), budget=5000)
+    return [
+        hexstep.hex_chunk(source, str(chunks), hexstep.ChunkSpec(i, 60, chunk_count=3, shares=3), cells)
+        for i in range(9)
+    ]
+
+
+def test_a_missing_share_is_named(source: str, tmp_path: Path) -> None:
+    chunks = tmp_path / "chunks"
+    _shared_chunks(source, chunks)
+    (chunks / "_done" / "chunk-00004.json").unlink()  # row chunk 1, share 1: rows 80..99
+    with pytest.raises(IncompleteOutputError, match=r"missing 1 hex chunk\(s\): chunk 4 .*rows 80\.\.99"):
+        rp.check_chunks(str(chunks), source)
+
+
+def test_a_split_feature_without_any_cell_fails(source: str, tmp_path: Path) -> None:
+    chunks = tmp_path / "chunks"
+    markers = _shared_chunks(source, chunks)
+    row = next(r for m in markers for r in m.get("split_cells", {}))
+    for m in markers:  # as if no share had found a cell of it
+        if row in m.get("split_cells", {}):
+            m["split_cells"][row] = 0
+            (chunks / "_done" / f"chunk-{m['chunk_id']:05d}.json").write_text(json.dumps(m))
+    with pytest.raises(IncompleteOutputError, match=f"source row\\(s\\) {row} got no H3 cell"):
+        rp.check_chunks(str(chunks), source)

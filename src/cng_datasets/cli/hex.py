@@ -28,6 +28,14 @@ from cng_datasets.contract import CONTAINMENT_MODES
 )
 @click.option("--last-chunk", is_flag=True, help="This chunk reads from its start to the end of the file.")
 @click.option(
+    "--shares",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Chunks P sharing each row chunk: chunk N works on row chunk N // P, owns a slice of its rows and "
+    "computes every P-th tile of its features too big for one H3 call (a continent over many pods).",
+)
+@click.option(
     "--resolution", type=int, default=10, show_default=True, help="H3 resolution R of the h<R> column (0..15)."
 )
 @click.option(
@@ -53,6 +61,7 @@ def hex_(
     chunk_size: int,
     chunk_count: int | None,
     last_chunk: bool,
+    shares: int,
     resolution: int,
     parent_resolutions: tuple[int, ...],
     containment: str,
@@ -66,7 +75,7 @@ def hex_(
     """
     from cng_datasets.steps.hex import CellOptions, ChunkSpec, hex_chunk
 
-    chunk = ChunkSpec(chunk_id, chunk_size, chunk_count, last_chunk)
+    chunk = ChunkSpec(chunk_id, chunk_size, chunk_count, last_chunk, shares)
     hex_chunk(input_url, output_url, chunk, CellOptions(resolution, tuple(parent_resolutions), containment))
 
 

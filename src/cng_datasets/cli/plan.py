@@ -81,6 +81,7 @@ def _plan_document(config: WorkflowConfig, survey: Survey, cores: int) -> dict[s
         "hex_chunks": ch.completions,
         "hex_parallelism": ch.parallelism,
         "chunk_size": ch.chunk_size,
+        "hex_shares": ch.shares,
         "h3_resolution": config.h3_resolution,
         "containment": config.containment,
         "max_zoom": config.max_zoom if config.max_zoom is not None else survey.zoom,
@@ -150,6 +151,7 @@ def format_plan(doc: dict[str, Any]) -> str:
     lines.append(
         f"all steps here: {_seconds(doc['seconds_here'])} on {doc['cores_here']} cores "
         f"(pmtiles beside hex); hex chunks of {doc['chunk_size']:,} features"
+        + (f", each shared by {doc['hex_shares']} chunks" if doc["hex_shares"] > 1 else "")
     )
     if doc["note"]:
         lines.append(f"note: {doc['note']}")

@@ -72,11 +72,5 @@ def workflow(output_dir: str, feature_count: int | None, count_timeout: float, q
         if ch.feature_count is not None
         else "features not counted: the orchestrator sizes the chunks from the converted GeoParquet"
     )
-    log.info(
-        "hex: %d chunk(s) of %s features, %d in parallel (%s)",
-        ch.completions,
-        f"{ch.chunk_size:,}",
-        ch.parallelism,
-        counted,
-    )
+    log.info("hex: %s, %d in parallel (%s)", ch.describe(), ch.parallelism, counted)
     log.info("wrote %d files to %s; see %s", len(files), out, out / manifests.README_FILE)

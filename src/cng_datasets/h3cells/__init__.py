@@ -40,6 +40,7 @@ each holds about ``budget`` cells, and cells are yielded tile by tile.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,7 @@ __all__ = [
     "edge_km",
     "estimate_cells",
     "explode",
+    "Share",
     "feature_cells",
     "line_cells",
     "line_step_deg",
@@ -105,14 +107,39 @@ def _fallback_point(geom: Any) -> tuple[float, float] | None:
     return (float(xy[0, 0]), float(xy[0, 1])) if len(xy) else None
 
 
+@dataclass(frozen=True)
+class Share:
+    """Share ``index`` of ``count`` of the work on a batch (``count`` processes split it): each
+    computes the features it owns whole, and every ``count``-th tile of the features too big for
+    one H3 call (:func:`split_features`). Together the shares compute each cell exactly once."""
+
+    index: int = 0
+    count: int = 1
+
+    def keeps(self, tile: int) -> bool:
+        return tile % self.count == self.index
+
+
 def feature_cells(
-    geoms: np.ndarray, res: int, mode: str = "center", budget: int = DEFAULT_BUDGET
+    geoms: np.ndarray,
+    res: int,
+    mode: str = "center",
+    budget: int = DEFAULT_BUDGET,
+    share: Share = Share(),
+    owned: np.ndarray | None = None,
+    split: set[int] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Cells of a batch of shapely geometries (None / empty give none).
 
     Yields ``(feature index, cells)`` pairs in feature order (all pairs of a feature before those
     of the next), without duplicate (feature, cell) pairs; every non-empty feature gets at least
     one cell. Each yielded batch holds about ``budget`` cells at most.
+
+    Shared work (``share.count > 1``): only the features ``owned`` (a mask; default all) are
+    computed, plus this share's tiles of every feature too big for one H3 call, owned or not;
+    their indexes are added to ``split`` (before anything is yielded). A split feature gets no
+    fallback cell: that it has a cell at all is known only from every share together (the caller
+    checks it).
 
     Raises :class:`OutOfRangeError` (before yielding anything) when a geometry has a coordinate
     outside [-180, 180] × [-90, 90]: projected coordinates are never hexed as if they were degrees.
@@ -131,23 +158,31 @@ def feature_cells(
     check_range(safe)
     parts = explode(safe)
     est = estimate_cells(parts, n, res)
-    tile = needs_tiling(parts, n) | (est > budget)
+    big = est > budget
+    tile = needs_tiling(parts, n) | big
     has_parts = np.zeros(n, dtype=bool)
     for arr in (parts.polygon_index, parts.line_index, parts.point_index):
         has_parts[arr] = True
+    shared = big if share.count > 1 else np.zeros(n, dtype=bool)
+    work = (np.ones(n, dtype=bool) if owned is None else np.asarray(owned, dtype=bool)) | shared
+    if split is not None:
+        split.update(int(i) for i in np.flatnonzero(shared))
 
-    # Contiguous runs: a tiled feature alone, or simple features up to ~``budget`` estimated cells
-    # (found with numpy: no Python loop per feature).
-    edges = np.flatnonzero(tile)
+    # Contiguous runs of the features worked on: a tiled feature alone, or simple features up to
+    # ~``budget`` estimated cells (found with numpy: no Python loop per feature).
     stretches = []
-    prev = 0
-    for t in edges:
-        stretches.append((prev, int(t)))
-        stretches.append((int(t), int(t) + 1))
-        prev = int(t) + 1
-    stretches.append((prev, n))
+    for lo, hi in _runs(work):
+        prev = lo
+        for t in np.flatnonzero(tile[lo:hi]) + lo:
+            stretches.append((prev, int(t)))
+            stretches.append((int(t), int(t) + 1))
+            prev = int(t) + 1
+        stretches.append((prev, hi))
     for a, b in stretches:
         if a >= b:
+            continue
+        if shared[a]:
+            yield from _tiled_feature(parts, a, geoms[a], res, mode, budget, share)
             continue
         if tile[a]:
             yield from _tiled_feature(parts, a, geoms[a], res, mode, budget)
@@ -157,6 +192,12 @@ def feature_cells(
         cuts = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]) + a
         for i, j in zip(cuts[:-1], cuts[1:], strict=True):
             yield from _simple_run(parts, int(i), int(j), geoms, has_parts, res, mode, budget)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of True in ``mask``."""
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _select(idx: np.ndarray, i: int, j: int) -> np.ndarray:
@@ -210,16 +251,19 @@ def _simple_run(
 
 
 def _tiled_feature(
-    parts: Parts, i: int, geom: Any, res: int, mode: str, budget: int
+    parts: Parts, i: int, geom: Any, res: int, mode: str, budget: int, share: Share | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Cells of feature ``i`` tile by tile; with ``share``, only that share's tiles (and no
+    fallback cell)."""
     polys = list(parts.polygons[_select(parts.polygon_index, i, i + 1)])
     lines = list(parts.lines[_select(parts.line_index, i, i + 1)])
     points = list(parts.points[_select(parts.point_index, i, i + 1)])
     any_cells = False
-    for cells in tiled_cells(polys, lines, points, res, mode, budget):
+    keep = share.keeps if share is not None else None
+    for cells in tiled_cells(polys, lines, points, res, mode, budget, keep):
         any_cells = True
         yield np.full(len(cells), i, dtype=np.int64), cells
-    if not any_cells:
+    if not any_cells and share is None:
         pt = _fallback_point(geom)
         if pt is not None:
             yield np.array([i], np.int64), point_cells(np.array([pt[0]]), np.array([pt[1]]), res)

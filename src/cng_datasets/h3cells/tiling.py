@@ -5,7 +5,7 @@ keep in each tile only the cells it owns."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,10 +202,20 @@ def _owned(cells: np.ndarray, rect: tuple[float, float, float, float]) -> np.nda
 
 
 def tiled_cells(
-    polygons: list[Any], lines: list[Any], points: list[Any], res: int, mode: str, budget: int = DEFAULT_BUDGET
+    polygons: list[Any],
+    lines: list[Any],
+    points: list[Any],
+    res: int,
+    mode: str,
+    budget: int = DEFAULT_BUDGET,
+    keep: Callable[[int], bool] | None = None,
 ) -> Iterator[np.ndarray]:
     """Cells of one feature, computed tile by tile; each yielded array is unique and no cell is
-    yielded twice over the whole feature. Memory is bounded by ``budget`` (roughly)."""
+    yielded twice over the whole feature. Memory is bounded by ``budget`` (roughly).
+
+    ``keep``: computes only the tiles whose number (in the order they are reached, the same for a
+    given feature, resolution and budget) it accepts — how one huge feature's work is shared
+    among processes without any cell computed twice or left out."""
     import shapely
 
     polygons = [p for poly in polygons for p in normalize_polygon(poly)]
@@ -213,6 +223,7 @@ def tiled_cells(
     m_lat = _margin_deg(res)
     pts = shapely.get_coordinates(np.asarray(points, dtype=object)) if points else np.empty((0, 2))
     stack: list[tuple[tuple[float, float, float, float], list[Any], list[Any], int]] = []
+    leaf = 0
     for x0 in (90.0, 0.0, -90.0, -180.0):  # popped in west-to-east order
         rect = (x0, -90.0, x0 + 90.0, 90.0)
         regions = _clip_regions(rect, m_lat)
@@ -250,6 +261,9 @@ def tiled_cells(
             for child in reversed(children):
                 regions = _clip_regions(child, m_lat)
                 stack.append((child, _clip_all(polys, regions, (3,)), _clip_all(lns, regions, (1, 2)), depth + 1))
+            continue
+        leaf += 1
+        if keep is not None and not keep(leaf - 1):
             continue
         chunks = []
         if polys:

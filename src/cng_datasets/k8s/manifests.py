@@ -540,7 +540,7 @@ Outputs:
 - `{c.pmtiles_url}` (PMTiles)
 - `{c.hex_url}/h0=…/` (H3 hex, partitioned by h0; temporary chunks in `{c.chunks_url}/`)
 
-Hex chunking: {ch.completions} chunks of {ch.chunk_size:,} features, {ch.parallelism} in parallel ({count};
+Hex chunking: {ch.describe()}, {ch.parallelism} in parallel ({count};
 the last chunk always reads to the end of the file).
 {sizing}
 Prerequisite: the Secret `{c.s3_secret}` in namespace `{ns}` with the keys

@@ -227,8 +227,8 @@ class _Orchestrator:
         ch = plan.chunking
         rows = f", ~{ch.hex_rows:,} hex rows" if ch.hex_rows is not None else ""
         self.say(
-            f"{t.job.step}: sized from {source}: {ch.feature_count:,} features{rows} → {ch.completions} "
-            f"chunk(s) of {ch.chunk_size:,} features, {ch.parallelism} in parallel (was {as_written})"
+            f"{t.job.step}: sized from {source}: {ch.feature_count:,} features{rows} → {ch.describe()}, "
+            f"{ch.parallelism} in parallel (was {as_written})"
         )
         return sized
 

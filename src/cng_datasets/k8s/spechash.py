@@ -19,7 +19,7 @@ recomputes from the YAML it is about to apply or skip) and ``submit`` (the orche
 Jobs). Labels, names, deadlines, retries, security settings and the annotation itself are not
 part of it: they do not change what a finished Job produced. Neither is the chunking of a hex Job
 that the orchestrator sizes after convert (``cng-datasets/sized-after-convert``: its
-``completions`` and the values of ``--chunk-size`` / ``--chunk-count``): it is chosen from the
+``completions`` and the options ``--chunk-size`` / ``--chunk-count`` / ``--shares``): it is chosen from the
 converted GeoParquet, which convert's hash already covers, and the same work split otherwise
 writes the same rows. :func:`find_stale` /
 :func:`stale_error` compare a live Job with the hash it should carry and word the error.
@@ -63,11 +63,16 @@ def sized_at_run(job: Mapping[str, Any]) -> bool:
 
 
 def _without_chunking(argv: list[Any]) -> list[Any]:
-    """``argv`` with the values of the chunking options blanked."""
-    out = list(argv)
-    for i, arg in enumerate(out[:-1]):
-        if arg in CHUNKING_OPTIONS:
-            out[i + 1] = "*"
+    """``argv`` without the chunking options and their values."""
+    out: list[Any] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in CHUNKING_OPTIONS:
+            skip = True
+        else:
+            out.append(arg)
     return out
 
 

@@ -68,7 +68,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -89,6 +89,12 @@ from cng_datasets.steps.testhook import kill_point
 log = logging.getLogger("cng_datasets")
 
 MARKER_FORMAT = 1
+#: Row groups × columns the open part files of a chunk may hold: a writer keeps every row group's
+#: footer entry in memory (~0.8 KB per column chunk) until it is closed, so at res 10 a continent
+#: with 171 attributes grew by ~500 MB; past this the fullest file is closed and a next one begun.
+MAX_OPEN_COLUMN_CHUNKS = 1 << 15
+#: Rows of a row group of a part file.
+PART_ROW_GROUP = 1 << 20
 #: Features handed to the H3 engine together (before the cell budget splits them further).
 FEATURE_BATCH = 8192
 #: Bytes of output rows buffered in memory before they are written out as row groups.
@@ -101,8 +107,17 @@ NULL_GEOMETRY = "null geometry"
 EMPTY_GEOMETRY = "empty geometry"
 
 
-def part_name(h0: int, chunk_id: int) -> str:
-    return f"h0={h0}/part-{chunk_id:05d}.parquet"
+def part_name(h0: int, chunk_id: int, seq: int = 0) -> str:
+    """A chunk's part file of base cell ``h0``; ``seq`` ≥ 1: the next files of that part, once
+    one file holds :data:`MAX_OPEN_COLUMN_CHUNKS` worth of row groups."""
+    more = f"-{seq:04d}" if seq else ""
+    return f"h0={h0}/part-{chunk_id:05d}{more}.parquet"
+
+
+def part_seq(rel: str) -> int:
+    """``seq`` of a :func:`part_name` (the order of a chunk's files of one h0)."""
+    stem = rel.rsplit("/", 1)[-1].removesuffix(".parquet")
+    return int(stem.split("-")[2]) if stem.count("-") >= 2 else 0
 
 
 cell_column = contract.cell_column
@@ -248,8 +263,10 @@ class PartWriter:
         self.tmpdir = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{chunk_id:05d}-{os.getpid()}-")
         self.buffers: dict[int, list[Any]] = {}
         self.buffered = 0
-        self.writers: dict[int, Any] = {}
-        self.rows: dict[int, int] = {}
+        self.writers: dict[int, Any] = {}  # h0 -> the writer of its open file
+        self.groups: dict[int, int] = {}  # h0 -> row groups in its open file
+        self.seq: dict[int, int] = {}  # h0 -> seq of its open (or next) file
+        self.rows: dict[str, int] = {}  # part name -> rows
         self.sha256: dict[str, str] = {}
 
     def add(self, h0s: np.ndarray, table: Any) -> None:
@@ -273,10 +290,11 @@ class PartWriter:
             # one dictionary per column and row group, in first-seen order: the writer then writes
             # each dictionary once, and the same rows always give the same bytes
             table = pa.concat_tables(self.buffers[h0]).unify_dictionaries()
+            rel = part_name(h0, self.chunk_id, self.seq.get(h0, 0))
             w = self.writers.get(h0)
             if w is None:
                 w = pq.ParquetWriter(
-                    os.path.join(self.tmpdir, f"{h0}.parquet"),
+                    self._local(rel),
                     self.schema,
                     compression="zstd",
                     # the id and the cells: what readers prune row groups by (and repartition reads)
@@ -287,25 +305,34 @@ class PartWriter:
                     store_schema=False,
                 )
                 self.writers[h0] = w
-            w.write_table(table, row_group_size=1 << 20)
-            self.rows[h0] = self.rows.get(h0, 0) + table.num_rows
+            w.write_table(table, row_group_size=PART_ROW_GROUP)
+            self.rows[rel] = self.rows.get(rel, 0) + table.num_rows
+            self.groups[h0] = self.groups.get(h0, 0) + -(-table.num_rows // PART_ROW_GROUP)
         self.buffers.clear()
         self.buffered = 0
+        while self.groups and sum(self.groups.values()) * len(self.schema) > MAX_OPEN_COLUMN_CHUNKS:
+            fullest = max(sorted(self.groups), key=lambda h: self.groups[h])
+            self.writers.pop(fullest).close()  # its footer leaves memory; the next rows go to a next file
+            del self.groups[fullest]
+            self.seq[fullest] = self.seq.get(fullest, 0) + 1
+
+    def _local(self, rel: str) -> str:
+        return os.path.join(self.tmpdir, rel.replace("/", "_"))
 
     def publish(self) -> dict[str, int]:
         """Close the files and publish each at its final name; returns {relative name: rows}."""
         self.flush()
         for w in self.writers.values():
             w.close()
+        self.writers.clear()
         out = {}
-        for h0 in sorted(self.writers):
-            rel = part_name(h0, self.chunk_id)
-            local = os.path.join(self.tmpdir, f"{h0}.parquet")
+        for rel in sorted(self.rows, key=lambda r: (r.split("/", 1)[0], part_seq(r))):
+            local = self._local(rel)
             self.sha256[rel] = _file_sha256(local)
             with storage.atomic_output(storage.join(self.output, rel), suffix=".parquet") as tmp:
                 shutil.move(local, tmp)
                 kill_point("hex.part-staged")  # test hook: a kill here leaves a temp file at the destination
-            out[rel] = self.rows[h0]
+            out[rel] = self.rows[rel]
         return out
 
     def cleanup(self) -> None:
@@ -352,12 +379,13 @@ def clean_leftovers(output: str, chunk_id: int) -> None:
     loc = storage.parse(output)
     if not loc.is_local:
         return
-    name = part_name(0, chunk_id).split("/", 1)[1]
-    for path in glob.glob(os.path.join(glob.escape(loc.path), "h0=*", f".{name}.*.tmp*")):
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+    stem = part_name(0, chunk_id).split("/", 1)[1].removesuffix(".parquet")
+    for pattern in (f".{stem}.parquet.*.tmp*", f".{stem}-[0-9][0-9][0-9][0-9].parquet.*.tmp*"):
+        for path in glob.glob(os.path.join(glob.escape(loc.path), "h0=*", pattern)):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
     legacy = os.path.join(loc.path, "_tmp")
     for path in glob.glob(os.path.join(glob.escape(legacy), f"chunk-{chunk_id:05d}-*")):
         shutil.rmtree(path, ignore_errors=True)
@@ -371,16 +399,29 @@ def clean_leftovers(output: str, chunk_id: int) -> None:
 # The step
 
 
+def owned_rows(start: int, end: int, share: int, shares: int) -> tuple[int, int]:
+    """The rows of ``[start, end)`` that share ``share`` of ``shares`` owns (reads, accounts for
+    and computes whole): the ``share``-th of ``shares`` contiguous, near-equal slices."""
+    n = end - start
+    return start + share * n // shares, start + (share + 1) * n // shares
+
+
 @dataclass(frozen=True)
 class ChunkSpec:
-    """Which rows a chunk covers: rows ``chunk_id·chunk_size`` .. ``+chunk_size−1``; the last chunk
-    (``last_chunk``, or ``chunk_id == chunk_count − 1``) reads to the end of the file, and chunks at
-    or past ``chunk_count`` do nothing."""
+    """Which rows a chunk covers: rows ``r·chunk_size`` .. ``+chunk_size−1`` of row chunk
+    ``r = chunk_id // shares``; the last row chunk (``last_chunk``, or ``r == chunk_count − 1``)
+    reads to the end of the file, and row chunks at or past ``chunk_count`` do nothing.
+
+    ``shares`` > 1: that many chunks (ids ``r·shares`` .. ``+shares−1``) share the work
+    of one row chunk — share ``chunk_id % shares`` owns a slice of its rows (:func:`owned_rows`)
+    and computes every ``shares``-th tile of its features too big for one H3 call: a continent at
+    resolution 10 is spread over many pods instead of taking hours in one."""
 
     chunk_id: int
     chunk_size: int
     chunk_count: int | None = None
     last_chunk: bool = False
+    shares: int = 1
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -389,18 +430,29 @@ class ChunkSpec:
             raise UsageError(f"chunk id must be >= 0, not {self.chunk_id}")
         if self.chunk_count is not None and self.chunk_count < 1:
             raise UsageError(f"--chunk-count must be at least 1, not {self.chunk_count}")
+        if self.shares < 1:
+            raise UsageError(f"--shares must be at least 1, not {self.shares}")
+
+    @property
+    def row_chunk(self) -> int:
+        return self.chunk_id // self.shares
+
+    @property
+    def share(self) -> int:
+        return self.chunk_id % self.shares
 
     @property
     def beyond_count(self) -> bool:
-        return self.chunk_count is not None and self.chunk_id >= self.chunk_count
+        return self.chunk_count is not None and self.row_chunk >= self.chunk_count
 
     @property
     def reads_to_end(self) -> bool:
-        return self.last_chunk or (self.chunk_count is not None and self.chunk_id == self.chunk_count - 1)
+        return self.last_chunk or (self.chunk_count is not None and self.row_chunk == self.chunk_count - 1)
 
     def rows(self, num_rows: int) -> tuple[int, int]:
-        """``[start, end)`` of this chunk in a file of ``num_rows`` rows (empty past the end)."""
-        start = self.chunk_id * self.chunk_size
+        """``[start, end)`` of this chunk's row chunk in a file of ``num_rows`` rows (empty past
+        the end)."""
+        start = self.row_chunk * self.chunk_size
         end = num_rows if self.reads_to_end else min(num_rows, start + self.chunk_size)
         return min(start, num_rows), max(end, min(start, num_rows))
 
@@ -433,6 +485,7 @@ class _ChunkStats:
     cells: int = 0
     id_min: Any = None
     id_max: Any = None
+    split_cells: dict[int, int] = field(default_factory=dict)  # source row → cells, of split features
 
     def see_ids(self, ids: Any) -> None:
         import pyarrow.compute as pc
@@ -470,30 +523,36 @@ def hex_chunk(input_url: str, output: str, chunk: ChunkSpec, cells: CellOptions)
 
     src = _open_chunk_input(input_url, cells)
     start, end = chunk.rows(src.info.num_rows)
+    own = owned_rows(start, end, chunk.share, chunk.shares)
     stats = _ChunkStats()
     t0 = time.monotonic()
     log.info(
-        "chunk %d: rows %d..%d of %d (%s), resolution %d, parents %s, %s containment",
+        "chunk %d: rows %d..%d of %d (%s)%s, resolution %d, parents %s, %s containment",
         chunk.chunk_id,
         start,
         end - 1,
         src.info.num_rows,
         input_url,
+        f", share {chunk.share} of {chunk.shares} (owns rows {own[0]}..{own[1] - 1})" if chunk.shares > 1 else "",
         cells.resolution,
         ",".join(map(str, cells.parent_resolutions)),
         cells.containment,
     )
     writer = PartWriter(output, chunk.chunk_id, src.schema)
+    share = h3cells.Share(chunk.share, chunk.shares)
     try:
         cols = [src.info.id_column, *src.attrs, src.info.geometry_column]
+        row = start
         for rb in iter_rows(src.pf, start, end, cols):
-            _hex_batch(rb, src, cells, writer, stats)
+            rows = np.arange(row, row + rb.num_rows)
+            _hex_batch(rb, src, cells, writer, stats, share, rows, own)
+            row += rb.num_rows
             log.info("chunk %d: %d features, %d cells so far", chunk.chunk_id, stats.features, stats.cells)
         parts = writer.publish()
     finally:
         writer.cleanup()
 
-    marker = _chunk_marker(chunk, cells, src, stats, (start, end), parts, writer.sha256)
+    marker = _chunk_marker(chunk, cells, src, stats, (start, end), own, parts, writer.sha256)
     storage.write_bytes(marker_url, (json.dumps(marker, indent=1, sort_keys=True) + "\n").encode())
     secs = time.monotonic() - t0
     log.info(
@@ -563,26 +622,38 @@ def _decode_geometries(wkb: np.ndarray, src: _ChunkInput, idn: np.ndarray) -> np
         return geoms
 
 
-def _hex_batch(rb: Any, src: _ChunkInput, cells: CellOptions, writer: PartWriter, stats: _ChunkStats) -> None:
-    """Cells of one record batch of features, emitted to ``writer``; every feature with a
-    geometry must get at least one cell."""
+def _hex_batch(
+    rb: Any,
+    src: _ChunkInput,
+    cells: CellOptions,
+    writer: PartWriter,
+    stats: _ChunkStats,
+    share: h3cells.Share,
+    rows: np.ndarray,
+    own: tuple[int, int],
+) -> None:
+    """Cells of one record batch of features (source rows ``rows``), emitted to ``writer``; this
+    share counts the features of its rows ``own``, every one with a geometry must get at least one
+    cell — except a feature split among the shares, whose cells are counted per share and checked
+    over all of them by ``repartition``."""
     import pyarrow as pa
     import shapely
 
     id_column = src.info.id_column
     n = rb.num_rows
+    owned = (rows >= own[0]) & (rows < own[1])
     ids = rb.column(id_column)
     idn = ids.to_numpy(zero_copy_only=False)
-    if n and pa.types.is_integer(src.schema.field(0).type):  # min / max only mean something for these
-        stats.see_ids(ids)
+    if owned.any() and pa.types.is_integer(src.schema.field(0).type):  # min / max only mean something for these
+        stats.see_ids(ids.filter(pa.array(owned)))
     geoms = _decode_geometries(rb.column(src.info.geometry_column).to_numpy(zero_copy_only=False), src, idn)
     null = np.array([g is None for g in geoms], dtype=bool)
     empty = np.zeros(n, dtype=bool)
     if (~null).any():
         empty[~null] = shapely.is_empty(geoms[~null])
-    stats.features += n
-    stats.null_geometries += int(null.sum())
-    stats.empty_geometries += int(empty.sum())
+    stats.features += int(owned.sum())
+    stats.null_geometries += int((null & owned).sum())
+    stats.empty_geometries += int((empty & owned).sum())
     attr_table = pa.Table.from_batches([rb.select(src.attrs)]) if src.attrs else None
     parents = list(cells.parent_resolutions)
     dictionary = _dictionary_values(attr_table, src.renamed, src.schema)
@@ -602,9 +673,15 @@ def _hex_batch(rb: Any, src: _ChunkInput, cells: CellOptions, writer: PartWriter
         parents,
         dictionary,
     )
+    split: set[int] = set()
+    split_cells = np.zeros(n, dtype=np.int64)
     try:
-        for idx, found in h3cells.feature_cells(geoms, cells.resolution, cells.containment, cells.budget):
+        for idx, found in h3cells.feature_cells(
+            geoms, cells.resolution, cells.containment, cells.budget, share, owned, split
+        ):
             had[idx] = True
+            if split:
+                split_cells += np.bincount(idx, minlength=n)
             for a in range(0, len(idx), max_rows):
                 _emit(writer, batch, idx[a : a + max_rows], found[a : a + max_rows])
             stats.cells += len(idx)
@@ -618,10 +695,15 @@ def _hex_batch(rb: Any, src: _ChunkInput, cells: CellOptions, writer: PartWriter
             f"{src.url}: H3 failed on the features {id_column}={idn[0]}..{idn[-1]}: "
             f"{type(exc).__name__}: {first_line(exc, '')}"
         ) from exc
-    missing = np.flatnonzero(~null & ~empty & ~had)
+    shared = np.zeros(n, dtype=bool)
+    shared[list(split)] = True
+    for i in np.flatnonzero(shared):
+        stats.split_cells[int(rows[i])] = int(split_cells[i])
+    missing = np.flatnonzero(owned & ~shared & ~null & ~empty & ~had)
     if len(missing):  # cannot happen by construction; never let it pass silently
         raise DataError(f"{src.url}: feature {id_column}={idn[missing[0]]} got no H3 cell")
-    stats.features_with_cells += int(had.sum())
+    # a split feature it owns is counted as written here; repartition checks it got a cell at all
+    stats.features_with_cells += int((owned & (had | shared)).sum())
 
 
 def _chunk_marker(
@@ -630,6 +712,7 @@ def _chunk_marker(
     src: _ChunkInput,
     stats: _ChunkStats,
     rows: tuple[int, int],
+    own: tuple[int, int],
     parts: Any,
     part_sha256: Any,
 ) -> dict[str, Any]:
@@ -638,15 +721,18 @@ def _chunk_marker(
     dropped = {NULL_GEOMETRY: stats.null_geometries, EMPTY_GEOMETRY: stats.empty_geometries}
     accounting = {
         "unit": "features",
-        "read": end - start,
+        "read": own[1] - own[0],
         "written": stats.features_with_cells,
         "dropped": {k: v for k, v in dropped.items() if v},
     }
     check_accounting(accounting, f"chunk {chunk.chunk_id}")
-    if stats.features != end - start:
+    if stats.features != own[1] - own[0]:
         raise IncompleteOutputError(
-            f"chunk {chunk.chunk_id}: read {stats.features} features of rows {start}..{end - 1}"
+            f"chunk {chunk.chunk_id}: read {stats.features} features of rows {own[0]}..{own[1] - 1}"
         )
+    shared: dict[str, Any] = {"share": chunk.share, "shares": chunk.shares} if chunk.shares > 1 else {}
+    if stats.split_cells:
+        shared["split_cells"] = {str(r): c for r, c in sorted(stats.split_cells.items())}
     return {
         "format": MARKER_FORMAT,
         "chunk_id": chunk.chunk_id,
@@ -672,6 +758,7 @@ def _chunk_marker(
         "parts": parts,
         "part_sha256": part_sha256,
         "accounting": accounting,
+        **shared,
     }
 
 

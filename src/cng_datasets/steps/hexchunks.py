@@ -12,7 +12,9 @@ called (``--chunk-count``, ``--last-chunk`` or seed-style ``--chunk-id`` / ``--c
   chunks that would cover them);
 - each marker's accounting holds (``read − Σ dropped == written``), the sums hold, and the null
   geometries the chunks dropped equal the source's own count (its ``cng_datasets`` metadata or the
-  Parquet statistics).
+  Parquet statistics);
+- chunks that share a row chunk (``hex --shares P``) count only the rows each owns (the ranges
+  above are those), and every feature split among them got at least one cell from them all.
 
 :func:`check_chunks` raises :class:`~cng_datasets.errors.IncompleteOutputError` naming every
 problem; it never writes or deletes anything.
@@ -33,6 +35,8 @@ from cng_datasets.steps.hex import (
     NULL_GEOMETRY,
     check_accounting,
     footer_digest,
+    owned_rows,
+    part_seq,
     source_info,
 )
 
@@ -136,15 +140,31 @@ def _chunk_names(ids: list[int]) -> str:
     return names + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
-def coverage_problems(markers: list[dict[str, Any]], rows: int) -> list[str]:
-    """Gaps and overlaps of the markers' row ranges against ``[0, rows)``."""
-    spans = sorted(
-        (int(m["start_row"]), int(m["end_row"]), int(m["chunk_id"]))
-        for m in markers
-        if int(m["end_row"]) > int(m["start_row"])
+def owned_span(marker: dict[str, Any]) -> tuple[int, int]:
+    """The rows a chunk read and accounted for: its row chunk, or its slice of it when shared."""
+    return owned_rows(
+        int(marker["start_row"]), int(marker["end_row"]), int(marker.get("share", 0)), int(marker.get("shares", 1))
     )
+
+
+def _chunks_of(a: int, b: int, size: int, shares: int) -> list[int]:
+    """The chunk ids (``hex --shares``) whose owned rows meet ``[a, b)``, for chunks of ``size``."""
+    ids = []
+    for r in range(a // size, (b - 1) // size + 1):
+        for k in range(shares):
+            lo, hi = owned_rows(r * size, (r + 1) * size, k, shares)
+            if lo < b and hi > a and hi > lo:
+                ids.append(r * shares + k)
+    return ids
+
+
+def coverage_problems(markers: list[dict[str, Any]], rows: int) -> list[str]:
+    """Gaps and overlaps of the markers' owned row ranges against ``[0, rows)``."""
+    spans = sorted((*owned_span(m), int(m["chunk_id"])) for m in markers if owned_span(m)[1] > owned_span(m)[0])
     sizes = {int(m["chunk_size"]) for m in markers if m.get("chunk_size")}
     size = sizes.pop() if len(sizes) == 1 else None
+    counts = {int(m.get("shares", 1)) for m in markers}
+    shares = counts.pop() if len(counts) == 1 else 1
     problems: list[str] = []
     gaps: list[tuple[int, int]] = []
     overlaps: list[str] = []
@@ -169,7 +189,7 @@ def coverage_problems(markers: list[dict[str, Any]], rows: int) -> list[str]:
     for a, b in gaps:
         text = f"source {_rows(a, b)} are in no chunk"
         if size:
-            ids = list(range(a // size, (b - 1) // size + 1))
+            ids = _chunks_of(a, b, size, shares)
             text = f"missing {len(ids)} hex chunk(s): {_chunk_names(ids)} ({text})"
         problems.append(text)
     return problems
@@ -212,10 +232,10 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
     for m in markers:
         acc = marker_accounting(m)
         check_accounting(acc, f"{chunks}: chunk {m['chunk_id']}")
-        if int(acc["read"]) != int(m["end_row"]) - int(m["start_row"]):
+        lo, hi = owned_span(m)
+        if int(acc["read"]) != hi - lo:
             raise IncompleteOutputError(
-                f"{chunks}: chunk {m['chunk_id']} read {acc['read']} features "
-                f"of its {_rows(int(m['start_row']), int(m['end_row']))}"
+                f"{chunks}: chunk {m['chunk_id']} read {acc['read']} features of its {_rows(lo, hi)}"
             )
         total["read"] += int(acc["read"])
         total["written"] += int(acc["written"])
@@ -225,6 +245,16 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
     check_accounting(total, f"{chunks}: all chunks")
     if total["read"] != rows:
         raise IncompleteOutputError(f"{chunks}: the chunks read {total['read']} of {rows} source features")
+    split: dict[int, int] = {}
+    for m in markers:
+        for row, n in (m.get("split_cells") or {}).items():
+            split[int(row)] = split.get(int(row), 0) + int(n)
+    without = sorted(r for r, n in split.items() if n == 0)
+    if without:  # a feature split among shares is never given a fallback cell: it must have one
+        raise IncompleteOutputError(
+            f"{chunks}: the feature(s) of source row(s) {', '.join(map(str, without[:10]))} got no H3 cell "
+            "from any of the chunks that shared their work"
+        )
     nulls = int(total["dropped"].get(NULL_GEOMETRY, 0))
     src_nulls = _source_null_count(pf, info.geometry_column, info.metadata)
     if src_nulls is not None and src_nulls != nulls:
@@ -248,5 +278,7 @@ def check_chunks(chunks: str, source: str, markers: list[dict[str, Any]] | None 
             h0 = int(rel.split("/", 1)[0].split("=", 1)[1])
             cs.partitions.setdefault(h0, []).append((int(m["chunk_id"]), rel, int(n)))
     for parts in cs.partitions.values():
-        parts.sort(key=lambda t: (start[t[0]], t[0]))  # source row order: the output stays id-ordered
+        # source row order (then a chunk's files in the order written): the output stays id-ordered,
+        # except where several chunks share a row chunk of several features (hex --shares)
+        parts.sort(key=lambda t: (start[t[0]], t[0], part_seq(t[1])))
     return cs
