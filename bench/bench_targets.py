@@ -23,7 +23,9 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -47,6 +49,26 @@ dt = time.monotonic() - t
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps({"rc": p.returncode, "seconds": dt, "rss_mb": rss, "err": p.stderr[-800:]}))
 """
+
+
+def measure_sampled(argv: list[str], env: dict[str, str], cpus: list[int]) -> tuple[dict, list[float]]:
+    """One run, its RSS sampled every second: (the result, the peak RSS of each quarter of it)."""
+    t = time.monotonic()
+    proc = subprocess.Popen([*map(str, argv)], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))  # fmt: skip
+    samples: list[float] = []
+    while proc.poll() is None:
+        try:
+            samples.append(int(Path(f"/proc/{proc.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+        except (OSError, IndexError):
+            pass
+        time.sleep(1.0)
+    err = proc.stderr.read() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv} failed: {err[-800:]}")
+    q = max(1, len(samples) // 4)
+    quarters = [max(samples[i : i + q] or [0.0]) for i in range(0, q * 4, q)]
+    return {"seconds": time.monotonic() - t, "rss_mb": max(samples or [0.0])}, quarters
 
 
 def measure(argv: list[str], repeat: int, env: dict[str, str] | None = None, cpus: list[int] | None = None) -> dict:
@@ -188,7 +210,10 @@ def tippecanoe() -> str:
 # ---- the rows -----------------------------------------------------------------------------------
 
 
-def rows(out: Path, repeat: int) -> list[dict]:
+SECTIONS = ("convert", "hex", "pmtiles", "memory", "run")
+
+
+def rows(out: Path, repeat: int, only: set[str], long: bool) -> list[dict]:
     from cng_datasets.steps.pmtiles import TIPPECANOE_FLAGS
 
     table: list[dict] = []
@@ -201,7 +226,7 @@ def rows(out: Path, repeat: int) -> list[dict]:
               f"{base['seconds'] if base else float('nan'):.2f} s, ratio {ratio} {extra}", flush=True)  # fmt: skip
 
     site = site_packages()
-    for n in (200_000, 1_000_000):
+    for n in (200_000, 1_000_000) if "convert" in only else ():
         gpkg = small_polygons_gpkg(out / f"polys_{n}.gpkg", n)
         ours_out, duck_out = out / f"ours_{n}.parquet", out / f"duck_{n}.parquet"
         ours = measure([*CLI, "convert", "--quiet", gpkg, ours_out], repeat if n < 1e6 else 1)
@@ -222,7 +247,7 @@ def rows(out: Path, repeat: int) -> list[dict]:
         ("50k ~1 km² polygons", small, 10, "9,8,0"),
         ("four 1°×1° boxes", convert(boxes_gpkg(out / "boxes.gpkg"), out / "boxes.parquet"), 10, "9,8,0"),
         ("Brazil alone (171 attributes)", brazil_parquet(out), 7, "0"),
-    ):
+    ) if "hex" in only else ():
         dest = out / f"hex_{res}_{src.stem}"
         argv = [*CLI, *hex_argv, "--input", src, "--output", dest, "--resolution", str(res), "--parent-resolutions", parents]
         ours = measure(argv, repeat, one["env"], one["cpus"])
@@ -242,7 +267,8 @@ def rows(out: Path, repeat: int) -> list[dict]:
 
     countries = convert(COUNTRIES, out / "countries.parquet")
     cities = convert(CITIES, out / "cities.parquet")
-    for name, src, layer, zoom in (("NE 10m countries", countries, "countries", 6), ("GeoNames cities", cities, "cities", None)):
+    pmtiles_rows = (("NE 10m countries", countries, "countries", 6), ("GeoNames cities", cities, "cities", None))
+    for name, src, layer, zoom in pmtiles_rows if "pmtiles" in only else ():
         pm = out / f"{layer}.pmtiles"
         argv = [*CLI, "pmtiles", "--input", src, "--output", pm, "--layer-name", layer]
         argv += ["--max-zoom", str(zoom)] if zoom is not None else ["--resolution", "10"]
@@ -259,18 +285,34 @@ def rows(out: Path, repeat: int) -> list[dict]:
         add(f"pmtiles, {name} at {how}, one thread", ours, base, "bare tippecanoe, same flags, prepared GeoJSONSeq",
             "≤ 1.05×")  # fmt: skip
 
-    pm = out / "countries_default.pmtiles"
-    ours = measure([*CLI, "pmtiles", "--input", countries, "--output", pm, "--resolution", "10"], 1)
-    add("pmtiles, NE 10m countries at the default zoom for res 10 (was z13: unfinished after 300 s)", ours, None, "-",
-        "minutes at most")  # fmt: skip
+    if "pmtiles" in only:
+        pm = out / "countries_default.pmtiles"
+        ours = measure([*CLI, "pmtiles", "--input", countries, "--output", pm, "--resolution", "10"], 1)
+        add("pmtiles, NE 10m countries at the default zoom for res 10 (was z13: unfinished after 300 s)", ours, None,
+            "-", "minutes at most")  # fmt: skip
+    if "memory" in only:
+        memory_rows(out, cities, add, one, long)
+    if "run" in only:
+        run_row(out, repeat, add)
+    return table
 
-    # memory: one big feature at finer resolutions, and repartition of 200 chunks
-    for res in (8,):
+
+def memory_rows(out: Path, cities: Path, add: Any, one: dict, long: bool) -> None:
+    """One big feature at finer resolutions (RSS sampled over the run: is it flat?), and
+    repartition of 200 chunks."""
+    hex_argv = ["hex", "--chunk-id", "0", "--chunk-size", "100000000"]
+    for res in (8, 9, 10) if long else (8,):
         dest = out / f"hex_{res}_brazil"
+        shutil.rmtree(dest, ignore_errors=True)
         argv = [*CLI, *hex_argv, "--input", brazil_parquet(out), "--output", dest, "--resolution", str(res), "--parent-resolutions", "0"]
-        ours = measure(argv, 1, one["env"], one["cpus"])
+        ours, quarters = measure_sampled(argv, one["env"], one["cpus"])
+        cells = sum(
+            __import__("pyarrow.parquet", fromlist=["x"]).ParquetFile(f).metadata.num_rows
+            for f in glob.glob(f"{dest}/**/*.parquet", recursive=True)
+        )
         add(f"hex Brazil alone (171 attributes), res {res}, one core: peak memory", ours, None, "-",
-            "flat, ≤ 1 GiB (res 7: see above)")  # fmt: skip
+            "flat, ≤ 1 GiB (res 7: see above)",
+            f"{cells:,} rows; peak RSS per quarter of the run: {' / '.join(f'{q:.0f}' for q in quarters)} MB")  # fmt: skip
     chunks, final = out / "chunks200", out / "hex200"
     if not (chunks / "_done").exists():
         for i in range(200):
@@ -281,7 +323,9 @@ def rows(out: Path, repeat: int) -> list[dict]:
     ours = measure([*CLI, "repartition", "--chunks", chunks, "--output", final, "--source", cities, "--keep-chunks"], 1)
     add("repartition of 200 chunks (144k cities, res 10): peak memory", ours, None, "-", "≤ 1 GiB")
 
-    # run vs the same steps as single processes, one after the other
+
+def run_row(out: Path, repeat: int, add: Any) -> None:
+    """``run`` vs the same steps as single processes, one after the other."""
     bucket = out / "run"
     run_argv = [*CLI, "run", "-q", "--dataset", "cities", "--source-url", CITIES, "--bucket", bucket, "--h3-resolution", "10", "--force"]
     ours = measure(run_argv, repeat)
@@ -298,10 +342,9 @@ def rows(out: Path, repeat: int) -> list[dict]:
     )
     base = measure([PY, "-c", script], repeat)
     add("run on 144k points (GeoNames cities CSV, res 10)", ours, base, "the same four steps as single processes", "≤ 1.1×")
-    return table
 
 
-def write_docs(table: list[dict], repeat: int) -> str:
+def write_docs(table: list[dict], repeat: int, write: bool = True) -> str:
     lines = [
         "## Targets (issue 14)",
         "",
@@ -324,6 +367,8 @@ def write_docs(table: list[dict], repeat: int) -> str:
             f"{r['target']} | {r['extra']} |"
         )
     section = "\n".join(lines) + "\n\n"
+    if not write:
+        return section
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text()
     start = text.find("## Targets (issue 14)")
@@ -342,10 +387,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/cng-bench"))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ours-python", default=PY, help="Python of an install of cng-datasets as in the image")
+    parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}: printed, docs not written")
+    parser.add_argument("--long", action="store_true", help="memory: Brazil at res 9 and 10 too (~20 min)")
     args = parser.parse_args()
     CLI[0] = args.ours_python
     args.out.mkdir(parents=True, exist_ok=True)
-    print(write_docs(rows(args.out, args.repeat), args.repeat))
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    table = rows(args.out, args.repeat, only, args.long)
+    print(write_docs(table, args.repeat, write=not args.only))
 
 
 if __name__ == "__main__":

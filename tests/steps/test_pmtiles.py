@@ -596,3 +596,71 @@ def test_metadata_rewrite_keeps_every_tile(countries_pmtiles: Any, tmp_path: Pat
     assert meta["extra"] == {"x": "ü" * 5000} and meta["cng_datasets"] == read_metadata(out)["cng_datasets"]
     step.verify_archive(copy, "countries", ["NAME_EN"])
     assert _leftovers(tmp_path) == ["copy.pmtiles"]
+
+
+def _per_row_reference(path: Path) -> list[dict[str, Any]]:
+    """What each line must hold, value by value (the encoding geojson_lines vectorized)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    layout = step._layout(table.schema)
+    values = {n: step._column_values(table.column(n).combine_chunks()) for n in layout.attributes}
+    ids = values.get(layout.id_column)
+    return [
+        {
+            "id": ids[i] if ids is not None and isinstance(ids[i], int) and ids[i] >= 0 else None,
+            "properties": json.loads(
+                json.dumps({n: v[i] for n, v in values.items() if v[i] is not None}, default=step._json_default)
+            ),
+        }
+        for i in range(table.num_rows)
+    ]
+
+
+@pytest.mark.parametrize("name", ["ne_10m_admin_0_countries_deu.zip", CITIES, "earthquakes.json", "hostile"])
+def test_geojson_lines_hold_every_value_as_the_per_row_encoding(name: str, parquets: Any, tmp_path: Path) -> None:
+    import re
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+
+    if name == "hostile":  # what a vectorized encoder gets wrong: escapes, big ints, float spellings
+        pts = shapely.points([[1, 1], [2, 2], [3, 3], [4, 4]])
+        src = tmp_path / "hostile.parquet"
+        table = pa.table(
+            {
+                "_cng_fid": pa.array([1, 2, 3, 2**60], pa.int64()),
+                "text": pa.array(['a "quoted" \\ path', "tab\there", None, "üñí ☃ \u2028"]),
+                "big": pa.array([2**53, 2**53 + 1, -(2**60), None], pa.int64()),
+                "u": pa.array([1, 2**63, 0, None], pa.uint64()),
+                "f": pa.array([1.0, 1e15, 1e-5, -0.0]),
+                "f32": pa.array([1.1, 2.0, None, float("nan")], pa.float32()),
+                "small": pa.array([1, -2, None, 3], pa.int8()),
+                "flag": pa.array([True, None, False, True]),
+                "cat": pa.array(["x", None, "y", "x"]).dictionary_encode(),
+                "large": pa.array(["l", None, "m", 'n"'], pa.large_string()),
+                "raw": pa.array([b"\x00\x01", None, b"", b"z"]),
+                "geometry": pa.array(shapely.to_wkb(pts), pa.binary()),
+            }
+        )
+        geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {"encoding": "WKB"}}}
+        pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), src, row_group_size=3)
+    else:
+        src = parquets(name)
+    pf = pq.ParquetFile(src)
+    layout = step._layout(pf.schema_arrow)
+    stats = step._StreamStats()
+    lines = b"".join(step.geojson_lines(pf, layout, stats, batch_rows=100)).decode().split("\n")[:-1]
+    expected = _per_row_reference(src)
+    assert len(lines) == stats.features == len(expected)  # none of these has a row to leave out
+    for line, want in zip(lines, expected, strict=True):
+        feature = json.loads(line)
+        assert feature.get("id") == want["id"]
+        assert feature["properties"] == want["properties"]
+        assert list(feature["properties"]) == list(want["properties"])  # in column order
+    floats = [n for n in layout.attributes if pa.types.is_floating(pf.schema_arrow.field(n).type)]
+    for n in floats:  # a whole float keeps its ".0": tippecanoe types a number by how it is written
+        for text in re.findall(f'"{re.escape(n)}":(-?[0-9][^,}}]*)', "\n".join(lines)):
+            assert re.search("[.e]", text), (n, text)
+    assert stats.fields_seen == {n for n in layout.attributes if any(n in w["properties"] for w in expected)}

@@ -60,7 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -249,6 +249,86 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _has_values(column: Any) -> bool:
+    """Whether ``column`` holds a value tippecanoe would be given (NaN and ±inf count as null)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_floating(column.type):
+        return bool(pc.any(pc.is_finite(column)).as_py())
+    return bool(column.null_count < len(column))
+
+
+def _json_members(name: str, column: Any, dumps: Callable[[Any], str]) -> Any:
+    """``"<name>":<value as JSON>`` per row, null where the value is (null values are left out).
+
+    Strings, integers, floats and booleans are encoded by Arrow kernels (a Python loop over every
+    value of every row was most of the Python time of a pmtiles run); any other type, and strings
+    with control characters, go through ``dumps`` value by value (:func:`_column_values`). Floats
+    keep a ``.0`` when whole, as Python writes them: tippecanoe stores a number written without
+    ``.`` or ``e`` as an integer."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key = dumps(name) + ":"
+    typ = column.type
+    if pa.types.is_dictionary(typ):
+        column = column.cast(typ.value_type)
+        typ = column.type
+    text: Any = None
+    if pa.types.is_large_string(typ):
+        column, typ = column.cast(pa.string()), pa.string()  # a batch's text is far below 2 GiB
+    if pa.types.is_string(typ):
+        if not pc.any(pc.match_substring_regex(column, "[\\x00-\\x1f]")).as_py():
+            escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
+            text = pc.binary_join_element_wise('"', escaped, '"', "")
+    elif pa.types.is_integer(typ):
+        text = column.cast(pa.string())
+        if typ.bit_width == 64:
+            safe = pc.less_equal(column, pa.scalar(_MAX_SAFE_INT, typ))  # typed: a uint64 is no int64
+            if pa.types.is_signed_integer(typ):
+                safe = pc.and_(safe, pc.greater_equal(column, pa.scalar(-_MAX_SAFE_INT, typ)))
+            text = pc.if_else(safe, text, pc.binary_join_element_wise('"', text, '"', ""))
+    elif pa.types.is_floating(typ):
+        column = column.cast(pa.float64())  # a float32's value, not its shortest float32 spelling
+        column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, pa.float64()))
+        text = column.cast(pa.string())
+        whole = pc.invert(pc.match_substring_regex(text, "[.en]"))
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    elif pa.types.is_boolean(typ):
+        text = column.cast(pa.string())
+    if text is None:
+        text = pa.array([None if v is None else dumps(v) for v in _column_values(column)], pa.string())
+    return pc.binary_join_element_wise(key, text, "")
+
+
+def _json_ids(column: Any) -> Any:
+    """The feature id of each row from the id column: its value when a non-negative integer that
+    tippecanoe can hold exactly, else null (no id)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_integer(column.type):
+        return pa.nulls(len(column), pa.uint64())
+    typ = column.type
+    ok = pc.and_(pc.greater_equal(column, pa.scalar(0, typ)), pc.less_equal(column, pa.scalar(_MAX_SAFE_INT, typ)))
+    return pc.if_else(ok, column, pa.scalar(None, column.type))
+
+
+def _string_bytes(lines: Any) -> bytes:
+    """The values of a string array without nulls, one after the other."""
+    import numpy as np
+    import pyarrow as pa
+
+    arr = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
+    if len(arr) == 0:
+        return b""
+    _, offsets, data = arr.buffers()
+    off = np.frombuffer(offsets, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    out: bytes = data.to_pybytes()[int(off[0]) : int(off[-1])]
+    return out
+
+
 def _column_values(column: Any) -> list[Any]:
     """Python values of one Arrow column, JSON-ready: NaN/±inf → None, unsafe integers → str."""
     import pyarrow as pa
@@ -304,6 +384,8 @@ def geojson_lines(
     attribute values).
     """
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import shapely
 
     from cng_datasets.geometry import split_antimeridian
@@ -345,28 +427,36 @@ def geojson_lines(
         stats.bounds[1] = min(stats.bounds[1], float(np.min(bounds[:, 1])))
         stats.bounds[2] = max(stats.bounds[2], float(np.max(bounds[:, 2])))
         stats.bounds[3] = max(stats.bounds[3], float(np.max(bounds[:, 3])))
-        texts = shapely.to_geojson(geoms)
-        values = [_column_values(batch.column(name)) for name in layout.attributes]
-        names = layout.attributes
-        seen = stats.fields_seen
-        for name, vals in zip(names, values, strict=True):
-            if name not in seen and any(v is not None for v in vals):
-                seen.add(name)
-        ids = values[id_index] if id_index >= 0 else None
-        out: list[str] = []
-        for i in np.flatnonzero(keep).tolist():
-            props = {name: vals[i] for name, vals in zip(names, values, strict=True) if vals[i] is not None}
-            fid = first_row + i + 1 if row_ids else ids[i] if ids is not None else None
-            id_part = f'"id":{fid},' if isinstance(fid, int) and fid >= 0 else ""
-            out.append(f'{{"type":"Feature",{id_part}"properties":{dumps(props)},"geometry":{texts[i]}}}\n')
-        stats.features += len(out)
-        if stats.streamed is not None:  # the ids given to tippecanoe, to check the tiles against
-            kept = np.flatnonzero(keep)
-            if row_ids:
-                stats.streamed.add(kept + (first_row + 1))
-            elif ids is not None:
-                stats.streamed.add([ids[i] for i in kept.tolist()])
-        yield "".join(out).encode("utf-8")
+        kept = np.flatnonzero(keep)
+        texts = pa.array(shapely.to_geojson(geoms[kept]), pa.string())
+        picked = batch.take(pa.array(kept))
+        frags = []
+        for name in layout.attributes:
+            if name not in stats.fields_seen and _has_values(batch.column(name)):
+                stats.fields_seen.add(name)
+            frags.append(_json_members(name, picked.column(name), dumps))
+        props = pc.binary_join_element_wise(*frags, ",", null_handling="skip") if frags else ""
+        if row_ids:
+            fids: Any = pa.array(kept + (first_row + 1))
+        elif id_index >= 0:
+            fids = _json_ids(picked.column(layout.attributes[id_index]))
+        else:
+            fids = None
+        id_part = pc.binary_join_element_wise('"id":', fids.cast(pa.string()), ",", "") if fids is not None else None
+        lines = pc.binary_join_element_wise(
+            '{"type":"Feature",',
+            pc.fill_null(id_part, "") if id_part is not None else "",
+            '"properties":{',
+            pc.fill_null(props, "") if frags else "",
+            '},"geometry":',
+            texts,
+            "}\n",
+            "",
+        )
+        stats.features += len(kept)
+        if stats.streamed is not None and fids is not None:  # the ids given to tippecanoe, to check the tiles against
+            stats.streamed.add(pc.drop_null(fids).to_numpy(zero_copy_only=False))
+        yield _string_bytes(lines)
 
 
 # --------------------------------------------------------------------------------------------

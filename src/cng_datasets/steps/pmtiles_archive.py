@@ -22,8 +22,10 @@ import gzip
 import json
 import logging
 import math
+import mmap
 import os
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,6 +54,8 @@ log = logging.getLogger("cng_datasets")
 #: Distinct tile contents whose ids are remembered, so a repeated tile (ocean, a polygon's
 #: interior) is decoded once.
 _CONTENT_CACHE = 4096
+#: Feature ids collected before they are added to a DistinctIds.
+_ID_BATCH = 1 << 16
 #: Id ranges up to this size are counted with one byte per possible id.
 DENSE_LIMIT = 1 << 24
 #: Sparse ids are compacted (sorted, deduplicated) when this many are pending.
@@ -143,6 +147,28 @@ def _layer_parts(buf: bytes, start: int, end: int) -> tuple[str | None, list[tup
     return name, features
 
 
+def _feature_id(buf: bytes, start: int, end: int) -> int | None:
+    """The id (field 1, a varint) of the Feature message ``buf[start:end]``; the fields before it
+    (tippecanoe writes type and tags first) are skipped by their length."""
+    pos = start
+    while pos < end:
+        key = buf[pos]
+        if key >= 0x80:  # a field number past 15: not one of Feature's
+            key, pos = _varint(buf, pos)
+        else:
+            pos += 1
+        if key == 0x08:
+            return _varint(buf, pos)[0]
+        if key & 7 == 2:
+            length, pos = _varint(buf, pos)
+            pos += length
+        else:
+            pos = _skip(buf, pos, key & 7)
+    if pos != end:
+        raise ValueError("feature does not end at its length")
+    return None
+
+
 def mvt_feature_ids(data: bytes, layer: str | None = None) -> tuple[list[int], int]:
     """The feature ids in an (uncompressed) MVT tile, in layer ``layer`` (all layers when None),
     and how many features there have no id."""
@@ -155,10 +181,7 @@ def mvt_feature_ids(data: bytes, layer: str | None = None) -> tuple[list[int], i
         if layer is not None and name != layer:
             continue
         for s2, e2 in features:
-            fid = None
-            for f3, w3, v3, _ in _fields(data, s2, e2):
-                if f3 == 1 and w3 == 0:
-                    fid = v3
+            fid = _feature_id(data, s2, e2)
             if fid is None:
                 missing += 1
             else:
@@ -174,7 +197,7 @@ def _decompress(data: bytes, compression: Any) -> bytes:
     from pmtiles.tile import Compression
 
     if compression == Compression.GZIP:
-        return gzip.decompress(data)
+        return zlib.decompress(data, 31)  # a gzip member (gzip.decompress parses its header in Python)
     if compression in (Compression.NONE, Compression.UNKNOWN):
         return data
     raise ValueError(f"unsupported compression {compression.name}")
@@ -185,24 +208,56 @@ def _first_tile_id(z: int) -> int:
     return ((1 << (2 * z)) - 1) // 3
 
 
+def _varints(data: bytes) -> np.ndarray:
+    """Every unsigned LEB128 varint of ``data``, decoded at once (a directory holds thousands)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf < 0x80)
+    if len(ends) and ends[-1] != len(buf) - 1:
+        raise ValueError("directory ends inside a varint")
+    starts = np.r_[0, ends[:-1] + 1]
+    if len(ends) and int((ends - starts).max()) > 9:
+        raise ValueError("varint longer than 10 bytes")
+    shift = 7 * (np.arange(len(buf)) - np.repeat(starts, ends - starts + 1))
+    bits = (buf & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
+    return np.add.reduceat(bits, starts) if len(ends) else np.zeros(0, np.uint64)  # the bits are disjoint
+
+
+def directory_entries(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A PMTiles v3 directory (gzip-compressed, as the ``pmtiles`` library writes and reads it) as
+    arrays: tile ids, run lengths, lengths, offsets — what ``pmtiles.tile.deserialize_directory``
+    returns, without a Python object per entry."""
+    v = _varints(zlib.decompress(data, 31)).astype(np.int64)
+    n = int(v[0]) if len(v) else 0
+    if len(v) != 1 + 4 * n:
+        raise ValueError(f"directory of {n} entries holds {len(v) - 1} values")
+    tile_ids = np.cumsum(v[1 : 1 + n])
+    run_lengths, lengths, raw = v[1 + n : 1 + 2 * n], v[1 + 2 * n : 1 + 3 * n], v[1 + 3 * n :]
+    # offset 0 (after the first entry): right after the entry before; else the value − 1
+    explicit = (raw != 0) | (np.arange(n) == 0)
+    last = np.maximum.accumulate(np.where(explicit, np.arange(n), 0))
+    before = np.r_[0, np.cumsum(lengths)[:-1]]  # bytes of the entries before each one
+    offsets = (raw - 1)[last] + before - before[last]
+    return tile_ids, run_lengths, lengths, offsets
+
+
 def tiles_at_zoom(
     get_bytes: Callable[[int, int], bytes], header: dict[str, Any], zoom: int
 ) -> Iterator[tuple[int, int]]:
     """(offset, length) in the file of every tile content addressed at ``zoom`` (each run once)."""
-    from pmtiles.tile import deserialize_directory
-
     lo, hi = _first_tile_id(zoom), _first_tile_id(zoom + 1)
     stack = [(header["root_offset"], header["root_length"])]
     while stack:
         off, length = stack.pop()
-        entries = deserialize_directory(get_bytes(off, length))
-        for i, e in enumerate(entries):
-            if e.run_length == 0:
-                nxt = entries[i + 1].tile_id if i + 1 < len(entries) else None
-                if e.tile_id < hi and (nxt is None or nxt > lo):  # the leaf may hold tiles of this zoom
-                    stack.append((header["leaf_directory_offset"] + e.offset, e.length))
-            elif e.tile_id < hi and e.tile_id + e.run_length > lo:
-                yield header["tile_data_offset"] + e.offset, e.length
+        ids, runs, lengths, offsets = directory_entries(get_bytes(off, length))
+        leaf = runs == 0
+        following = np.r_[ids[1:], np.iinfo(np.int64).max]
+        # a leaf may hold tiles of this zoom; a run of tiles that meets the zoom's ids is one content
+        wanted_leaves = leaf & (ids < hi) & (following > lo)
+        for i in np.flatnonzero(wanted_leaves)[::-1].tolist():  # popped in file order
+            stack.append((header["leaf_directory_offset"] + int(offsets[i]), int(lengths[i])))
+        tiles = ~leaf & (ids < hi) & (ids + runs > lo)
+        base = header["tile_data_offset"]
+        yield from zip((offsets[tiles] + base).tolist(), lengths[tiles].tolist(), strict=True)
 
 
 class DistinctIds:
@@ -284,16 +339,17 @@ def count_features_at_zoom(path: str | os.PathLike[str], layer: str, zoom: int, 
     ``counter``; return what was found."""
     from pmtiles.tile import deserialize_header
 
-    with open(path, "rb") as fh:
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
 
         def get_bytes(offset: int, length: int) -> bytes:
-            fh.seek(offset)
-            return fh.read(length)
+            return mm[offset : offset + length]
 
         header = dict(deserialize_header(get_bytes(0, 127)))
+        compression = header["tile_compression"]
         without = 0
         decoded = 0
         recent: OrderedDict[tuple[int, int], None] = OrderedDict()
+        pending: list[int] = []  # ids added to the counter in batches (one numpy call per tile costs)
         for key in tiles_at_zoom(get_bytes, header, zoom):
             if key in recent:  # the same content again: its ids are counted already
                 recent.move_to_end(key)
@@ -301,10 +357,14 @@ def count_features_at_zoom(path: str | os.PathLike[str], layer: str, zoom: int, 
             recent[key] = None
             if len(recent) > _CONTENT_CACHE:
                 recent.popitem(last=False)
-            ids, missing = mvt_feature_ids(_decompress(get_bytes(*key), header["tile_compression"]), layer)
-            counter.add(ids)
+            ids, missing = mvt_feature_ids(_decompress(get_bytes(*key), compression), layer)
+            pending += ids
+            if len(pending) >= _ID_BATCH:
+                counter.add(pending)
+                pending = []
             without += missing
             decoded += 1
+        counter.add(pending)
     return ZoomCount(zoom, counter.count, counter.outside, without, decoded)
 
 
