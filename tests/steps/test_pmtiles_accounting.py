@@ -187,3 +187,29 @@ def test_distinct_ids_dense_and_sparse(monkeypatch: Any) -> None:
     assert fewer.not_in(dense) == 0 and dense.not_in(fewer) == 3 and dense.not_in(sparse) == 0
     sparse.add([2**59])
     assert sparse.not_in(dense) == 1
+
+
+def test_directory_entries_agree_with_the_pmtiles_library() -> None:
+    import random
+    import zlib
+
+    from pmtiles.tile import Entry, deserialize_directory, serialize_directory
+
+    from cng_datasets.steps.pmtiles_archive import directory_entries
+
+    rng = random.Random(4)
+    entries, tile, offset = [], 0, 0
+    for _ in range(5000):
+        tile += rng.choice([1, 1, 2, 300, 2**33])
+        length = rng.randint(1, 70_000)
+        if rng.random() < 0.3:  # not right after the one before: an explicit offset
+            offset += rng.randint(1, 2**40)
+        entries.append(Entry(tile, rng.choice([0, 1, 1, 7]), offset, length))  # run length 0: a leaf
+        offset += length
+    data = serialize_directory(entries)
+    ids, runs, lengths, offsets = directory_entries(data)
+    want = deserialize_directory(data)
+    assert ids.tolist() == [e.tile_id for e in want] and runs.tolist() == [e.run_length for e in want]
+    assert lengths.tolist() == [e.length for e in want] and offsets.tolist() == [e.offset for e in want]
+    with pytest.raises(zlib.error):
+        directory_entries(serialize_directory(entries[:10])[:-8])  # a truncated gzip member
