@@ -64,6 +64,7 @@ class Survey:
     wkb_bytes: float = 0.0  # per feature
     attribute_bytes: float = 0.0  # per feature
     attribute_columns: int = 0
+    partitions: int = 0  # h0 base cells the sample touches
     sampled: int = 0
     note: str = ""
 
@@ -94,6 +95,7 @@ def survey_source(
         wkb_bytes=sample.wkb_bytes / n,
         attribute_bytes=sample.attribute_bytes,
         attribute_columns=sample.attribute_columns,
+        partitions=estimate.base_cells(sample),
         sampled=sample.size,
     )
 
@@ -131,6 +133,7 @@ def combine(surveys: Sequence[Survey]) -> Survey:
         wkb_bytes=sum(w * s.wkb_bytes for w, s in zip(weight, surveys, strict=True)),
         attribute_bytes=sum(w * s.attribute_bytes for w, s in zip(weight, surveys, strict=True)),
         attribute_columns=max((s.attribute_columns for s in surveys), default=0),
+        partitions=min(122, sum(s.partitions for s in surveys)),
         sampled=sum(s.sampled for s in surveys),
         note="; ".join(s.note for s in surveys if s.note),
     )

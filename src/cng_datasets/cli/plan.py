@@ -69,6 +69,7 @@ def _plan_document(config: WorkflowConfig, survey: Survey, cores: int) -> dict[s
         len(config.parents),
         ch.completions,
         cores,
+        survey.partitions or 122,
     )
     by = {c.step: c for c in costs}
     convert_s = by["convert"].seconds
