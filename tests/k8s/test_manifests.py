@@ -748,3 +748,15 @@ def test_the_minimum_version_is_where_the_schemas_start_to_accept_the_jobs(plan:
     with pytest.raises(kubernetes_validate.ValidationError):
         _validate_all(files, "1.28")
     assert _validate_all(files, m.MIN_K8S_VERSION) == 11
+
+
+def test_a_few_huge_features_are_shared_by_the_hex_job() -> None:
+    """Three continents at res 10: 198 completions, 66 sharing each feature, strictly valid."""
+    plan = build_plan(golden_config(), 3, hex_rows=600_000_000)
+    files = m.render_files(plan)
+    assert _validate_all(files, DEFAULT_K8S_VERSION) == 11
+    (job,) = [d for d in yaml.safe_load_all(files["hex-job.yaml"]) if d["kind"] == "Job"]
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (198, 50)
+    argv = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert argv[argv.index("--chunk-size") :][:6] == ["--chunk-size", "1", "--chunk-count", "3", "--shares", "66"]
+    assert "198 chunks: 3 row chunks of 1 feature, each shared by 66 chunks" in files["README.md"]
