@@ -8,6 +8,7 @@ the polygon by shapely's planar point-in-polygon.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import h3.api.basic_int as h3
 import numpy as np
@@ -277,3 +278,24 @@ def test_coordinates_outside_lonlat_raise_instead_of_being_clipped():
     idx, _cells = zip(*h3cells.feature_cells(edge, 3), strict=True)
     assert sorted(np.concatenate(idx).tolist()) == [0, 1, 2]
     assert h3cells.point_cells(np.array([0.0]), np.array([90.0 + 1e-12]), 3)[0] == h3.latlng_to_cell(90.0, 0.0, 3)
+
+
+def test_shares_together_are_the_unshared_cells_slivers_included() -> None:
+    """A zig-zag sliver has a huge perimeter but no cell centre: it is not split among shares
+    (a split feature gets no fallback cell), so its owner gives it the cell of a point on it."""
+    xs = np.linspace(-40, 40, 400)
+    sliver = shapely.LineString(np.c_[xs, np.where(np.arange(400) % 2, 0.3, -0.3)]).buffer(1e-6, cap_style=2)
+    geoms = np.array([sliver, shapely.box(-60, -20, -50, -10), None], dtype=object)
+
+    def pairs(**kw: Any) -> list[tuple[int, int]]:
+        return sorted((int(i), int(c)) for idx, cs in h3cells.feature_cells(geoms, 5, "center", 300, **kw)
+                      for i, c in zip(idx, cs, strict=True))  # fmt: skip
+
+    whole = pairs()
+    shared, splits = [], set()
+    for k in range(3):
+        split: set[int] = set()
+        shared += pairs(share=h3cells.Share(k, 3), owned=np.arange(3) == k, split=split)
+        splits |= split
+    assert sorted(shared) == whole and splits == {1}  # the box's tiles are split, the sliver is not
+    assert sum(1 for i, _ in whole if i == 0) == 1

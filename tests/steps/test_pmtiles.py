@@ -646,6 +646,7 @@ def test_geojson_lines_hold_every_value_as_the_per_row_encoding(name: str, parqu
         )
         geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": {"encoding": "WKB"}}}
         pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), src, row_group_size=3)
+
     else:
         src = parquets(name)
     pf = pq.ParquetFile(src)

@@ -574,8 +574,33 @@ def test_a_missing_share_is_named(source: str, tmp_path: Path) -> None:
     chunks = tmp_path / "chunks"
     _shared_chunks(source, chunks)
     (chunks / "_done" / "chunk-00004.json").unlink()  # row chunk 1, share 1: rows 80..99
-    with pytest.raises(IncompleteOutputError, match=r"missing 1 hex chunk\(s\): chunk 4 .*rows 80\.\.99"):
+    with pytest.raises(IncompleteOutputError, match=r"missing 1 hex chunk\(s\): chunk 4 .*share rows 60\.\.119"):
         rp.check_chunks(str(chunks), source)
+
+
+def _marker(chunk_id: int, start: int, end: int, shares: int = 1, size: int = 1) -> dict:
+    return {"chunk_id": chunk_id, "start_row": start, "end_row": end, "share": chunk_id % shares,
+            "shares": shares, "chunk_size": size}  # fmt: skip
+
+
+def test_shares_that_own_no_row_or_come_from_another_run_are_caught() -> None:
+    """Every share computes tiles of the big features of its whole row chunk, so a share that owns
+    no row is still needed; shares of two runs must never pass for one."""
+    from cng_datasets.steps.hexchunks import coverage_problems
+
+    whole = [_marker(r * 3 + k, r, r + 1, 3) for r in range(4) for k in range(3)]  # 1 feature, 3 shares
+    assert coverage_problems(whole, 4) == []
+    owns_nothing = [m for m in whole if m["chunk_id"] != 6]  # row 2's share 0 owns no row
+    assert coverage_problems(owns_nothing, 4) == [
+        "missing 1 hex chunk(s): chunk 6 (_done/chunk-00006.json) (of the 3 that share row 2)"
+    ]
+    other_run = [m for m in whole if m["chunk_id"] != 3] + [_marker(3, 1, 2, 2)]  # chunk 3 of a --shares 2 run
+    (problem,) = coverage_problems(other_run, 4)
+    assert "chunks 3, 4, 5 cover row 1 with different --shares (2, 3: " in problem
+    mixed_ids = [m for m in whole if m["chunk_id"] != 5] + [{**_marker(8, 1, 2, 3), "share": 2}]
+    assert "are not the 3 shares of one row chunk" in coverage_problems(mixed_ids, 4)[0]
+    sizes = [_marker(k, 0, 100, 2, 100) for k in range(2)] + [_marker(k, 100, 150, 2, 50) for k in (4, 5)]
+    assert "source rows 150..199 are in no chunk" in coverage_problems(sizes, 200)[0]
 
 
 def test_a_split_feature_without_any_cell_fails(source: str, tmp_path: Path) -> None:

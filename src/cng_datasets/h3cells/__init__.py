@@ -136,8 +136,9 @@ def feature_cells(
     one cell. Each yielded batch holds about ``budget`` cells at most.
 
     Shared work (``share.count > 1``): only the features ``owned`` (a mask; default all) are
-    computed, plus this share's tiles of every feature too big for one H3 call, owned or not;
-    their indexes are added to ``split`` (before anything is yielded). A split feature gets no
+    computed, plus this share's tiles of every feature too big for one H3 call (by its area or
+    length, not its perimeter), owned or not; their indexes are added to ``split`` (before
+    anything is yielded). A split feature gets no
     fallback cell: that it has a cell at all is known only from every share together (the caller
     checks it).
 
@@ -163,7 +164,10 @@ def feature_cells(
     has_parts = np.zeros(n, dtype=bool)
     for arr in (parts.polygon_index, parts.line_index, parts.point_index):
         has_parts[arr] = True
-    shared = big if share.count > 1 else np.zeros(n, dtype=bool)
+    # shared: only features that surely have cells (a split feature gets no fallback cell)
+    shared = np.zeros(n, dtype=bool)
+    if share.count > 1 and big.any():
+        shared = big & (estimate_cells(parts, n, res, certain=True) > budget)
     work = (np.ones(n, dtype=bool) if owned is None else np.asarray(owned, dtype=bool)) | shared
     if split is not None:
         split.update(int(i) for i in np.flatnonzero(shared))

@@ -70,8 +70,10 @@ def explode(geoms: np.ndarray) -> Parts:
     return Parts(parts[poly], index[poly], parts[line], index[line], parts[point], index[point])
 
 
-def estimate_cells(parts: Parts, n_features: int, res: int) -> np.ndarray:
-    """A rough per-feature estimate of the number of cells (within a small factor)."""
+def estimate_cells(parts: Parts, n_features: int, res: int, certain: bool = False) -> np.ndarray:
+    """A rough per-feature estimate of the number of cells (within a small factor). ``certain``:
+    only the cells a feature surely has — its polygons' area in cells and its lines' length in
+    edges, not its polygons' perimeter (a sliver of huge perimeter may cover no cell centre)."""
     import shapely
 
     est = np.zeros(n_features, dtype=np.float64)
@@ -80,7 +82,7 @@ def estimate_cells(parts: Parts, n_features: int, res: int) -> np.ndarray:
     if len(parts.polygons):
         sinu = _sinusoidal(parts.polygons)
         area = shapely.area(sinu) * KM_PER_DEG**2
-        perim = shapely.length(sinu) * KM_PER_DEG
+        perim = 0.0 if certain else shapely.length(sinu) * KM_PER_DEG
         np.add.at(est, parts.polygon_index, area / cell_km2 + perim / edge + 1.0)
     if len(parts.lines):
         length = shapely.length(_sinusoidal(parts.lines)) * KM_PER_DEG

@@ -22,7 +22,9 @@ chunk (its process is gone) are removed when the chunk starts again.
 
 Each part file holds the id column (int64), ``h<R>`` (uint64), one uint64 column per parent
 resolution (descending, ``h0`` always present) and the feature's attributes (every source column
-except the geometry and its ``bbox`` covering); rows are ordered by id, then by tile and cell.
+except the geometry and its ``bbox`` covering); rows are ordered by id, then by tile and cell
+(a share of a row chunk, ``--shares``, writes the features it owns and its tiles of the big
+ones, in id order).
 Parts are written to local temporary files and published atomically; a re-run of a chunk rewrites
 byte-identical parts (no timestamps, deterministic order), so a chunk killed mid-write is simply run
 again. The marker is removed when a chunk starts and written only after all its parts are

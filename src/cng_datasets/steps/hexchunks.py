@@ -13,8 +13,9 @@ called (``--chunk-count``, ``--last-chunk`` or seed-style ``--chunk-id`` / ``--c
 - each marker's accounting holds (``read − Σ dropped == written``), the sums hold, and the null
   geometries the chunks dropped equal the source's own count (its ``cng_datasets`` metadata or the
   Parquet statistics);
-- chunks that share a row chunk (``hex --shares P``) count only the rows each owns (the ranges
-  above are those), and every feature split among them got at least one cell from them all.
+- chunks that share a row chunk (``hex --shares P``) are all there (ids ``r·P .. r·P+P−1``, one
+  ``--shares``), each counts only the rows it owns, and every feature split among them got at
+  least one cell from them all.
 
 :func:`check_chunks` raises :class:`~cng_datasets.errors.IncompleteOutputError` naming every
 problem; it never writes or deletes anything.
@@ -148,24 +149,64 @@ def owned_span(marker: dict[str, Any]) -> tuple[int, int]:
 
 
 def _chunks_of(a: int, b: int, size: int, shares: int) -> list[int]:
-    """The chunk ids (``hex --shares``) whose owned rows meet ``[a, b)``, for chunks of ``size``."""
-    ids = []
-    for r in range(a // size, (b - 1) // size + 1):
-        for k in range(shares):
-            lo, hi = owned_rows(r * size, (r + 1) * size, k, shares)
-            if lo < b and hi > a and hi > lo:
-                ids.append(r * shares + k)
-    return ids
+    """The chunk ids of the row chunks of ``size`` rows that meet ``[a, b)``, each with its
+    ``shares`` (``hex --shares``)."""
+    return [r * shares + k for r in range(a // size, (b - 1) // size + 1) for k in range(shares)]
+
+
+def _row_chunks(markers: list[dict[str, Any]]) -> tuple[list[tuple[int, int, int]], list[str]]:
+    """The row-chunk spans ``(start, end, chunk id)`` of the markers — the shares of one row chunk
+    (``hex --shares``) make one span — and what is wrong with shared row chunks: a share missing
+    (every share computes tiles of the big features of the whole row chunk, even a share that owns
+    no row), shares of different ``--shares``, or chunk ids that are not those of their shares."""
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for m in markers:
+        groups.setdefault((int(m["start_row"]), int(m["end_row"])), []).append(m)
+    spans: list[tuple[int, int, int]] = []
+    problems: list[str] = []
+    for (s, e), group in sorted(groups.items()):
+        ids = sorted(int(m["chunk_id"]) for m in group)
+        counts = sorted({int(m.get("shares", 1)) for m in group})
+        if len(counts) > 1:
+            problems.append(
+                f"chunks {', '.join(map(str, ids))} cover {_rows(s, e)} with different --shares "
+                f"({', '.join(map(str, counts))}: chunks of two runs in one prefix?); "
+                "run hex again into an empty prefix"
+            )
+            spans.extend([(s, e, ids[0])] if e > s else [])  # its rows are not a gap as well
+            continue
+        shares = counts[0]
+        if shares == 1:
+            spans.extend((s, e, i) for i in ids if e > s)  # two of them: an overlap, reported with the others
+            continue
+        if e <= s:
+            continue
+        first = ids[0] // shares
+        if any(int(m["chunk_id"]) != first * shares + int(m.get("share", 0)) for m in group):
+            problems.append(
+                f"chunks {', '.join(map(str, ids))} cover {_rows(s, e)} but are not the {shares} shares of one row "
+                "chunk (chunks of two runs in one prefix?); run hex again into an empty prefix"
+            )
+            spans.append((s, e, ids[0]))
+            continue
+        missing = sorted(set(range(shares)) - {int(m.get("share", 0)) for m in group})
+        if missing:
+            problems.append(
+                f"missing {len(missing)} hex chunk(s): {_chunk_names([first * shares + k for k in missing])} "
+                f"(of the {shares} that share {_rows(s, e)})"
+            )
+        spans.append((s, e, first * shares))
+    return spans, problems
 
 
 def coverage_problems(markers: list[dict[str, Any]], rows: int) -> list[str]:
-    """Gaps and overlaps of the markers' owned row ranges against ``[0, rows)``."""
-    spans = sorted((*owned_span(m), int(m["chunk_id"])) for m in markers if owned_span(m)[1] > owned_span(m)[0])
+    """Gaps and overlaps of the markers' row chunks against ``[0, rows)``, and missing shares."""
+    spans, problems = _row_chunks(markers)
+    spans.sort()
     sizes = {int(m["chunk_size"]) for m in markers if m.get("chunk_size")}
     size = sizes.pop() if len(sizes) == 1 else None
     counts = {int(m.get("shares", 1)) for m in markers}
     shares = counts.pop() if len(counts) == 1 else 1
-    problems: list[str] = []
     gaps: list[tuple[int, int]] = []
     overlaps: list[str] = []
     pos, owner = 0, -1

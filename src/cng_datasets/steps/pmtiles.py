@@ -308,6 +308,8 @@ def _json_ids(column: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     if not pa.types.is_integer(column.type):
         return pa.nulls(len(column), pa.uint64())
     typ = column.type
@@ -315,8 +317,17 @@ def _json_ids(column: Any) -> Any:
     return pc.if_else(ok, column, pa.scalar(None, column.type))
 
 
+def _large(part: Any) -> Any:
+    """A literal as a large-string scalar, or a large-string array with its nulls as ``""``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    empty = pa.scalar("", pa.large_string())
+    return pa.scalar(part, pa.large_string()) if isinstance(part, str) else pc.fill_null(part, empty)
+
+
 def _string_bytes(lines: Any) -> bytes:
-    """The values of a string array without nulls, one after the other."""
+    """The values of a (large) string array without nulls, one after the other."""
     import numpy as np
     import pyarrow as pa
 
@@ -324,7 +335,8 @@ def _string_bytes(lines: Any) -> bytes:
     if len(arr) == 0:
         return b""
     _, offsets, data = arr.buffers()
-    off = np.frombuffer(offsets, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    off = np.frombuffer(offsets, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
     out: bytes = data.to_pybytes()[int(off[0]) : int(off[-1])]
     return out
 
@@ -428,30 +440,35 @@ def geojson_lines(
         stats.bounds[2] = max(stats.bounds[2], float(np.max(bounds[:, 2])))
         stats.bounds[3] = max(stats.bounds[3], float(np.max(bounds[:, 3])))
         kept = np.flatnonzero(keep)
-        texts = pa.array(shapely.to_geojson(geoms[kept]), pa.string())
+        # 64-bit offsets: a batch of big polygons may hold more than 2 GiB of GeoJSON
+        big = pa.large_string()
+        texts = pa.array(shapely.to_geojson(geoms[kept]), big)
         picked = batch.take(pa.array(kept))
         frags = []
         for name in layout.attributes:
             if name not in stats.fields_seen and _has_values(batch.column(name)):
                 stats.fields_seen.add(name)
-            frags.append(_json_members(name, picked.column(name), dumps))
-        props = pc.binary_join_element_wise(*frags, ",", null_handling="skip") if frags else ""
+            frags.append(_json_members(name, picked.column(name), dumps).cast(big))
+        comma = pa.scalar(",", big)
+        props = pc.binary_join_element_wise(*frags, comma, null_handling="skip") if frags else None
         if row_ids:
             fids: Any = pa.array(kept + (first_row + 1))
         elif id_index >= 0:
             fids = _json_ids(picked.column(layout.attributes[id_index]))
         else:
             fids = None
-        id_part = pc.binary_join_element_wise('"id":', fids.cast(pa.string()), ",", "") if fids is not None else None
+        id_part = None
+        if fids is not None:
+            id_part = pc.binary_join_element_wise('"id":', fids.cast(pa.string()), ",", "").cast(big)
         lines = pc.binary_join_element_wise(
-            '{"type":"Feature",',
-            pc.fill_null(id_part, "") if id_part is not None else "",
-            '"properties":{',
-            pc.fill_null(props, "") if frags else "",
-            '},"geometry":',
+            _large('{"type":"Feature",'),
+            _large(id_part if id_part is not None else ""),
+            _large('"properties":{'),
+            _large(props if props is not None else ""),
+            _large('},"geometry":'),
             texts,
-            "}\n",
-            "",
+            _large("}\n"),
+            _large(""),
         )
         stats.features += len(kept)
         if stats.streamed is not None and fids is not None:  # the ids given to tippecanoe, to check the tiles against

@@ -212,14 +212,16 @@ def _varints(data: bytes) -> np.ndarray:
     """Every unsigned LEB128 varint of ``data``, decoded at once (a directory holds thousands)."""
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf < 0x80)
-    if len(ends) and ends[-1] != len(buf) - 1:
+    if not len(buf):
+        return np.zeros(0, np.uint64)
+    if not len(ends) or ends[-1] != len(buf) - 1:
         raise ValueError("directory ends inside a varint")
     starts = np.r_[0, ends[:-1] + 1]
     if len(ends) and int((ends - starts).max()) > 9:
         raise ValueError("varint longer than 10 bytes")
     shift = 7 * (np.arange(len(buf)) - np.repeat(starts, ends - starts + 1))
     bits = (buf & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
-    return np.add.reduceat(bits, starts) if len(ends) else np.zeros(0, np.uint64)  # the bits are disjoint
+    return np.add.reduceat(bits, starts)  # the bits of one varint are disjoint: their sum is their OR
 
 
 def directory_entries(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,8 @@ plus the completion markers ``<chunks>/_done/chunk-*.json``). Output::
 
     <output>/h0=<h0 cell as unsigned decimal>/data_0.parquet   (data_1, … for huge partitions)
 
-Rows are ordered by id (chunks are concatenated in chunk order, each part is id-ordered), ZSTD.
+Rows are ordered by id (chunks are concatenated in row order, each part is id-ordered; not within
+a row chunk of several features shared by ``hex --shares`` chunks, which the plan never makes), ZSTD.
 
 Completeness (:func:`cng_datasets.steps.hexchunks.check_chunks`) is checked before anything is
 written or removed, and again before the chunks are deleted:
