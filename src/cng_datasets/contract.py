@@ -29,6 +29,8 @@ from cng_datasets.errors import RecordError
 ID_COLUMN = "_cng_fid"
 #: Geometry column of the GeoParquet output.
 GEOMETRY_COLUMN = "geometry"
+#: H3's resolution-0 cells: the most ``h0=<cell>`` partitions a hex output can have.
+BASE_CELL_COUNT = 122
 
 
 def cell_column(resolution: int) -> str:

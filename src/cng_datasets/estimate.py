@@ -248,9 +248,10 @@ def cells_per_feature(geoms: np.ndarray, resolution: int, containment: str) -> n
     return rows
 
 
-def base_cells(sample: FeatureSample) -> int:
+def touched_base_cells(sample: FeatureSample) -> int:
     """The H3 base cells (the hex output's h0 partitions) the sample touches: those of each
-    geometry's bounding box corners and centre (a lower bound, at most 122)."""
+    geometry's bounding box corners and centre (a lower bound, at most
+    :data:`~cng_datasets.contract.BASE_CELL_COUNT`)."""
     from cng_datasets.h3cells import point_cells
 
     b = sample.bounds
@@ -427,10 +428,12 @@ def step_costs(
     parents: int,
     chunks: int,
     cores: int,
-    partitions: int = 122,
+    partitions: int,
 ) -> list[StepCost]:
     """Each step's :class:`StepCost` from a survey's numbers (bytes per feature are sampled;
     ``partitions``: the h0 partitions of the hex output)."""
+    from cng_datasets.steps.repartition import ROW_GROUP_ROWS
+
     geoparquet = features * (0.6 * wkb_bytes + 0.3 * attribute_bytes + 16)
     # Each row: the id and its cells, which compress with the cells per feature (the cells of one
     # fill are neighbours: 6 B per column for points, ~0.5 B for a continent), and each attribute as
@@ -441,7 +444,7 @@ def step_costs(
     attributes = (0.3 * attribute_bytes + 0.6 * attribute_columns) / per_feature
     # and every column chunk (a partition's file × row group × column): its pages, dictionary and
     # footer entry, ~330 B (the 10m countries at res 4: 98 files × 171 columns are 5.5 of 5.5 MB)
-    row_groups = max(1, partitions) + hex_rows / (1 << 20)
+    row_groups = max(1, partitions) + hex_rows / ROW_GROUP_ROWS
     hex_bytes = hex_rows * (cells + attributes) + row_groups * (2 + parents + attribute_columns) * 330
     # every vertex down to the tile resolution, the attributes gzipped, and each tile's overhead
     pmtiles = tiles * 250 + features * (wkb_bytes + 0.35 * attribute_bytes)

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from cng_datasets import contract
 from cng_datasets.errors import CountFallbackWarning, first_line
 
 DEFAULT_TIMEOUT = 120.0
@@ -95,7 +96,7 @@ def survey_source(
         wkb_bytes=sample.wkb_bytes / n,
         attribute_bytes=sample.attribute_bytes,
         attribute_columns=sample.attribute_columns,
-        partitions=estimate.base_cells(sample),
+        partitions=estimate.touched_base_cells(sample),
         sampled=sample.size,
     )
 
@@ -133,7 +134,7 @@ def combine(surveys: Sequence[Survey]) -> Survey:
         wkb_bytes=sum(w * s.wkb_bytes for w, s in zip(weight, surveys, strict=True)),
         attribute_bytes=sum(w * s.attribute_bytes for w, s in zip(weight, surveys, strict=True)),
         attribute_columns=max((s.attribute_columns for s in surveys), default=0),
-        partitions=min(122, sum(s.partitions for s in surveys)),
+        partitions=min(contract.BASE_CELL_COUNT, sum(s.partitions for s in surveys)),
         sampled=sum(s.sampled for s in surveys),
         note="; ".join(s.note for s in surveys if s.note),
     )

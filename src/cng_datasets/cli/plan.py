@@ -53,6 +53,7 @@ def announce(config: WorkflowConfig, survey: Survey | None) -> None:
 
 
 def _plan_document(config: WorkflowConfig, survey: Survey, cores: int) -> dict[str, Any]:
+    from cng_datasets.contract import BASE_CELL_COUNT
     from cng_datasets.estimate import step_costs
     from cng_datasets.plan import build_plan
 
@@ -69,7 +70,7 @@ def _plan_document(config: WorkflowConfig, survey: Survey, cores: int) -> dict[s
         len(config.parents),
         ch.completions,
         cores,
-        survey.partitions or 122,
+        survey.partitions or BASE_CELL_COUNT,  # not sampled: as many as there can be
     )
     by = {c.step: c for c in costs}
     convert_s = by["convert"].seconds
