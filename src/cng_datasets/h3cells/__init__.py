@@ -111,7 +111,7 @@ def _fallback_point(geom: Any) -> tuple[float, float] | None:
 class Share:
     """Share ``index`` of ``count`` of the work on a batch (``count`` processes split it): each
     computes the features it owns whole, and every ``count``-th tile of the features too big for
-    one H3 call (:func:`split_features`). Together the shares compute each cell exactly once."""
+    one H3 call (see :func:`feature_cells`). Together the shares compute each cell exactly once."""
 
     index: int = 0
     count: int = 1
@@ -138,9 +138,8 @@ def feature_cells(
     Shared work (``share.count > 1``): only the features ``owned`` (a mask; default all) are
     computed, plus this share's tiles of every feature too big for one H3 call (by its area or
     length, not its perimeter), owned or not; their indexes are added to ``split`` (before
-    anything is yielded). A split feature gets no
-    fallback cell: that it has a cell at all is known only from every share together (the caller
-    checks it).
+    anything is yielded). A split feature gets no fallback cell: that it has a cell at all is
+    known only from every share together (the caller checks it).
 
     Raises :class:`OutOfRangeError` (before yielding anything) when a geometry has a coordinate
     outside [-180, 180] × [-90, 90]: projected coordinates are never hexed as if they were degrees.
